@@ -1,0 +1,158 @@
+"""The modality registry: one entry per modality, and the single source of band order.
+
+A *bandset* is the unit of tokenization: the model makes one token per (patch, timestep, bandset).
+Inside a modality, channels are the bandsets concatenated in the order listed here; every
+path (normalization, pretraining samples, data materialization, ``embed``) reads band order
+from this registry. Adding a modality is one :class:`Modality` entry in ``_REGISTRY``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MISSING_VALUE = -99999.0
+"""Fill value of an absent bandset / timestep / pixel, in every modality and in sample files."""
+
+MAX_TIMESTEPS = 12
+"""At most 12 (monthly) timesteps per sample."""
+
+BASE_RESOLUTION_M = 10.0
+"""All bands of all modalities live on one 10 m pixel grid."""
+
+
+@dataclass(frozen=True)
+class Modality:
+    """One input or target modality.
+
+    Attributes:
+        name: registry key, also the key used in checkpoints and sample files.
+        bandsets: band names grouped into bandsets, in channel order.
+        resolutions_m: native resolution of each bandset in metres (informational; all bands
+            are stored on the 10 m grid, coarser bands upsampled by nearest neighbour).
+        multitemporal: True for time series (T up to 12), False for static maps (T = 1).
+        encoder_input: False for decode-only map products (never fed to the encoder).
+        units: what raw values mean, as a user should supply them.
+        categorical: True when values are class ids (warp with nearest).
+    """
+
+    name: str
+    bandsets: tuple[tuple[str, ...], ...]
+    resolutions_m: tuple[float, ...]
+    multitemporal: bool
+    encoder_input: bool
+    units: str
+    categorical: bool = False
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """All band names in channel order (bandsets concatenated)."""
+        return tuple(b for bs in self.bandsets for b in bs)
+
+    @property
+    def num_bands(self) -> int:
+        return len(self.bands)
+
+    @property
+    def num_bandsets(self) -> int:
+        return len(self.bandsets)
+
+    @property
+    def decode_only(self) -> bool:
+        return not self.encoder_input
+
+    def bandset_slices(self) -> list[slice]:
+        """Channel slice of each bandset inside the modality's ``C`` axis."""
+        out, start = [], 0
+        for bs in self.bandsets:
+            out.append(slice(start, start + len(bs)))
+            start += len(bs)
+        return out
+
+    def band_index(self, band: str) -> int:
+        """Channel index of ``band``; accepts aliases such as ``B2`` for ``B02`` or ``VV``."""
+        key = canonical_band_name(band)
+        for i, b in enumerate(self.bands):
+            if canonical_band_name(b) == key:
+                return i
+        raise KeyError(
+            f"band {band!r} is not a band of modality {self.name!r}; expected one of "
+            f"{list(self.bands)}"
+        )
+
+
+def canonical_band_name(band: str) -> str:
+    """Normalize a band name for matching: case-insensitive, ``B02`` == ``B2`` == ``b2``."""
+    s = band.strip().lower()
+    m = re.fullmatch(r"b0*(\d+)(a?)", s)
+    if m:
+        return f"b{int(m.group(1))}{m.group(2)}"
+    return s
+
+
+_OSM_BANDS = (
+    "aerialway_pylon", "aerodrome", "airstrip", "amenity_fuel", "building", "chimney",
+    "communications_tower", "crane", "flagpole", "fountain", "generator_wind", "helipad",
+    "highway", "leisure", "lighthouse", "obelisk", "observatory", "parking", "petroleum_well",
+    "power_plant", "power_substation", "power_tower", "river", "runway", "satellite_dish",
+    "silo", "storage_tank", "taxiway", "water_tower", "works",
+)  # fmt: skip
+
+_WORLDCEREAL_BANDS = tuple(
+    f"tc-{name}-classification"
+    for name in (
+        "annual-temporarycrops", "maize-main-irrigation", "maize-main-maize",
+        "maize-second-irrigation", "maize-second-maize", "springcereals-springcereals",
+        "wintercereals-irrigation", "wintercereals-wintercereals",
+    )
+)  # fmt: skip
+
+_REGISTRY: tuple[Modality, ...] = (
+    Modality(
+        "sentinel2_l2a",
+        (("B02", "B03", "B04", "B08"), ("B05", "B06", "B07", "B8A", "B11", "B12"), ("B01", "B09")),
+        (10.0, 20.0, 40.0),
+        multitemporal=True,
+        encoder_input=True,
+        units="Sentinel-2 L2A digital numbers (reflectance x 10000)",
+    ),
+    Modality(
+        "sentinel1",
+        (("vv", "vh"),),
+        (10.0,),
+        multitemporal=True,
+        encoder_input=True,
+        units="Sentinel-1 backscatter in dB (10*log10 of linear)",
+    ),
+    Modality(
+        "landsat",
+        (("B8",), ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "B10", "B11")),
+        (15.0, 30.0),
+        multitemporal=True,
+        encoder_input=True,
+        units="Landsat 8/9 Collection 2 Level-1 digital numbers",
+    ),
+    Modality("worldcover", (("B1",),), (10.0,), False, False, "ESA WorldCover class id", True),
+    Modality("srtm", (("srtm",),), (30.0,), False, False, "elevation in metres"),
+    Modality(
+        "openstreetmap_raster", (_OSM_BANDS,), (2.5,), False, False, "binary 0/1 presence", True
+    ),
+    Modality("wri_canopy_height_map", (("B1",),), (1.0,), False, False, "canopy height in metres"),
+    Modality("cdl", (("cdl",),), (30.0,), False, False, "USDA Cropland Data Layer class id", True),
+    Modality("worldcereal", (_WORLDCEREAL_BANDS,), (10.0,), False, False, "0 or 100", True),
+)
+
+MODALITIES: dict[str, Modality] = {m.name: m for m in _REGISTRY}
+"""All v1 modalities, in the canonical (checkpoint) order."""
+
+ENCODER_MODALITIES: tuple[str, ...] = tuple(m.name for m in _REGISTRY if m.encoder_input)
+
+
+def get_modality(name: str) -> Modality:
+    """Look up a modality by name with a clear error for unknown names."""
+    try:
+        return MODALITIES[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown modality {name!r}; known modalities: {list(MODALITIES)}"
+        ) from None
