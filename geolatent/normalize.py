@@ -10,7 +10,7 @@ normalized: they come back as -99999 so every later stage can still see them.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 
 import numpy as np
@@ -26,7 +26,7 @@ def normalization_stats() -> dict:
     return json.loads(text)
 
 
-@lru_cache(maxsize=None)
+@cache
 def band_affine(modality: str) -> tuple[np.ndarray, np.ndarray]:
     """``(lo, hi)`` float64 arrays ``[C]`` such that normalized = ``(x - lo) / (hi - lo)``."""
     mod = get_modality(modality)
