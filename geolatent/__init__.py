@@ -1,4 +1,4 @@
-"""geolatent: an OlmoEarth-compatible multimodal spatio-temporal foundation model for Earth observation."""
+"""geolatent: an OlmoEarth-compatible multimodal spatio-temporal Earth-observation model."""
 
 from geolatent.modalities import MISSING_VALUE, MODALITIES, Modality, get_modality
 from geolatent.model import (

@@ -153,6 +153,4 @@ def get_modality(name: str) -> Modality:
     try:
         return MODALITIES[name]
     except KeyError:
-        raise KeyError(
-            f"unknown modality {name!r}; known modalities: {list(MODALITIES)}"
-        ) from None
+        raise KeyError(f"unknown modality {name!r}; known modalities: {list(MODALITIES)}") from None

@@ -40,7 +40,7 @@ def _class_name(cfg: dict) -> str:
 
 
 def config_from_release(model_cfg: dict, source: str = "config.json") -> ModelConfig:
-    """Translate the ``"model"`` entry of a v1 release ``config.json`` into a :class:`ModelConfig`."""
+    """The :class:`ModelConfig` of the ``"model"`` entry of a v1 release ``config.json``."""
     if _class_name(model_cfg) not in ("LatentMIMConfig", ""):
         raise CheckpointError(
             f"{source}: model class {model_cfg.get('_CLASS_')!r} is not a v1 LatentMIM model"
@@ -87,10 +87,13 @@ def config_from_release(model_cfg: dict, source: str = "config.json") -> ModelCo
         raise CheckpointError(f"{source}: invalid model config: {e}") from None
 
 
-def _check_and_load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+def _check_and_load(
+    module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, prefix: str = ""
+) -> None:
+    """Load ``state`` strictly; errors name the full checkpoint keys (``prefix + key``)."""
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    missing = sorted(prefix + k for k in set(expected) - set(state))
+    unexpected = sorted(prefix + k for k in set(state) - set(expected))
     problems = []
     if missing:
         problems.append(f"missing keys ({len(missing)}): {missing[:8]}")
@@ -99,7 +102,7 @@ def _check_and_load(module: torch.nn.Module, state: dict[str, torch.Tensor], wha
     for k in sorted(set(expected) & set(state)):
         if tuple(expected[k].shape) != tuple(state[k].shape):
             problems.append(
-                f"shape mismatch for {k}: checkpoint {tuple(state[k].shape)}, "
+                f"shape mismatch for {prefix}{k}: checkpoint {tuple(state[k].shape)}, "
                 f"model {tuple(expected[k].shape)}"
             )
     if problems:
@@ -128,15 +131,16 @@ def load_release_folder(path: Path) -> LatentMIM:
     stray = sorted(k for k in state if not k.startswith(known))
     if stray:
         raise CheckpointError(f"{w_path}: unexpected keys ({len(stray)}): {stray[:8]}")
-    _check_and_load(model.encoder, _split_prefix(state, "encoder."), f"{w_path} [encoder]")
-    _check_and_load(model.decoder, _split_prefix(state, "decoder."), f"{w_path} [decoder]")
+    _check_and_load(model.encoder, _split_prefix(state, "encoder."), str(w_path), "encoder.")
+    _check_and_load(model.decoder, _split_prefix(state, "decoder."), str(w_path), "decoder.")
     # The target encoder is read on its own (in releases it differs from the trained encoder);
     # only its patch embedding is used (token exit 0), the rest must still match the layout.
     target = _split_prefix(state, "target_encoder.")
     _check_and_load(
         model.target_projection,
         _split_prefix(target, "patch_embeddings."),
-        f"{w_path} [target_encoder.patch_embeddings]",
+        str(w_path),
+        "target_encoder.patch_embeddings.",
     )
     enc_shapes = {k: tuple(v.shape) for k, v in model.encoder.state_dict().items()}
     rest = {k: tuple(v.shape) for k, v in target.items() if not k.startswith("patch_embeddings.")}
@@ -145,7 +149,10 @@ def load_release_folder(path: Path) -> LatentMIM:
         diff = sorted(set(rest) ^ set(expected_rest)) or sorted(
             k for k in rest if rest[k] != expected_rest[k]
         )
-        raise CheckpointError(f"{w_path} [target_encoder]: layout differs at {diff[:8]}")
+        names = [f"target_encoder.{k}" for k in diff[:8]]
+        raise CheckpointError(
+            f"{w_path}: target_encoder layout differs from the encoder at {names}"
+        )
     return model
 
 
@@ -196,7 +203,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     if not p.is_dir():
         raise CheckpointError(f"{p} is not a checkpoint folder")
     if not (p / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"{p / CONFIG_FILE} not found: a checkpoint folder needs config.json")
+        raise FileNotFoundError(
+            f"{p / CONFIG_FILE} not found: a checkpoint folder needs config.json"
+        )
     if (p / WEIGHTS_FILE).exists():
         model = load_geolatent_folder(p)
     elif (p / RELEASE_WEIGHTS_FILE).exists():
@@ -209,7 +218,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
 
 
 def save_model(model: LatentMIM, path: str | os.PathLike) -> Path:
-    """Write ``model`` as a geolatent folder (``config.json`` + ``model.safetensors``), atomically."""
+    """Write ``model`` as a geolatent folder (``config.json``, ``model.safetensors``) atomically."""
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -227,4 +236,63 @@ def save_model(model: LatentMIM, path: str | os.PathLike) -> Path:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+    return p
+
+
+def release_config(config: ModelConfig) -> dict:
+    """The ``"model"`` entry of a v1 release ``config.json`` describing ``config``."""
+    enc = {
+        "supported_modality_names": list(config.modalities),
+        "embedding_size": config.embedding_size,
+        "max_patch_size": config.max_patch_size,
+        "min_patch_size": 1,
+        "num_heads": config.num_heads,
+        "mlp_ratio": config.mlp_ratio,
+        "depth": config.depth,
+        "drop_path": config.drop_path,
+        "max_sequence_length": config.max_sequence_length,
+        "num_register_tokens": 0,
+        "num_projection_layers": 1,
+        "aggregate_then_project": True,
+        "qk_norm": False,
+        "_CLASS_": "olmoearth_pretrain.nn.flexi_vit.EncoderConfig",
+    }
+    dec = {
+        "supported_modality_names": list(config.modalities),
+        "encoder_embedding_size": config.embedding_size,
+        "decoder_embedding_size": config.decoder_embedding_size,
+        "depth": config.decoder_depth,
+        "mlp_ratio": config.mlp_ratio,
+        "num_heads": config.decoder_num_heads,
+        "max_sequence_length": config.max_sequence_length,
+        "drop_path": config.decoder_drop_path,
+        "qk_norm": False,
+        "_CLASS_": "olmoearth_pretrain.nn.flexi_vit.PredictorConfig",
+    }
+    if config.output_embedding_size is not None:
+        dec["output_embedding_size"] = config.output_embedding_size
+    return {"encoder_config": enc, "decoder_config": dec,
+            "_CLASS_": "olmoearth_pretrain.nn.latent_mim.LatentMIMConfig"}  # fmt: skip
+
+
+def export_release_folder(model: LatentMIM, path: str | os.PathLike) -> Path:
+    """Write ``model`` in the v1 release layout (``config.json`` + ``weights.pth``).
+
+    For use with the reference implementation. ``target_encoder.patch_embeddings.*`` is the
+    frozen target projection; geolatent does not keep the rest of v1's target encoder (unused at
+    token exit 0), so those keys are written as copies of the encoder's.
+    """
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for k, v in model.encoder.state_dict().items():
+        state[f"encoder.{k}"] = v.detach().cpu().clone()
+        if not k.startswith("patch_embeddings."):
+            state[f"target_encoder.{k}"] = v.detach().cpu().clone()
+    for k, v in model.decoder.state_dict().items():
+        state[f"decoder.{k}"] = v.detach().cpu().clone()
+    for k, v in model.target_projection.state_dict().items():
+        state[f"target_encoder.patch_embeddings.{k}"] = v.detach().cpu().clone()
+    torch.save(state, p / RELEASE_WEIGHTS_FILE)
+    (p / CONFIG_FILE).write_text(json.dumps({"model": release_config(model.config)}, indent=2))
     return p

@@ -96,9 +96,7 @@ def _assemble(name: str, value, band_list: Sequence[str] | None) -> tuple[torch.
         return x, [True] * mod.num_bandsets
     band_list = list(band_list)
     if len(band_list) != x.shape[-1]:
-        raise InputError(
-            f"{name}: {len(band_list)} band names given for {x.shape[-1]} channels"
-        )
+        raise InputError(f"{name}: {len(band_list)} band names given for {x.shape[-1]} channels")
     try:
         idx = [mod.band_index(b) for b in band_list]
     except KeyError as e:
@@ -173,8 +171,10 @@ def check_value_units(name: str, x: torch.Tensor, normalized: bool) -> None:
         return
     small = float((vals.abs() <= 1.5).float().mean())
     if name in ("sentinel2_l2a", "landsat") and small > 0.99:
-        unit = "Sentinel-2 L2A digital numbers (0-10000)" if name == "sentinel2_l2a" else (
-            "Landsat Level-1 digital numbers"
+        unit = (
+            "Sentinel-2 L2A digital numbers (0-10000)"
+            if name == "sentinel2_l2a"
+            else ("Landsat Level-1 digital numbers")
         )
         raise InputError(
             f"{name}: {small:.1%} of values are within [-1.5, 1.5]: this looks like reflectance "
@@ -256,7 +256,7 @@ def embed(
 
     shapes = {n: tuple(x.shape) for n, x in tensors.items()}
     b, h, w, t = next(iter(shapes.values()))[:4]
-    for n, s in shapes.items():
+    for s in shapes.values():
         if s[:3] != (b, h, w):
             raise InputError(f"all inputs must share [B, H, W]; got {shapes}")
         if s[3] != t:
@@ -310,4 +310,3 @@ def embed(
         project_aggregated=torch.cat([o.project_aggregated for o in outs]),
         patch_size=p,
     )
-

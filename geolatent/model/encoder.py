@@ -41,7 +41,9 @@ def encoded_mask(token_mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return {m: t == MaskValue.ONLINE_ENCODER for m, t in token_mask.items()}
 
 
-def pooled_mean(tokens: dict[str, torch.Tensor], token_mask: dict[str, torch.Tensor]) -> torch.Tensor:
+def pooled_mean(
+    tokens: dict[str, torch.Tensor], token_mask: dict[str, torch.Tensor]
+) -> torch.Tensor:
     """``[B, D]`` mean over every encoded token of every modality (NaN for a sample with none)."""
     total, count = None, None
     for m, tok in tokens.items():
@@ -53,7 +55,9 @@ def pooled_mean(tokens: dict[str, torch.Tensor], token_mask: dict[str, torch.Ten
     return total / count[:, None]
 
 
-def spatial_mean(tokens: dict[str, torch.Tensor], token_mask: dict[str, torch.Tensor]) -> torch.Tensor:
+def spatial_mean(
+    tokens: dict[str, torch.Tensor], token_mask: dict[str, torch.Tensor]
+) -> torch.Tensor:
     """``[B, h, w, D]`` masked feature map (see :attr:`EncoderOutput.feature_map`)."""
     total, present = None, None
     for m, tok in tokens.items():

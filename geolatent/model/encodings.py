@@ -24,7 +24,8 @@ def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
         dim: even output width ``d``.
 
     Returns:
-        ``[..., d]`` = ``[sin(pos * w_i)]_{i<d/2} ++ [cos(pos * w_i)]_{i<d/2}``, ``w_i = 10000^(-i/(2d))``.
+        ``[..., d]`` = ``[sin(pos*w_i)]_{i<d/2} ++ [cos(pos*w_i)]_{i<d/2}``,
+        ``w_i = 10000^(-i/(2d))``.
     """
     if dim % 2:
         raise ValueError(f"sin-cos width must be even, got {dim}")
@@ -97,7 +98,9 @@ class CompositeEncodings(nn.Module):
         # Spatial quarter: column (x) first, then row (y); each axis gets q/2.
         cols = sincos_1d(torch.arange(w, device=dev) * gsd_ratio, q // 2).to(dt)  # [w, q/2]
         rows = sincos_1d(torch.arange(h, device=dev) * gsd_ratio, q // 2).to(dt)  # [h, q/2]
-        spatial = torch.cat([cols[None, :, :].expand(h, w, -1), rows[:, None, :].expand(h, w, -1)], -1)
+        spatial = torch.cat(
+            [cols[None, :, :].expand(h, w, -1), rows[:, None, :].expand(h, w, -1)], -1
+        )
         if mod.multitemporal:
             b, t = timestamps.shape[:2]
             time = self.pos_embed[:t].to(dt)  # [T, q]

@@ -44,7 +44,9 @@ class SequenceLayout:
         return out
 
 
-def flatten(per_modality: dict[str, torch.Tensor], trailing_dims: int) -> tuple[torch.Tensor, SequenceLayout]:
+def flatten(
+    per_modality: dict[str, torch.Tensor], trailing_dims: int
+) -> tuple[torch.Tensor, SequenceLayout]:
     """Concatenate ``[B, h, w, T, S, *trail]`` tensors into ``[B, N, *trail]``."""
     names, shapes, offsets, parts, off = [], [], [], [], 0
     for name, t in per_modality.items():

@@ -64,7 +64,7 @@ def patch_discrimination_loss(
 
 
 def infonce_loss(a: torch.Tensor, b: torch.Tensor, tau: float = INFONCE_TAU) -> torch.Tensor:
-    """InfoNCE between views: ``mean_b CE(<a_b, b_b'>/tau, b)`` with L2-normalized ``[B, D]`` inputs."""
+    """InfoNCE between views: ``mean_b CE(<a_b, b_b'>/tau, b)``, ``[B, D]`` inputs L2-normalized."""
     a = F.normalize(a, dim=-1)
     b = F.normalize(b, dim=-1)
     logits = a @ b.t() / tau
