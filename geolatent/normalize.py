@@ -21,7 +21,7 @@ from geolatent.modalities import MISSING_VALUE, get_modality
 
 @lru_cache(maxsize=1)
 def normalization_stats() -> dict:
-    """The stats file: per modality ``strategy``, ``band_order``, ``mean``/``std`` or ``min``/``max``."""
+    """The stats file: per modality strategy, band order, mean / std or min / max."""
     text = resources.files("geolatent").joinpath("resources/normalization_stats.json").read_text()
     return json.loads(text)
 
