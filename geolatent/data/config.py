@@ -1,0 +1,285 @@
+"""Data configuration (YAML): where each modality's observations come from, and what to build.
+
+Sources are declared here, never in code. Relative paths are resolved against the folder of the
+config file. See ``configs/data/example.yaml`` for an annotated example.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from geolatent.modalities import BASE_RESOLUTION_M, MODALITIES, canonical_band_name
+
+Resampling = Literal["nearest", "bilinear", "average", "cubic", "mode"]
+
+SCL_INVALID_CLASSES = (0, 1, 3, 8, 9, 10)
+"""Sentinel-2 SCL classes that are not a clear observation: no data, saturated/defective,
+cloud shadow, cloud medium / high probability, thin cirrus. Snow (11) and water are kept."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CloudMaskConfig(_Strict):
+    """A per-scene mask band that removes cloudy pixels before compositing.
+
+    ``band`` names the mask band inside the scene (a name listed in the file source's ``bands`` /
+    ``band_pattern`` results, or a STAC asset key). ``kind``:
+    - ``scl``: Sentinel-2 Scene Classification; invalid classes default to
+      :data:`SCL_INVALID_CLASSES`;
+    - ``binary``: any non-zero value is cloud;
+    - ``values``: the listed ``invalid_values`` are cloud.
+    """
+
+    band: str
+    kind: Literal["scl", "binary", "values"] = "scl"
+    invalid_values: list[int] | None = None
+
+    def invalid(self) -> tuple[int, ...] | None:
+        """Invalid class values, or None for ``binary`` (non-zero = invalid)."""
+        if self.kind == "binary":
+            return None
+        if self.invalid_values is not None:
+            return tuple(self.invalid_values)
+        if self.kind == "scl":
+            return SCL_INVALID_CLASSES
+        raise ValueError("cloud_mask kind 'values' needs invalid_values")
+
+
+class _SourceBase(_Strict):
+    """Settings shared by every source kind.
+
+    Attributes:
+        name: unique source name (used in reports).
+        modality: registry modality the source feeds (``sentinel1``, ``worldcover``, ...).
+        nodata: raw value that means "no data"; overrides the file's own nodata when set
+            (Landsat L1 fill is 0 but the files do not declare it).
+        units: ``linear`` for Sentinel-1 linear backscatter (converted to dB); ``native``
+            means the values already are in the modality's units.
+        scale, offset: ``value = raw * scale + offset`` after warping (e.g. reflectance 0-1 ->
+            DN with ``scale: 10000``).
+        resampling: warping method; by default nearest for class maps, bilinear when the
+            source is at least as coarse as the target grid, average when it is finer.
+        cloud_mask: optional mask band, see :class:`CloudMaskConfig`.
+        on_bad_scene: ``fail`` the window when a scene cannot be read (default), or ``skip`` the
+            scene and record a warning.
+    """
+
+    name: str
+    modality: str
+    nodata: float | None = None
+    units: Literal["native", "linear"] = "native"
+    scale: float = 1.0
+    offset: float = 0.0
+    resampling: Resampling | None = None
+    cloud_mask: CloudMaskConfig | None = None
+    on_bad_scene: Literal["fail", "skip"] = "fail"
+
+    @field_validator("modality")
+    @classmethod
+    def _known_modality(cls, v: str) -> str:
+        if v not in MODALITIES:
+            raise ValueError(f"unknown modality {v!r}; known: {list(MODALITIES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _linear_only_for_sar(self) -> _SourceBase:
+        if self.units == "linear" and self.modality != "sentinel1":
+            raise ValueError("units 'linear' (-> dB) only applies to the sentinel1 modality")
+        declared = getattr(self, "bands", None) or list(getattr(self, "assets", None) or {})
+        mask = self.cloud_mask.band if self.cloud_mask else None
+        source_band_names(self.modality, list(declared), mask)  # raises for unknown bands
+        return self
+
+
+class FileSourceConfig(_SourceBase):
+    """Local (or rasterio-readable URL) raster files, one scene per file or per file group.
+
+    Scenes and dates come from exactly one of:
+    - ``paths``: glob patterns; the date is parsed from the file name with ``date_pattern``
+      (a regex whose first group is the date) and ``date_format`` (strptime), or read from the
+      GDAL metadata tag ``date_tag``;
+    - ``table``: a CSV with columns ``path``, ``datetime`` (ISO) and optionally ``band`` (one
+      file per band) and ``scene`` (grouping id); relative paths are relative to the table.
+
+    Bands: ``bands`` lists the band of each file band in order (a multi-band file), or
+    ``band_pattern`` (regex, first group = band name) takes the band from the file name, files
+    of one scene differing only by that part (Landsat ``..._B2.TIF``, ``..._B3.TIF``). Band names
+    are registry band names of ``modality`` (aliases such as ``B2`` for ``B02`` work) or the
+    cloud-mask band. Static map sources (WorldCover, SRTM, ...) need no date.
+    """
+
+    type: Literal["files"] = "files"
+    paths: list[str] = Field(default_factory=list)
+    table: str | None = None
+    bands: list[str] | None = None
+    band_pattern: str | None = None
+    date_pattern: str | None = None
+    date_format: str | None = None
+    date_tag: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FileSourceConfig:
+        if bool(self.paths) == bool(self.table):
+            raise ValueError(f"source {self.name!r}: give either 'paths' or 'table'")
+        if self.bands is None and self.band_pattern is None and not self.table:
+            raise ValueError(f"source {self.name!r}: give 'bands' or 'band_pattern'")
+        for pat in (self.band_pattern, self.date_pattern):
+            if pat is not None and re.compile(pat).groups < 1:
+                raise ValueError(f"source {self.name!r}: pattern {pat!r} needs a capture group")
+        multitemporal = MODALITIES[self.modality].multitemporal
+        if multitemporal and self.paths and not (self.date_pattern or self.date_tag):
+            raise ValueError(
+                f"source {self.name!r}: a multitemporal source needs 'date_pattern' or 'date_tag'"
+            )
+        return self
+
+
+class StacSourceConfig(_SourceBase):
+    """A STAC catalog or collection JSON (read with pystac), searched for items on disk.
+
+    ``assets`` maps band names (registry bands of ``modality`` or the cloud-mask band) to asset
+    keys; ``"key"`` reads band 1 of the asset, ``"key:3"`` band 3. Without ``assets``, asset
+    keys equal to the registry band names (case-insensitive, ``B2`` == ``B02``) are used.
+    Asset hrefs may be local files or any URL rasterio can read.
+    """
+
+    type: Literal["stac"] = "stac"
+    catalog: str
+    collections: list[str] | None = None
+    assets: dict[str, str] | None = None
+
+
+SourceConfig = Annotated[FileSourceConfig | StacSourceConfig, Field(discriminator="type")]
+
+
+class AreaConfig(_Strict):
+    """The area to tile: a lon/lat ``bbox`` or a ``geojson`` file (one of them)."""
+
+    bbox: tuple[float, float, float, float] | None = None
+    geojson: str | None = None
+    crs: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> AreaConfig:
+        if (self.bbox is None) == (self.geojson is None):
+            raise ValueError("area: give exactly one of 'bbox' or 'geojson'")
+        return self
+
+
+class DataConfig(_Strict):
+    """``geolatent data build`` configuration.
+
+    Attributes:
+        output_dir: where samples, window records, manifest and summary go.
+        area: what to tile; year / start+end: the time range (a year gives 12 monthly steps).
+        resolution_m, tile_size, sample_size: the grid; tiles are split into
+            ``(tile_size / sample_size)**2`` sample files.
+        sources: one entry per source; several sources may feed one modality.
+        required_modalities: a sample is written only if each of these has valid data (by
+            default a sample needs valid data in at least one modality).
+        gdal_cache_mb: GDAL block cache per worker (bounds memory).
+    """
+
+    output_dir: str
+    area: AreaConfig
+    year: int | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    resolution_m: float = BASE_RESOLUTION_M
+    tile_size: int = 256
+    sample_size: int = 128
+    sources: list[SourceConfig]
+    required_modalities: list[str] = Field(default_factory=list)
+    gdal_cache_mb: int = 64
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if (self.year is None) == (self.start is None or self.end is None):
+            raise ValueError("give either 'year' or both 'start' and 'end'")
+        if self.tile_size % self.sample_size:
+            raise ValueError("tile_size must be a multiple of sample_size")
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        for m in self.required_modalities:
+            if m not in MODALITIES:
+                raise ValueError(f"unknown required modality {m!r}")
+        return self
+
+    @property
+    def time_range(self) -> tuple[datetime, datetime]:
+        if self.year is not None:
+            return datetime(self.year, 1, 1), datetime(self.year + 1, 1, 1)
+        assert self.start is not None and self.end is not None
+        return self.start, self.end
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes sample content (not output_dir / workers)."""
+        payload = self.model_dump(mode="json", exclude={"output_dir", "gdal_cache_mb"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _is_url(s: str) -> bool:
+    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", s) is not None or s.startswith("/vsi")
+
+
+def _resolve(base: Path, p: str) -> str:
+    if _is_url(p) or Path(p).is_absolute():
+        return p
+    return str((base / p).resolve()) if "*" not in p and "?" not in p else str(base / p)
+
+
+def resolve_paths(config: DataConfig, base_dir: Path) -> DataConfig:
+    """A copy of ``config`` with relative paths made absolute against ``base_dir``."""
+    out = config.model_copy(deep=True)
+    out.output_dir = _resolve(base_dir, out.output_dir)
+    if out.area.geojson:
+        out.area.geojson = _resolve(base_dir, out.area.geojson)
+    for src in out.sources:
+        if isinstance(src, FileSourceConfig):
+            src.paths = [_resolve(base_dir, p) for p in src.paths]
+            if src.table:
+                src.table = _resolve(base_dir, src.table)
+        else:
+            src.catalog = _resolve(base_dir, src.catalog)
+    return out
+
+
+def load_data_config(path: str | Path) -> DataConfig:
+    """Load and validate a YAML data config; relative paths are relative to the file's folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return resolve_paths(DataConfig.model_validate(raw), path.resolve().parent)
+
+
+def source_band_names(modality: str, names: list[str], mask_band: str | None) -> list[str]:
+    """Canonical registry names of ``names`` (the mask band passes through unchanged).
+
+    Raises a ValueError naming the band when it is neither a band of ``modality`` nor the mask.
+    """
+    mod = MODALITIES[modality]
+    out = []
+    for n in names:
+        if mask_band is not None and canonical_band_name(n) == canonical_band_name(mask_band):
+            out.append(mask_band)
+            continue
+        try:
+            out.append(mod.bands[mod.band_index(n)])
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+    return out

@@ -1,0 +1,58 @@
+"""Helpers of the data-layer tests: locating the real data, writing small rasters."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
+
+REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
+
+
+def real_path(*parts: str) -> Path:
+    """A file or folder of the shared real-data set; skips the test when it is absent."""
+    p = REAL.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real test data not found at {p} (needs ../shared/data/real next to the repo)")
+    return p
+
+
+def write_raster(
+    path: Path,
+    data: np.ndarray,
+    *,
+    crs: str | None = "EPSG:32631",
+    origin: tuple[float, float] = (500_000.0, 4_800_000.0),
+    res: float = 10.0,
+    nodata: float | None = None,
+    tags: dict[str, str] | None = None,
+    georeferenced: bool = True,
+    **profile,
+) -> Path:
+    """Write ``data`` ``[C, H, W]`` (or ``[H, W]``) as a GeoTIFF with a north-up transform."""
+    data = data[None] if data.ndim == 2 else data
+    kw = dict(
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        nodata=nodata,
+        **profile,
+    )
+    if crs is not None:
+        kw["crs"] = crs
+    if georeferenced:
+        kw["transform"] = Affine(res, 0.0, origin[0], 0.0, -res, origin[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # intended when not georeferenced
+        with rasterio.open(path, "w", **kw) as dst:
+            dst.write(data)
+            if tags:
+                dst.update_tags(**tags)
+    return path
