@@ -2,9 +2,9 @@
 
 Checks everything a user can get wrong (modality names, band count and order, units, shapes,
 dates, patch size), normalizes with the pretraining statistics, masks missing data, and runs the
-encoder. Missing data (-99999 or NaN) never reaches attention or pooling: a token whose whole
-patch is missing in every channel of its bandset is excluded; bandsets a user does not provide
-are excluded the same way (never zero-filled). With complete inputs the result equals v1's
+encoder. Missing data (-99999 or NaN) never reaches attention or pooling: a token is excluded
+when a band of its bandset has no valid pixel in the patch; bandsets a user does not provide are
+excluded the same way (never zero-filled). With complete inputs the result equals v1's
 inference pass exactly.
 """
 
@@ -190,13 +190,19 @@ def check_value_units(name: str, x: torch.Tensor, normalized: bool) -> None:
 
 
 def token_missing(x: torch.Tensor, patch_size: int, bandset_slices: list[slice]) -> torch.Tensor:
-    """``[B, H/p, W/p, T, S]`` True where every pixel of the patch in every channel of the
-    bandset is missing. ``x`` is ``[B, H, W, T, C]``."""
-    b, h, w, t, _ = x.shape
+    """``[B, H/p, W/p, T, S]`` True where a token cannot be formed faithfully.
+
+    A token is missing when some band of its bandset has no valid pixel in the patch (a bandset
+    is tokenized as a whole, so a half-present bandset, e.g. Sentinel-1 VV without VH, is masked
+    rather than having the absent band invented). Pixels missing in only part of a patch are
+    filled before patch embedding. With whole bandsets missing (the v1 convention) this is v1's
+    rule: every pixel of the patch in every band is missing. ``x`` is ``[B, H, W, T, C]``.
+    """
+    b, h, w, t, c = x.shape
     p = patch_size
     miss = (x == MISSING_VALUE) | torch.isnan(x)
-    per_bandset = torch.stack([miss[..., sl].all(-1) for sl in bandset_slices], dim=-1)
-    return per_bandset.reshape(b, h // p, p, w // p, p, t, -1).all(dim=4).all(dim=2)
+    band_gone = miss.reshape(b, h // p, p, w // p, p, t, c).all(dim=4).all(dim=2)
+    return torch.stack([band_gone[..., sl].any(-1) for sl in bandset_slices], dim=-1)
 
 
 def embed(

@@ -196,3 +196,18 @@ def test_bad_inputs_get_clear_errors(model, inputs, kwargs, message):
 def test_units_check_can_be_overridden(model):
     out = model.embed({"sentinel2_l2a": s2() / 10000}, TS, check_units=False)
     assert torch.isfinite(out.pooled).all()
+
+
+def test_half_present_bandset_is_masked_not_invented(model):
+    """Sentinel-1 VV without VH: the [vv, vh] bandset cannot be tokenized, so it is masked."""
+    x = s1()
+    x[..., 1] = -99999
+    out = model.embed({"sentinel2_l2a": s2(), "sentinel1": x}, TS)
+    assert bool((out.token_mask["sentinel1"] == MaskValue.MISSING).all())
+    ref = model.embed({"sentinel2_l2a": s2()}, TS)
+    torch.testing.assert_close(out.pooled, ref.pooled, atol=1e-5, rtol=1e-5)
+    # A gap in part of one band's patch is filled, and the token stays valid.
+    y = s1(h=8, w=8)
+    y[:, :2, :2, :, 1] = -99999
+    out = model.embed({"sentinel1": y}, TS, patch_size=4)
+    assert bool((out.token_mask["sentinel1"] == MaskValue.ONLINE_ENCODER).all())

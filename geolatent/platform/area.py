@@ -1,0 +1,248 @@
+"""Prediction areas: reading the area, the output grid, tiles, crops and blending weights.
+
+Grid: the output raster lives on the data layer's global pixel grid of one CRS (default: the
+UTM zone of the area's centre; inputs in other zones or CRSs are warped onto it by the data
+layer, so areas crossing UTM zones give one seamless raster). Pixel columns / rows below are
+*global* (``col = x / resolution``).
+
+Crops: the model runs on ``crop x crop`` pixel crops whose origins sit at multiples of
+``stride`` on the global grid. A pixel's prediction is the weighted blend of every crop
+covering it, so it depends only on the crop grid, never on how the area is cut into tiles:
+tiles (``tile`` px cores on the global grid) are independent work items and no seam can
+appear at their edges. Each tile materializes its core plus the reach of the crops that touch
+it (up to ``crop - stride`` px around it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import shapely
+from affine import Affine
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+
+from geolatent.data.window import (
+    WGS84,
+    Window,
+    read_geojson_geometries,
+    reproject_geometry,
+    tile_windows,
+    utm_crs_for,
+)
+
+BlendMode = Literal["linear", "trim"]
+AreaLike = str | Path | BaseGeometry | tuple[float, float, float, float] | dict
+
+
+def read_area(area: AreaLike) -> BaseGeometry:
+    """The area as one lon/lat geometry, from a vector file (GeoJSON, GeoPackage, Shapefile),
+    a GeoJSON mapping, a shapely geometry (lon/lat) or a ``(lon_min, lat_min, lon_max, lat_max)``
+    box."""
+    if isinstance(area, BaseGeometry):
+        geom = area
+    elif isinstance(area, tuple | list) and len(area) == 4:
+        geom = box(*(float(v) for v in area))
+    elif isinstance(area, dict):
+        geom = shapely.union_all([g for g, _ in read_geojson_geometries(area)])
+    else:
+        path = Path(area)
+        if not path.exists():
+            raise FileNotFoundError(f"area file {path} does not exist")
+        if path.suffix.lower() in (".geojson", ".json"):
+            geom = shapely.union_all([g for g, _ in read_geojson_geometries(path)])
+        else:
+            from pyogrio import raw
+
+            meta, _, wkb, _ = raw.read(path, columns=[])
+            geom = reproject_geometry(shapely.union_all(shapely.from_wkb(wkb)),
+                                      meta.get("crs") or WGS84, WGS84)
+    if geom is None or geom.is_empty:
+        raise ValueError("the prediction area is empty")
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
+    if geom.area == 0:  # points / lines: predict the pixels they touch, with a minimal buffer
+        geom = geom.buffer(1e-6)
+    return geom
+
+
+@dataclass(frozen=True)
+class AreaTile:
+    """One work item: an output core and the window that feeds it.
+
+    Attributes:
+        index: tile number (stable for a plan; names the part file).
+        core: ``(col0, row0, col1, row1)`` global input-grid pixels this tile writes.
+        window: the data-layer window to materialize (core plus the crops' reach).
+    """
+
+    index: int
+    core: tuple[int, int, int, int]
+    window: Window
+
+
+@dataclass(frozen=True)
+class PredictionPlan:
+    """Everything about where predictions go (see the module docstring).
+
+    Attributes:
+        crs, resolution: the grid (input pixels of ``resolution`` m).
+        bounds: ``(col0, row0, col1, row1)`` global input pixels of the output raster.
+        out_scale: input pixels per output pixel (1; ``p`` for embedding maps).
+        crop, stride, tile: sizes in input pixels.
+        area_wkb: the area in ``crs`` (WKB), nodata outside it.
+        time_range: ``(start, end)`` ISO strings.
+        tiles: the work items, row-major.
+    """
+
+    crs: str
+    resolution: float
+    bounds: tuple[int, int, int, int]
+    out_scale: int
+    crop: int
+    stride: int
+    tile: int
+    area_wkb: bytes
+    time_range: tuple[str, str]
+    tiles: tuple[AreaTile, ...]
+
+    @property
+    def width(self) -> int:
+        """Output raster width in output pixels."""
+        return (self.bounds[2] - self.bounds[0]) // self.out_scale
+
+    @property
+    def height(self) -> int:
+        return (self.bounds[3] - self.bounds[1]) // self.out_scale
+
+    @property
+    def transform(self) -> Affine:
+        """Output raster transform (pixels of ``resolution * out_scale``)."""
+        r = self.resolution
+        q = self.out_scale
+        return Affine(r * q, 0.0, self.bounds[0] * r, 0.0, -r * q, -self.bounds[1] * r)
+
+    @property
+    def area(self) -> BaseGeometry:
+        return shapely.from_wkb(self.area_wkb)
+
+    @property
+    def area_km2(self) -> float:
+        return float(self.area.area) / 1e6 if self.crs != WGS84 else float("nan")
+
+    def fingerprint(self, model_key: str = "") -> str:
+        """Hash of the plan and the model: parts of another plan are never reused."""
+        payload = json.dumps({
+            "crs": self.crs, "res": self.resolution, "bounds": self.bounds, "q": self.out_scale,
+            "crop": self.crop, "stride": self.stride, "tile": self.tile,
+            "area": hashlib.sha256(self.area_wkb).hexdigest(), "time": self.time_range,
+            "model": model_key,
+        }, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def crop_origins(self, tile: AreaTile) -> tuple[np.ndarray, np.ndarray]:
+        """Global (row, col) origins of the crops feeding ``tile`` (each int64 ``[N]``)."""
+        c0, r0, c1, r1 = tile.core
+        rows = _origins(r0, r1, self.crop, self.stride)
+        cols = _origins(c0, c1, self.crop, self.stride)
+        rr, cc = np.meshgrid(rows, cols, indexing="ij")
+        rr, cc = rr.ravel(), cc.ravel()
+        # Crops that do not touch the area cannot give it a prediction: skip them.
+        r = self.resolution
+        boxes = shapely.box(cc * r, -(rr + self.crop) * r, (cc + self.crop) * r, -rr * r)
+        hit = shapely.intersects(boxes, self.area)
+        return rr[hit], cc[hit]
+
+
+def _origins(lo: int, hi: int, crop: int, stride: int) -> np.ndarray:
+    """Crop origins (multiples of ``stride``) of the crops that cover pixels ``[lo, hi)``."""
+    first = (lo - crop) // stride + 1  # smallest k with k * stride + crop > lo
+    last = (hi - 1) // stride  # largest k with k * stride < hi
+    return np.arange(first, last + 1, dtype=np.int64) * stride
+
+
+def plan_prediction(
+    area: AreaLike,
+    time_range: tuple[str, str],
+    *,
+    crop: int,
+    stride: int | None = None,
+    tile: int = 256,
+    out_scale: int = 1,
+    crs: str | None = None,
+    resolution: float = 10.0,
+) -> PredictionPlan:
+    """Plan predictions over ``area``.
+
+    Args:
+        area: see :func:`read_area`.
+        time_range: ``(start, end)`` ISO dates, end exclusive.
+        crop: model input side in pixels (a multiple of ``out_scale``).
+        stride: crop spacing in pixels (default ``crop // 2``, rounded to ``out_scale``).
+        tile: tile core side in pixels (rounded up to a multiple of ``stride``).
+        out_scale: input pixels per output pixel.
+        crs: output CRS (default: the UTM zone of the area's centre).
+        resolution: input pixel size in metres.
+    """
+    q = int(out_scale)
+    if crop < 1 or crop % q:
+        raise ValueError(f"crop {crop} must be a positive multiple of {q}")
+    stride = stride or max(q, (crop // 2) // q * q)
+    if stride % q or not 0 < stride <= crop:
+        raise ValueError(f"stride {stride} must be a multiple of {q} in 1..crop ({crop})")
+    tile = max(stride, math.ceil(tile / stride) * stride)
+    geom = read_area(area)
+    if crs is None:
+        c = geom.centroid
+        crs = utm_crs_for(c.x, c.y)
+    xmin, ymin, xmax, ymax = geom.bounds
+    seg = max(xmax - xmin, ymax - ymin, 1e-9) / 64
+    projected = reproject_geometry(shapely.segmentize(geom, seg), WGS84, crs)
+    px, py0, px1, py1 = projected.bounds
+    c0 = math.floor(px / resolution) // q * q
+    r0 = math.floor(-py1 / resolution) // q * q
+    c1 = -(-math.ceil(px1 / resolution) // q) * q
+    r1 = -(-math.ceil(-py0 / resolution) // q) * q
+    c1, r1 = max(c1, c0 + q), max(r1, r0 + q)
+    start, end = (str(t) for t in time_range)
+    tiles = []
+    for w in tile_windows(projected, time_range=(start, end), geometry_crs=crs, crs=crs,
+                          tile_size=tile, resolution=resolution):
+        tc0, tr0, tc1, tr1 = w.pixel_bounds
+        core = (max(tc0, c0), max(tr0, r0), min(tc1, c1), min(tr1, r1))
+        if core[0] >= core[2] or core[1] >= core[3]:
+            continue
+        ext_c0 = int(_origins(core[0], core[2], crop, stride)[0])
+        ext_r0 = int(_origins(core[1], core[3], crop, stride)[0])
+        ext_c1 = int(_origins(core[0], core[2], crop, stride)[-1]) + crop
+        ext_r1 = int(_origins(core[1], core[3], crop, stride)[-1]) + crop
+        window = Window(crs, (ext_c0, ext_r0, ext_c1, ext_r1), (start, end), resolution)
+        tiles.append(AreaTile(len(tiles), core, window))
+    if not tiles:
+        raise ValueError("the prediction area covers no pixel")
+    return PredictionPlan(crs, resolution, (c0, r0, c1, r1), q, crop, stride, tile,
+                          shapely.to_wkb(projected), (start, end), tuple(tiles))
+
+
+def blend_weights(crop: int, stride: int, mode: BlendMode = "linear") -> np.ndarray:
+    """float32 ``[crop, crop]`` weight of each crop pixel in the blend (output units).
+
+    ``linear``: a pyramid peaking at the centre (edge pixels, which saw the least context,
+    count least; a small floor keeps pixels seen only by crop edges). ``trim``: 1 on the
+    central ``stride x stride`` block, 0 elsewhere (every pixel from exactly one crop).
+    """
+    i = np.arange(crop, dtype=np.float64)
+    if mode == "trim":
+        m = (crop - stride) // 2
+        w1 = ((i >= m) & (i < m + stride)).astype(np.float64)
+    elif mode == "linear":
+        w1 = 1.0 - np.abs(2.0 * (i + 0.5) / crop - 1.0) + 1e-3
+    else:
+        raise ValueError(f"unknown blend mode {mode!r}; use linear or trim")
+    return np.outer(w1, w1).astype(np.float32)

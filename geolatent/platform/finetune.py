@@ -1,0 +1,474 @@
+"""Fine-tuning: a pretrained encoder plus a task head, trained on materialized label windows.
+
+Recipe: the encoder is frozen for the first ``freeze_epochs`` (only the head learns, on stable
+features), then unfrozen at ``lr * encoder_lr_scale`` while the head keeps ``lr``. AdamW,
+ReduceLROnPlateau on the validation loss, gradient clipping, class-weighted losses against
+imbalance, random crops and dihedral flips. Every epoch is validated; the best epoch (by the
+selection metric) is saved as the model folder (:mod:`geolatent.platform.bundle`) as soon as
+it is reached, so an interrupted run still leaves its best model. The test split, when there
+is one, is scored once with the best weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from geolatent.data.sources import open_sources
+from geolatent.modalities import MISSING_VALUE, get_modality
+from geolatent.model import build_model, load_model
+from geolatent.model.config import SIZES, ModelConfig
+from geolatent.model.encoder import Encoder
+from geolatent.platform.bundle import FinetunedModel, InputSpec, TaskSpec, save_bundle
+from geolatent.platform.classes import IGNORE_INDEX, ClassTable
+from geolatent.platform.config import FinetuneConfig
+from geolatent.platform.dataset import (
+    PreparedData,
+    WindowSamples,
+    load_target,
+    prepare_training_data,
+)
+from geolatent.platform.encoder_inputs import EncoderBatch, prepare_batch
+from geolatent.platform.heads import HeadSpec, TaskModel, build_head
+from geolatent.platform.metrics import (
+    HIGHER_IS_BETTER,
+    RegressionSums,
+    confusion_matrix,
+    metrics_from_confusion,
+)
+from geolatent.platform.windows import CLASS_TASKS, PIXEL_TASKS
+
+Log = Callable[[str], None]
+DEFAULT_METRIC = {"classification": "accuracy", "segmentation": "miou", "regression": "rmse",
+                  "pixel_regression": "rmse"}
+PRELOAD_BYTES = 512 * 2**20
+"""Training sets below this size are read into memory once; larger ones are read per batch."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_encoder(spec: str) -> tuple[Encoder, ModelConfig]:
+    """The encoder of a checkpoint folder (anything :func:`geolatent.load_model` accepts), or a
+    random one of a size name (``nano`` ...: for tests and smoke runs)."""
+    model = build_model(spec) if spec in SIZES else load_model(spec)
+    return model.encoder, model.config
+
+
+def head_spec_for(task: str, dim: int, num_classes: int, modalities: Sequence[str],
+                  hidden: int | None, dropout: float) -> HeadSpec:
+    out = num_classes if task in CLASS_TASKS else 1
+    if task in PIXEL_TASKS:
+        return HeadSpec("pixel", dim, out, hidden or 64, list(modalities), dropout)
+    if task == "embedding":
+        return HeadSpec("embedding", dim, dim)
+    return HeadSpec("pooled", dim, out, hidden or 0, [], dropout)
+
+
+# -- batches ------------------------------------------------------------------------------------
+def fit_array(a: np.ndarray, size: tuple[int, int], offset: tuple[int, int], fill) -> np.ndarray:
+    """Crop / pad ``a`` ``[H, W, ...]`` to ``size`` starting at ``offset`` (negative = pad)."""
+    out = np.full((*size, *a.shape[2:]), fill, dtype=a.dtype)
+    r0, c0 = offset
+    sr0, sc0 = max(r0, 0), max(c0, 0)
+    sr1, sc1 = min(r0 + size[0], a.shape[0]), min(c0 + size[1], a.shape[1])
+    if sr1 > sr0 and sc1 > sc0:
+        out[sr0 - r0 : sr1 - r0, sc0 - c0 : sc1 - c0] = a[sr0:sr1, sc0:sc1]
+    return out
+
+
+def _dihedral(a: np.ndarray, k: int) -> np.ndarray:
+    a = np.rot90(a, k % 4, axes=(0, 1))
+    return np.ascontiguousarray(a[:, ::-1] if k >= 4 else a)
+
+
+def collate(
+    items: Sequence[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]],
+    *,
+    task: str,
+    crop: int,
+    patch_size: int,
+    train: bool,
+    rng: np.random.Generator,
+    modalities: Sequence[str],
+) -> tuple[EncoderBatch, torch.Tensor]:
+    """Stack windows into a normalized batch and targets.
+
+    Training takes a random ``crop`` (padded with missing values when the window is smaller)
+    and a random flip / rotation; evaluation takes the centre crop for window tasks and the
+    whole window (padded to a multiple of p) for pixel tasks. Timesteps are padded to the
+    batch's longest with missing values.
+    """
+    pixel = task in PIXEL_TASKS
+    t_max = max(ts.shape[0] for _, ts, _ in items)
+    arrays: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
+    stamps, targets = [], []
+    for inputs, ts, target in items:
+        h, w = next(iter(inputs.values())).shape[:2]
+        if train or not pixel:
+            size = (crop, crop)
+            if train:
+                off = tuple(int(rng.integers(0, n - crop + 1)) if n > crop else -((crop - n) // 2)
+                            for n in (h, w))
+            else:
+                off = ((h - crop) // 2, (w - crop) // 2)
+        else:
+            size = (math.ceil(h / patch_size) * patch_size, math.ceil(w / patch_size) * patch_size)
+            off = (0, 0)
+        k = int(rng.integers(0, 8)) if train else 0
+        for m in modalities:
+            a = inputs.get(m)
+            if a is None:
+                c = get_modality(m).num_bands
+                a = np.full((h, w, ts.shape[0], c), MISSING_VALUE, np.float32)
+            a = fit_array(a, size, off, MISSING_VALUE)  # type: ignore[arg-type]
+            if a.shape[2] < t_max:
+                pad = np.full((*a.shape[:2], t_max - a.shape[2], a.shape[3]), MISSING_VALUE,
+                              np.float32)
+                a = np.concatenate([a, pad], axis=2)
+            arrays[m].append(_dihedral(a, k))
+        ts = np.concatenate([ts, np.repeat(ts[-1:], t_max - ts.shape[0], axis=0)]) \
+            if ts.shape[0] < t_max else ts
+        stamps.append(ts)
+        if pixel:
+            fill = IGNORE_INDEX if target.dtype.kind in "iu" else np.nan
+            targets.append(_dihedral(fit_array(target, size, off, fill), k))  # type: ignore[arg-type]
+        else:
+            targets.append(target.reshape(-1)[:1])
+    batch = prepare_batch({m: np.stack(v) for m, v in arrays.items()}, np.stack(stamps),
+                          patch_size, modalities)
+    y = torch.as_tensor(np.stack(targets))
+    return batch, (y if pixel else y[:, 0])
+
+
+# -- losses and weights -------------------------------------------------------------------------
+def class_weights(data: PreparedData, classes: ClassTable, mode: str) -> torch.Tensor | None:
+    """Per-class loss weights from training-label frequencies (mean 1 over present classes)."""
+    if mode == "none":
+        return None
+    counts = np.zeros(classes.num_classes, dtype=np.float64)
+    for rec in data.split("train"):
+        t = load_target(data, rec).ravel()
+        t = t[t != IGNORE_INDEX].astype(np.int64)
+        counts += np.bincount(t, minlength=classes.num_classes)[: classes.num_classes]
+    present = counts > 0
+    w = np.zeros_like(counts)
+    w[present] = 1.0 / counts[present] if mode == "balanced" else 1.0 / np.sqrt(counts[present])
+    w[present] /= w[present].mean()
+    return torch.as_tensor(w, dtype=torch.float32)
+
+
+def task_loss(task: str, out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
+              mean: float, std: float) -> torch.Tensor | None:
+    """The loss of a batch, or None when it holds no labelled target."""
+    if task in CLASS_TASKS:
+        y = y.long()
+        if not bool((y != IGNORE_INDEX).any()):
+            return None
+        w = None if weight is None else weight.to(out.device)
+        return F.cross_entropy(out.float(), y, weight=w, ignore_index=IGNORE_INDEX)
+    pred = out[:, 0] if out.ndim == 4 else out.reshape(-1)
+    target = (y.float() - mean) / std
+    ok = torch.isfinite(target)
+    if not bool(ok.any()):
+        return None
+    return F.mse_loss(pred.float()[ok], target[ok])
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: TaskModel, samples: WindowSamples, *, task: str, crop: int, patch_size: int,
+             batch_size: int, device: torch.device, classes: ClassTable | None, mean: float,
+             std: float, weight: torch.Tensor | None = None) -> dict:
+    """Loss and task metrics of ``model`` on a split (running sums; bounded memory)."""
+    model.eval()
+    rng = np.random.default_rng(0)
+    k = classes.num_classes if classes else 0
+    cm = np.zeros((k, k), dtype=np.int64)
+    reg = RegressionSums()
+    loss_sum, loss_n = 0.0, 0
+    for s in range(0, len(samples), batch_size):
+        items = [samples[i] for i in range(s, min(s + batch_size, len(samples)))]
+        batch, y = collate(items, task=task, crop=crop, patch_size=patch_size, train=False,
+                           rng=rng, modalities=samples.modalities)
+        out = model(batch.to(device)).float().cpu()
+        loss = task_loss(task, out, y, weight, mean, std)
+        if loss is not None:
+            loss_sum += float(loss) * len(items)
+            loss_n += len(items)
+        if task in CLASS_TASKS:
+            cm += confusion_matrix(y.numpy(), out.argmax(1).numpy(), k)
+        else:
+            pred = (out[:, 0] if out.ndim == 4 else out.reshape(-1)).numpy() * std + mean
+            reg.add(y.numpy(), pred)
+    metrics = metrics_from_confusion(cm, classes.names) if classes else reg.metrics()
+    metrics["loss"] = loss_sum / loss_n if loss_n else float("nan")
+    return metrics
+
+
+# -- training -----------------------------------------------------------------------------------
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` produced."""
+
+    bundle_path: str
+    best_epoch: int
+    best_metric: float
+    metric: str
+    history: list[dict] = field(default_factory=list)
+    val: dict = field(default_factory=dict)
+    test: dict = field(default_factory=dict)
+    data: PreparedData | None = None
+    seconds: float = 0.0
+
+
+def _modalities_with_data(data: PreparedData, supported: Sequence[str]) -> tuple[list[str], dict]:
+    bands: dict[str, set[str]] = {}
+    for r in data.records:
+        for m, bs in r.bands.items():
+            bands.setdefault(m, set()).update(bs)
+    mods = [m for m in supported if bands.get(m)]
+    if not mods:
+        raise ValueError(f"the training windows hold no input the encoder supports "
+                         f"({list(supported)}); got {sorted(bands)}")
+    order = {m: list(get_modality(m).bands) for m in mods}
+    return mods, {m: [b for b in order[m] if b in bands[m]] for m in mods}
+
+
+def _is_better(metric: str, new: float, best: float | None) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(new)
+    return new > best if HIGHER_IS_BETTER.get(metric, True) else new < best
+
+
+def finetune(
+    cfg: FinetuneConfig,
+    *,
+    log: Log | None = None,
+    data: PreparedData | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> FinetuneResult:
+    """Prepare the data (unless given), fine-tune, and write the model folder ``cfg.output``.
+
+    Args:
+        cfg: a validated :class:`~geolatent.platform.config.FinetuneConfig`.
+        log: receives one line per epoch and the data report.
+        data: already prepared training data (skips :func:`prepare_training_data`).
+        progress: ``(windows_done, windows_total)`` while materializing.
+    """
+    t_start = time.perf_counter()
+    say = log or (lambda _msg: None)
+    if cfg.task == "embedding":
+        return export_embedding_model(cfg, log=say, data=data, progress=progress)
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    data = data or prepare_training_data(cfg, progress=progress)
+    say(data.report())
+    device = resolve_device(tc.device)
+    encoder, model_cfg = load_encoder(cfg.encoder)
+    mods, bands = _modalities_with_data(data, [m for m in model_cfg.modalities
+                                               if get_modality(m).encoder_input])
+    classes = data.classes
+    spec = head_spec_for(cfg.task, model_cfg.embedding_size, classes.num_classes if classes else 1,
+                         mods, tc.head_hidden, tc.dropout)
+    model = TaskModel(encoder, build_head(spec), spec).to(device)
+    p, crop = tc.patch_size, cfg.crop_size
+    timesteps = max((r.timesteps for r in data.records), default=1)
+    fm = FinetunedModel(
+        model=model,
+        task=TaskSpec(cfg.task, data.target_mean, data.target_std, cfg.labels.field or "value"),
+        inputs=InputSpec(mods, bands, p, crop, cfg.windows.size_px, cfg.windows.resolution_m,
+                         timesteps),
+        model_config=model_cfg,
+        classes=classes,
+        sources=[s.model_dump(mode="json") for s in cfg.all_sources()],
+        extra={"encoder": cfg.encoder, "windows": data.counts()},
+    )
+    metric = tc.select_metric or DEFAULT_METRIC.get(cfg.task, "loss")
+    window_bytes = sum(float(np.prod([crop, crop, timesteps, get_modality(m).num_bands]) * 4)
+                       for m in mods)
+    preload = window_bytes * len(data.records) < PRELOAD_BYTES
+    train_set = WindowSamples(data, "train", mods, preload)
+    if not len(train_set):
+        raise ValueError("the training split is empty: " + data.report())
+    val_split = "val" if data.split("val") else "train"
+    if val_split == "train":
+        say("warning: no validation window (few grid cells?); selecting on the training split. "
+            "Use a smaller split.cell_size_m for an honest validation.")
+    val_set = WindowSamples(data, val_split, mods, preload)
+    weight = class_weights(data, classes, tc.class_weighting) if classes else None
+    head_params = list(model.head.parameters())
+    opt = torch.optim.AdamW([
+        {"params": head_params, "lr": tc.lr},
+        {"params": list(model.encoder.parameters()), "lr": 0.0},
+    ], weight_decay=tc.weight_decay)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, factor=tc.plateau_factor, patience=tc.plateau_patience)
+    frozen_epochs = tc.frozen_epochs()
+    autocast = device.type == "cuda" and tc.precision == "bf16"
+    eval_kw = dict(task=cfg.task, crop=crop, patch_size=p, batch_size=tc.batch_size,
+                   device=device, classes=classes, mean=data.target_mean, std=data.target_std,
+                   weight=weight)
+    history: list[dict] = []
+    best: float | None = None
+    best_epoch, best_state, best_val = -1, None, {}
+    for epoch in range(tc.epochs):
+        frozen = epoch < frozen_epochs
+        model.set_encoder_trainable(not frozen)
+        if epoch == frozen_epochs:
+            # Unfreeze at a lower rate than the head, as the plateau schedule has left it.
+            opt.param_groups[1]["lr"] = opt.param_groups[0]["lr"] * tc.encoder_lr_scale
+        model.train()
+        order = rng.permutation(len(train_set))
+        t0, total, count = time.perf_counter(), 0.0, 0
+        for s in range(0, len(order), tc.batch_size):
+            items = [train_set[int(i)] for i in order[s : s + tc.batch_size]]
+            batch, y = collate(items, task=cfg.task, crop=crop, patch_size=p, train=True,
+                               rng=rng, modalities=mods)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                out = model(batch.to(device))
+            loss = task_loss(cfg.task, out.float(), y.to(device), weight, data.target_mean,
+                             data.target_std)
+            if loss is None:
+                continue
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            total += float(loss.detach()) * len(items)
+            count += len(items)
+        val = evaluate(model, val_set, **eval_kw)
+        plateau.step(val["loss"])
+        if not frozen:  # the plateau schedule scales the head group; keep the encoder's ratio
+            opt.param_groups[1]["lr"] = opt.param_groups[0]["lr"] * tc.encoder_lr_scale
+        score = float(val.get(metric, float("nan")))
+        row = {"epoch": epoch, "frozen": frozen, "train_loss": total / max(count, 1),
+               "val_loss": val["loss"], metric: score, "lr": opt.param_groups[0]["lr"],
+               "seconds": round(time.perf_counter() - t0, 2)}
+        history.append(row)
+        improved = _is_better(metric, score, best)
+        say(f"epoch {epoch + 1}/{tc.epochs} {'(encoder frozen) ' if frozen else ''}"
+            f"train loss {row['train_loss']:.4f}  val loss {val['loss']:.4f}  "
+            f"val {metric} {score:.4f}{'  *best' if improved else ''}")
+        if improved:
+            best, best_epoch, best_val = score, epoch, val
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            fm.metrics = {"select_metric": metric, "best_epoch": epoch, "val": _brief(val),
+                          "history": history}
+            save_bundle(fm, cfg.output)  # written at once: an interrupted run keeps its best
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test = {}
+    if data.split("test"):
+        test = evaluate(model, WindowSamples(data, "test", mods, preload), **eval_kw)
+        say(f"test {metric} {test.get(metric, float('nan')):.4f} (best epoch {best_epoch + 1})")
+    fm.metrics = {"select_metric": metric, "best_epoch": best_epoch, "val": _brief(best_val),
+                  "test": _brief(test), "history": history}
+    save_bundle(fm, cfg.output)
+    return FinetuneResult(cfg.output, best_epoch, float(best if best is not None else "nan"),
+                          metric, history, best_val, test, data,
+                          time.perf_counter() - t_start)
+
+
+def _brief(metrics: dict) -> dict:
+    """Metrics without the bulky confusion matrix (kept in the report, not the model)."""
+    return {k: v for k, v in metrics.items() if k != "confusion"}
+
+
+# -- embedding export ---------------------------------------------------------------------------
+WINDOW_EMBEDDINGS_FILE = "window_embeddings.npz"
+
+
+def export_embedding_model(
+    cfg: FinetuneConfig,
+    *,
+    log: Log | None = None,
+    data: PreparedData | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> FinetuneResult:
+    """The ``embedding`` task: no training. Writes a model folder whose head returns the
+    encoder's feature map (``predict`` then writes embedding maps at ``10 * p`` m) and, when
+    labels are configured, the pooled embeddings of their windows
+    (``<output>/window_embeddings.npz``, see :func:`export_window_embeddings`)."""
+    t0 = time.perf_counter()
+    say = log or (lambda _msg: None)
+    tc = cfg.train
+    encoder, model_cfg = load_encoder(cfg.encoder)
+    sources = open_sources(cfg.all_sources())
+    fed: dict[str, set[str]] = {}
+    for s in sources:
+        fed.setdefault(s.modality, set()).update(s.bands)
+    mods = [m for m in model_cfg.modalities if get_modality(m).encoder_input and fed.get(m)]
+    if not mods:
+        raise ValueError(f"the sources feed {sorted(fed)}, none of which the encoder takes")
+    bands = {m: [b for b in get_modality(m).bands if b in fed[m]] for m in mods}
+    spec = head_spec_for("embedding", model_cfg.embedding_size, 1, mods, None, 0.0)
+    months = 12
+    if cfg.windows.time_range is not None:
+        start, end = cfg.windows.time_range
+        months = min(12, (end.year - start.year) * 12 + end.month - start.month)
+    fm = FinetunedModel(
+        model=TaskModel(encoder, build_head(spec), spec),
+        task=TaskSpec("embedding"),
+        inputs=InputSpec(mods, bands, tc.patch_size, cfg.crop_size, cfg.windows.size_px,
+                         cfg.windows.resolution_m, months),
+        model_config=model_cfg,
+        sources=[s.model_dump(mode="json") for s in cfg.all_sources()],
+        extra={"encoder": cfg.encoder},
+    )
+    if cfg.labels is not None:
+        data = data or prepare_training_data(cfg, sources=sources, progress=progress)
+        say(data.report())
+        fm.classes = data.classes
+    save_bundle(fm, cfg.output)
+    if data is not None:
+        path = export_window_embeddings(fm, data, Path(cfg.output) / WINDOW_EMBEDDINGS_FILE,
+                                        tc.batch_size, resolve_device(tc.device))
+        say(f"window embeddings: {path}")
+    return FinetuneResult(cfg.output, -1, float("nan"), "none", data=data,
+                          seconds=time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def export_window_embeddings(fm: FinetunedModel, data: PreparedData, path: Path,
+                             batch_size: int = 16, device: torch.device | str = "cpu") -> Path:
+    """Pooled embeddings of every materialized window, written atomically as ``.npz``:
+    ``embeddings`` float32 ``[N, D]`` (NaN rows: no valid input), ``targets`` ``[N]`` (class
+    index or value), ``splits`` and ``windows`` (names) ``[N]``, ``class_names`` ``[K]``."""
+    model = fm.model.to(device).eval()
+    rng = np.random.default_rng(0)
+    emb, targets, splits, names = [], [], [], []
+    for split in ("train", "val", "test"):
+        samples = WindowSamples(data, split, fm.inputs.modalities)
+        for s in range(0, len(samples), batch_size):
+            idx = range(s, min(s + batch_size, len(samples)))
+            batch, y = collate([samples[i] for i in idx], task="classification",
+                               crop=fm.inputs.crop_size, patch_size=fm.inputs.patch_size,
+                               train=False, rng=rng, modalities=fm.inputs.modalities)
+            feats = model.encode(batch.to(device))
+            pooled = feats.pooled.float().cpu().numpy()
+            pooled[~feats.token_valid.flatten(1).any(1).cpu().numpy()] = np.nan
+            emb.append(pooled)
+            targets.append(y.numpy())
+            splits += [split] * len(idx)
+            names += [samples.records[i].stem for i in idx]
+    classes = np.array(data.classes.names if data.classes else [], dtype=str)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+    np.savez(tmp, embeddings=np.concatenate(emb), targets=np.concatenate(targets),
+             splits=np.array(splits), windows=np.array(names), class_names=classes)
+    os.replace(tmp, path)
+    return path
