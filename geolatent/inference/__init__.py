@@ -1,0 +1,10 @@
+"""Inference on rasters: GeoTIFFs in, embedding COGs out.
+
+* :mod:`geolatent.inference.raster_io` — reading inputs (band names, grid checks, dates, windows).
+* :mod:`geolatent.inference.embed_rasters` — ``embed_geotiffs``: tiled, streaming embedding.
+* :mod:`geolatent.inference.cog` — ``COGWriter``, a generic streaming COG writer.
+* :mod:`geolatent.inference.preview` — PCA quick-looks and a dependency-free PNG writer.
+* :mod:`geolatent.inference.demo` — the built-in end-to-end demo.
+
+Submodules are imported explicitly (nothing here) so ``geolatent --help`` stays fast.
+"""

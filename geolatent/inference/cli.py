@@ -1,0 +1,285 @@
+"""CLI commands ``geolatent embed`` and ``geolatent demo`` (parsing and progress only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from geolatent.inference.raster_io import (
+    RasterInput,
+    RasterInputError,
+    date_from_filename,
+    parse_date,
+)
+
+console = Console(stderr=True)
+
+EMBED_HELP = """Embed co-registered GeoTIFFs into a cloud-optimized embedding GeoTIFF.
+
+\b
+Inputs, per modality (--s2 = sentinel2_l2a, --s1 = sentinel1, --landsat):
+  * one multi-band file per timestep: repeat the option, e.g.
+      --s2 jan.tif --s2 feb.tif --s2-dates 2024-01-15,2024-02-14
+    (one date per file, in the same order);
+  * or one stack file holding T timesteps, bands time-major (all bands of the
+    first date, then the second, ...): --s2 stack.tif --s2-dates D1,D2,...,DT;
+  * several stacks: group dates per file with ';': --s2-dates "D1,D2;D3,D4".
+  Without --*-dates, each file's date is read from its name (YYYY-MM-DD or
+  YYYYMMDD) and printed.
+Band names come from the files' band descriptions (B2 == B02, VV == vv); bands
+the model does not use (e.g. S2 B10) are dropped by name. Files without
+descriptions need --s2-bands B02,B03,... (one timestep's bands in file order).
+Values must be raw: Sentinel-2 L2A DN (0-10000), Sentinel-1 dB, Landsat L1 DN;
+nothing is rescaled, and reflectance (0-1) is rejected.
+All files must share CRS, transform and size. --align month puts dates of one
+calendar month (e.g. S1 and S2 of a month) on one timestep.
+
+\b
+Output: D float32 bands at 10*p m, same CRS, transform = input transform scaled
+by p, NaN nodata where no input was valid. Sizes not divisible by p lose the
+last H mod p rows / W mod p columns (incomplete patches are not embedded).
+"""
+
+DEMO_HELP = """Run the whole pipeline on the built-in generated sample scene.
+
+Writes OUT/scene/*.tif (Sentinel-2 L2A + Sentinel-1, 12 monthly timesteps, and
+labels.tif), OUT/embedding.tif (COG), OUT/embedding_pca.png (first three principal
+components of the feature map as RGB) and OUT/labels.png. Without --model it uses
+a random-weight Nano model, and says so.
+"""
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _raster_inputs(
+    option: str, files: list[Path] | None, dates: str | None, bands: str | None
+) -> list[RasterInput]:
+    """Turn ``--X file... --X-dates ... --X-bands ...`` into :class:`RasterInput` objects."""
+    files = list(files or [])
+    if not files:
+        if dates or bands:
+            raise RasterInputError(f"--{option}-dates / --{option}-bands given without --{option}")
+        return []
+    band_list = _split(bands) or None
+    if dates is None:
+        out = []
+        for f in files:
+            d = date_from_filename(f)
+            if d is None:
+                raise RasterInputError(
+                    f"{f}: no date given and none found in the file name; use --{option}-dates"
+                )
+            console.print(f"[dim]{f.name}: date {d.isoformat()} (from the file name)[/dim]")
+            out.append(RasterInput(f, d, band_list))
+        return out
+    if ";" in dates:
+        groups = [_split(g) for g in dates.split(";")]
+        if len(groups) != len(files):
+            raise RasterInputError(
+                f"--{option}-dates has {len(groups)} ';'-separated groups for {len(files)} files"
+            )
+        return [
+            RasterInput(f, [parse_date(d) for d in g], band_list)
+            for f, g in zip(files, groups, strict=True)
+        ]
+    items = [parse_date(d) for d in _split(dates)]
+    if len(items) == len(files):
+        return [RasterInput(f, d, band_list) for f, d in zip(files, items, strict=True)]
+    if len(files) == 1:
+        return [RasterInput(files[0], items, band_list)]
+    raise RasterInputError(
+        f"--{option}-dates has {len(items)} dates for {len(files)} files: give one date per file, "
+        "or all dates of a single stack file, or ';'-separated groups per file"
+    )
+
+
+def _load_model(model_path: Path | None, random_weights: str | None, device: str | None):
+    """The model and a description of its weights; never random unless asked for."""
+    import geolatent
+    from geolatent.inference.demo import RANDOM_WEIGHTS_NOTE, random_model
+
+    if model_path is not None and random_weights is not None:
+        raise typer.BadParameter("give either --model or --random-weights, not both")
+    if model_path is not None:
+        try:
+            model = geolatent.load_model(model_path, device=device or "cpu")
+        except (OSError, ValueError) as e:
+            console.print(f"[bold red]error:[/bold red] cannot load --model {model_path}: {e}")
+            raise typer.Exit(code=2) from None
+        return model, f"checkpoint {model_path}"
+    if random_weights is not None:
+        from geolatent.model.config import SIZES
+
+        if random_weights not in SIZES:
+            raise typer.BadParameter(f"--random-weights must be one of {list(SIZES)}")
+        console.print(
+            f"[bold yellow]Using {RANDOM_WEIGHTS_NOTE}: a {random_weights} model with random "
+            "weights; its embeddings carry no learned meaning.[/bold yellow]"
+        )
+        return random_model(random_weights), f"{RANDOM_WEIGHTS_NOTE}, {random_weights}, seed 0"
+    raise typer.BadParameter(
+        "no model given: pass --model PATH (an OlmoEarth v1 release folder or a geolatent "
+        "checkpoint), or --random-weights nano for a demo with random weights"
+    )
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tiles"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Mount ``embed`` and ``demo`` on the top-level CLI."""
+
+    @app.command("embed", help=EMBED_HELP)
+    def embed_cmd(
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output embedding GeoTIFF (COG).")],
+        model: Annotated[
+            Path | None, typer.Option(help="Checkpoint folder (v1 release or geolatent).")
+        ] = None,
+        random_weights: Annotated[
+            str | None,
+            typer.Option(
+                help="Use a random-weight model of this size (nano, tiny, ...); demos only."
+            ),
+        ] = None,
+        s2: Annotated[list[Path] | None, typer.Option(help="Sentinel-2 L2A GeoTIFF(s).")] = None,
+        s2_dates: Annotated[
+            str | None, typer.Option(help="Comma-separated dates for --s2.")
+        ] = None,
+        s2_bands: Annotated[
+            str | None, typer.Option(help="Band names of one --s2 timestep.")
+        ] = None,
+        s1: Annotated[list[Path] | None, typer.Option(help="Sentinel-1 GeoTIFF(s), dB.")] = None,
+        s1_dates: Annotated[
+            str | None, typer.Option(help="Comma-separated dates for --s1.")
+        ] = None,
+        s1_bands: Annotated[
+            str | None, typer.Option(help="Band names of one --s1 timestep.")
+        ] = None,
+        landsat: Annotated[list[Path] | None, typer.Option(help="Landsat L1 GeoTIFF(s).")] = None,
+        landsat_dates: Annotated[str | None, typer.Option(help="Dates for --landsat.")] = None,
+        landsat_bands: Annotated[str | None, typer.Option(help="Bands of --landsat.")] = None,
+        patch_size: Annotated[int, typer.Option(min=1, max=8, help="Patch size p (1-8).")] = 4,
+        tile_size: Annotated[
+            int | None, typer.Option(help="Tile core size in input px (multiple of p).")
+        ] = None,
+        overlap: Annotated[
+            int | None, typer.Option(help="Context margin in input px per side (multiple of p).")
+        ] = None,
+        batch_size: Annotated[int, typer.Option(min=1, help="Tiles per model call.")] = 4,
+        device: Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda.")] = None,
+        align: Annotated[
+            str, typer.Option(help="Timesteps from distinct 'date's or calendar 'month's.")
+        ] = "date",
+    ) -> None:
+        from geolatent.inference.embed_rasters import embed_geotiffs
+
+        try:
+            inputs = {
+                name: files
+                for name, files in (
+                    ("sentinel2_l2a", _raster_inputs("s2", s2, s2_dates, s2_bands)),
+                    ("sentinel1", _raster_inputs("s1", s1, s1_dates, s1_bands)),
+                    ("landsat", _raster_inputs("landsat", landsat, landsat_dates, landsat_bands)),
+                )
+                if files
+            }
+            if not inputs:
+                raise RasterInputError("no inputs: give at least one of --s2, --s1, --landsat")
+        except RasterInputError as e:
+            raise typer.BadParameter(str(e)) from None
+        net, weights = _load_model(model, random_weights, device)
+        try:
+            with _progress() as bar:
+                task = bar.add_task("embedding", total=None)
+                result = embed_geotiffs(
+                    net, inputs, out, patch_size=patch_size, tile_size=tile_size,
+                    overlap=overlap, batch_size=batch_size, device=device, align=align,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    tags={"weights": weights},
+                )  # fmt: skip
+        except (RasterInputError, ValueError) as e:
+            console.print(f"[bold red]error:[/bold red] {e}")
+            raise typer.Exit(code=2) from None
+        _print_embed_summary(result, weights)
+
+    @app.command("demo", help=DEMO_HELP)
+    def demo_cmd(
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+        model: Annotated[
+            Path | None, typer.Option(help="Checkpoint folder; default random Nano.")
+        ] = None,
+        size: Annotated[int, typer.Option(min=8, help="Scene side in 10 m pixels.")] = 64,
+        timesteps: Annotated[int, typer.Option(min=1, max=12, help="Monthly timesteps.")] = 12,
+        seed: Annotated[int, typer.Option(help="Scene seed.")] = 0,
+        patch_size: Annotated[int, typer.Option(min=1, max=8, help="Patch size p.")] = 4,
+        device: Annotated[str | None, typer.Option(help="torch device.")] = None,
+    ) -> None:
+        from geolatent.inference.demo import RANDOM_WEIGHTS_NOTE, run_demo
+
+        if model is None:
+            console.print(
+                f"[bold yellow]No --model given: using {RANDOM_WEIGHTS_NOTE}. The pipeline is "
+                "real; the embeddings of an untrained model carry no learned meaning.[/bold yellow]"
+            )
+            net, weights = None, RANDOM_WEIGHTS_NOTE
+        else:
+            net, weights = _load_model(model, None, device)
+        with _progress() as bar:
+            task = bar.add_task("embedding", total=None)
+            res = run_demo(
+                out, net, weights, size=size, timesteps=timesteps, seed=seed,
+                patch_size=patch_size, device=device,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )  # fmt: skip
+        h, w, t = res.scene_shape
+        typer.echo(f"weights:   {res.weights}")
+        typer.echo(
+            f"scene:     {h} x {w} px at 10 m, {t} monthly timesteps, S2 L2A + S1 "
+            f"-> {res.scene_dir}"
+        )
+        _print_embed_summary(res.embedding, None)
+        typer.echo(
+            f"preview:   {res.preview_path} (PCA 1-3 as RGB), {res.labels_preview_path} (classes)"
+        )
+        typer.echo(f"total:     {res.seconds:.1f} s")
+
+
+def _print_embed_summary(result, weights: str | None) -> None:
+    if weights is not None:
+        typer.echo(f"weights:   {weights}")
+    for name, s in result.inputs.items():
+        extra = f", dropped {', '.join(s.bands_dropped)}" if s.bands_dropped else ""
+        if s.bandsets_absent:
+            extra += f", absent (masked) {' '.join('/'.join(b) for b in s.bandsets_absent)}"
+        typer.echo(
+            f"input:     {name}: {s.files} file(s), {s.timesteps} timestep(s), "
+            f"{len(s.bands_used)} bands{extra}"
+        )
+    dates = [f"{y:04d}-{m + 1:02d}-{d:02d}" for d, m, y in result.timestamps.tolist()]
+    typer.echo(f"dates:     {', '.join(dates)}")
+    t = result.transform
+    typer.echo(
+        f"embedding: {result.height} x {result.width} px x {result.count} bands at "
+        f"{abs(t.a):g} m, {result.crs.to_string()}, origin ({t.c:.1f}, {t.f:.1f}) -> {result.path}"
+    )
+    typer.echo(
+        f"tiles:     {result.tiles_embedded}/{result.tiles_total} embedded "
+        f"(tile {result.tile_size} px, "
+        f"overlap {result.overlap} px, p={result.patch_size}), {len(result.timestamps)} timesteps, "
+        f"{', '.join(result.modalities)}, {result.seconds:.1f} s"
+    )

@@ -1,0 +1,105 @@
+"""Quick-look images of embeddings: PCA to RGB and a dependency-free PNG writer."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+
+def pca_rgb(features: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0)) -> np.ndarray:
+    """Map a feature map to colours with its first three principal components.
+
+    Args:
+        features: float ``[H, W, D]``; pixels with any NaN are nodata.
+        percentiles: per component, values are stretched linearly between these percentiles.
+
+    Returns:
+        uint8 ``[H, W, 3]`` (component 1 = red, 2 = green, 3 = blue); nodata pixels are black.
+    """
+    h, w, d = features.shape
+    flat = features.reshape(-1, d).astype(np.float64)
+    valid = ~np.isnan(flat).any(axis=1)
+    rgb = np.zeros((h * w, 3), dtype=np.uint8)
+    if valid.sum() < 2:
+        return rgb.reshape(h, w, 3)
+    x = flat[valid] - flat[valid].mean(axis=0)
+    # Right singular vectors = principal axes; an economy SVD of [N, D] is cheap for D <= 1024.
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    k = min(3, vt.shape[0])
+    comps = x @ vt[:k].T
+    # Fix the sign of each component so the picture is deterministic (largest loading > 0).
+    signs = np.sign(vt[:k][np.arange(k), np.abs(vt[:k]).argmax(axis=1)])
+    comps *= signs
+    lo, hi = np.percentile(comps, percentiles, axis=0)
+    scaled = np.clip((comps - lo) / np.maximum(hi - lo, 1e-12), 0.0, 1.0)
+    out = np.zeros((int(valid.sum()), 3))
+    out[:, :k] = scaled
+    rgb[valid] = np.rint(out * 255).astype(np.uint8)
+    return rgb.reshape(h, w, 3)
+
+
+def upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement of ``[H, W, ...]`` by an integer ``factor``."""
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write an 8-bit RGB ``[H, W, 3]`` or grayscale ``[H, W]`` image as a PNG (zlib + struct)."""
+    img = np.ascontiguousarray(image, dtype=np.uint8)
+    if img.ndim == 2:
+        color_type, channels = 0, 1
+    elif img.ndim == 3 and img.shape[2] == 3:
+        color_type, channels = 2, 3
+    else:
+        raise ValueError(f"expected [H, W] or [H, W, 3] uint8, got shape {image.shape}")
+    h, w = img.shape[:2]
+    # Each scanline is prefixed with filter type 0 (None).
+    raw = np.zeros((h, 1 + w * channels), dtype=np.uint8)
+    raw[:, 1:] = img.reshape(h, w * channels)
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+    png += chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + chunk(b"IEND", b"")
+    path = Path(path)
+    path.write_bytes(png)
+    return path
+
+
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """Read back a PNG written by :func:`write_png` (8-bit, unfiltered); for tests and tools."""
+    data = Path(path).read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError(f"{path}: not a PNG")
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        tag = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        if (
+            zlib.crc32(tag + body)
+            != struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0]
+        ):
+            raise ValueError(f"{path}: CRC mismatch in {tag!r} chunk")
+        if tag == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif tag == b"IDAT":
+            idat += body
+        pos += 12 + length
+    if header is None:
+        raise ValueError(f"{path}: no IHDR chunk")
+    w, h, depth, color_type = header[:4]
+    channels = {0: 1, 2: 3}.get(color_type)
+    if depth != 8 or channels is None:
+        raise ValueError(f"{path}: only 8-bit gray/RGB PNGs are supported")
+    raw = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(h, 1 + w * channels)
+    if raw[:, 0].any():
+        raise ValueError(f"{path}: filtered scanlines are not supported")
+    img = raw[:, 1:].reshape(h, w, channels)
+    return img[..., 0] if channels == 1 else img
