@@ -51,6 +51,48 @@ class Embedding:
     patch_size: int
 
 
+@dataclass
+class EncoderBatch:
+    """Inputs exactly as the encoder takes them (what :func:`prepare_inputs` returns).
+
+    Attributes:
+        inputs: per modality normalized float32 ``[B, H, W, T, C]`` in registry band order
+            (missing = -99999).
+        timestamps: int64 ``[B, T, 3]`` (day, month 0-11, year).
+        token_mask: per modality ``[B, H/p, W/p, T, S]`` (0 encoded, 3 missing), or None when
+            nothing is missing (the encoder's full pass, identical to v1's fast pass).
+        patch_size: p.
+    """
+
+    inputs: dict[str, torch.Tensor]
+    timestamps: torch.Tensor
+    token_mask: dict[str, torch.Tensor] | None
+    patch_size: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(B, H, W)``."""
+        b, h, w = next(iter(self.inputs.values())).shape[:3]
+        return b, h, w
+
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> EncoderBatch:
+        inputs = {m: x.to(device=device, dtype=dtype) for m, x in self.inputs.items()}
+        masks = self.token_mask
+        if masks is not None:
+            masks = {m: t.to(device) for m, t in masks.items()}
+        return EncoderBatch(inputs, self.timestamps.to(device), masks, self.patch_size)
+
+    def slice(self, rows: slice) -> EncoderBatch:
+        """The samples ``rows`` of the batch."""
+        masks = self.token_mask
+        if masks is not None:
+            masks = {m: t[rows] for m, t in masks.items()}
+        return EncoderBatch(
+            {m: x[rows] for m, x in self.inputs.items()}, self.timestamps[rows], masks,
+            self.patch_size,
+        )  # fmt: skip
+
+
 def _to_tensor(x, what: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach().to(torch.float32)
@@ -205,41 +247,29 @@ def token_missing(x: torch.Tensor, patch_size: int, bandset_slices: list[slice])
     return torch.stack([band_gone[..., sl].any(-1) for sl in bandset_slices], dim=-1)
 
 
-def embed(
-    model,
+def prepare_inputs(
     inputs: Mapping[str, ArrayLike | Mapping[str, ArrayLike]],
     timestamps=None,
     patch_size: int = 4,
     normalize: bool = True,
     bands: Mapping[str, Sequence[str]] | None = None,
     check_units: bool = True,
-    batch_size: int | None = None,
-) -> Embedding:
-    """Embed raw satellite inputs with the encoder of ``model``.
+    supported: Sequence[str] | None = None,
+) -> EncoderBatch:
+    """Check, assemble, normalize and mask raw inputs: everything :func:`embed` does before the
+    encoder runs. Training code (fine-tuning, evaluation) uses it to feed the encoder with
+    gradients exactly what ``embed`` would.
 
-    Args:
-        model: a :class:`~geolatent.model.latent_mim.LatentMIM`.
-        inputs: per modality ``[B, H, W, T, C]`` (numpy or torch) in registry band order, or a
-            dict of band name -> ``[B, H, W, T]``. Units: Sentinel-2 L2A DN (0-10000), Sentinel-1
-            dB, Landsat L1 DN. Missing values: -99999 or NaN. Decode-only maps are rejected.
-        timestamps: ``[B, T, 3]`` or ``[T, 3]`` ints (day 1-31, month 0-11, year), or T dates.
-        patch_size: p in 1..8; H and W must be divisible by p.
-        normalize: normalize raw values (default); False takes already-normalized values.
-        bands: optional per modality band names of the last axis when it is not the full
-            registry order (e.g. ``{"sentinel2_l2a": ["B04", "B03", "B02", "B08"]}``). Bandsets
-            that are not given are masked.
-        check_units: reject values whose range says they are in the wrong units.
-        batch_size: encode at most this many samples at once (bounds memory).
+    Args: as :func:`embed`; ``supported`` lists the modalities the model accepts.
 
     Returns:
-        :class:`Embedding` on the model's device.
+        :class:`EncoderBatch` on the CPU.
     """
     if not isinstance(inputs, Mapping) or not inputs:
         raise InputError("inputs must be a non-empty dict of modality name -> array")
     if not isinstance(patch_size, (int, np.integer)) or not 1 <= int(patch_size) <= 8:
         raise InputError(f"patch_size must be an integer in 1..8, got {patch_size!r}")
     p = int(patch_size)
-    supported = set(model.config.modalities)
     tensors, presence = {}, {}
     for name, value in inputs.items():
         try:
@@ -251,7 +281,7 @@ def embed(
                 f"{name} is a decode-only map product: maps are pretraining targets, never "
                 "encoder inputs; give satellite imagery (e.g. sentinel2_l2a, sentinel1, landsat)"
             )
-        if name not in supported:
+        if supported is not None and name not in supported:
             raise InputError(f"{name} is not supported by this checkpoint ({sorted(supported)})")
         x, present = _assemble(name, value, (bands or {}).get(name))
         tensors[name], presence[name] = x, present
@@ -282,17 +312,50 @@ def embed(
         if check_units:
             check_value_units(n, x, normalized=not normalize)
         missing = token_missing(x, p, mod.bandset_slices())
-        absent = torch.tensor([not q for q in presence[n]])
-        missing = missing | absent
+        missing = missing | torch.tensor([not q for q in presence[n]])
         token_mask[n] = torch.where(missing, MaskValue.MISSING, MaskValue.ONLINE_ENCODER).long()
         if normalize:
             normed[n] = normalize_values(n, x)
         else:
             normed[n] = torch.where(torch.isnan(x), torch.tensor(MISSING_VALUE), x)
-
-    param = next(model.parameters())
-    device, dtype = param.device, param.dtype
     any_missing = any(bool(m.any()) for m in token_mask.values())
+    return EncoderBatch(normed, ts, token_mask if any_missing else None, p)
+
+
+def embed(
+    model,
+    inputs: Mapping[str, ArrayLike | Mapping[str, ArrayLike]],
+    timestamps=None,
+    patch_size: int = 4,
+    normalize: bool = True,
+    bands: Mapping[str, Sequence[str]] | None = None,
+    check_units: bool = True,
+    batch_size: int | None = None,
+) -> Embedding:
+    """Embed raw satellite inputs with the encoder of ``model``.
+
+    Args:
+        model: a :class:`~geolatent.model.latent_mim.LatentMIM`.
+        inputs: per modality ``[B, H, W, T, C]`` (numpy or torch) in registry band order, or a
+            dict of band name -> ``[B, H, W, T]``. Units: Sentinel-2 L2A DN (0-10000), Sentinel-1
+            dB, Landsat L1 DN. Missing values: -99999 or NaN. Decode-only maps are rejected.
+        timestamps: ``[B, T, 3]`` or ``[T, 3]`` ints (day 1-31, month 0-11, year), or T dates.
+        patch_size: p in 1..8; H and W must be divisible by p.
+        normalize: normalize raw values (default); False takes already-normalized values.
+        bands: optional per modality band names of the last axis when it is not the full
+            registry order (e.g. ``{"sentinel2_l2a": ["B04", "B03", "B02", "B08"]}``). Bandsets
+            that are not given are masked.
+        check_units: reject values whose range says they are in the wrong units.
+        batch_size: encode at most this many samples at once (bounds memory).
+
+    Returns:
+        :class:`Embedding` on the model's device.
+    """
+    batch = prepare_inputs(
+        inputs, timestamps, patch_size, normalize, bands, check_units, model.config.modalities
+    )
+    param = next(model.parameters())
+    b = batch.shape[0]
     step = batch_size or b
     was_training = model.training
     model.eval()
@@ -300,19 +363,20 @@ def embed(
     try:
         with torch.no_grad():
             for s in range(0, b, step):
-                sl = slice(s, s + step)
-                xin = {n: v[sl].to(device=device, dtype=dtype) for n, v in normed.items()}
-                mask = {n: v[sl].to(device) for n, v in token_mask.items()} if any_missing else None
-                outs.append(model.encoder(xin, ts[sl].to(device), p, mask))
+                part = batch.slice(slice(s, s + step)).to(param.device, param.dtype)
+                outs.append(
+                    model.encoder(part.inputs, part.timestamps, part.patch_size, part.token_mask)
+                )
     finally:
         model.train(was_training)
-    tokens = {n: torch.cat([o.tokens[n] for o in outs]) for n in tensors}
-    masks = {n: torch.cat([o.token_mask[n] for o in outs]) for n in tensors}
+    names = list(batch.inputs)
+    tokens = {n: torch.cat([o.tokens[n] for o in outs]) for n in names}
+    masks = {n: torch.cat([o.token_mask[n] for o in outs]) for n in names}
     return Embedding(
         tokens=tokens,
         token_mask=masks,
         feature_map=spatial_mean(tokens, masks),
         pooled=torch.cat([o.pooled for o in outs]),
         project_aggregated=torch.cat([o.project_aggregated for o in outs]),
-        patch_size=p,
+        patch_size=batch.patch_size,
     )

@@ -11,46 +11,13 @@ reaches attention or pooling; partly missing patches are filled inside the patch
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from geolatent.modalities import MISSING_VALUE, get_modality
-from geolatent.model.embed import check_value_units, token_missing
-from geolatent.model.tokens import MaskValue
+from geolatent.model.embed import EncoderBatch, check_value_units, prepare_inputs
 from geolatent.normalize import normalize
-
-
-@dataclass
-class EncoderBatch:
-    """A normalized batch.
-
-    Attributes:
-        inputs: per modality normalized float32 ``[B, H, W, T, C]`` (missing = -99999).
-        timestamps: int64 ``[B, T, 3]`` (day, month 0-11, year).
-        token_mask: per modality ``[B, H/p, W/p, T, S]`` (0 encoded, 3 missing), or None when
-            nothing is missing (the encoder's faster full pass).
-        patch_size: p.
-    """
-
-    inputs: dict[str, torch.Tensor]
-    timestamps: torch.Tensor
-    token_mask: dict[str, torch.Tensor] | None
-    patch_size: int
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """``(B, H, W)``."""
-        b, h, w = next(iter(self.inputs.values())).shape[:3]
-        return b, h, w
-
-    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> EncoderBatch:
-        inputs = {m: x.to(device=device, dtype=dtype) for m, x in self.inputs.items()}
-        masks = self.token_mask
-        if masks is not None:
-            masks = {m: t.to(device) for m, t in masks.items()}
-        return EncoderBatch(inputs, self.timestamps.to(device), masks, self.patch_size)
 
 
 def normalize_arrays(
@@ -82,23 +49,11 @@ def normalize_arrays(
 def batch_from_normalized(
     inputs: Mapping[str, torch.Tensor], timestamps: np.ndarray | torch.Tensor, patch_size: int
 ) -> EncoderBatch:
-    """An :class:`EncoderBatch` from normalized ``[B, H, W, T, C]`` tensors: token masks mark a
-    token MISSING when its whole patch is missing in every channel of its bandset."""
-    p = int(patch_size)
-    masks, any_missing = {}, False
-    for m, x in inputs.items():
-        if x.ndim != 5:
-            raise ValueError(f"{m}: expected [B, H, W, T, C], got {tuple(x.shape)}")
-        if x.shape[1] % p or x.shape[2] % p:
-            raise ValueError(f"{m}: H, W = {tuple(x.shape[1:3])} are not multiples of p = {p}")
-        missing = token_missing(x, p, get_modality(m).bandset_slices())
-        any_missing |= bool(missing.any())
-        masks[m] = torch.where(missing, int(MaskValue.MISSING), int(MaskValue.ONLINE_ENCODER))
-    ts = torch.as_tensor(np.asarray(timestamps)).long()
-    b = next(iter(inputs.values())).shape[0]
-    if ts.ndim == 2:
-        ts = ts[None].expand(b, -1, -1)
-    return EncoderBatch(dict(inputs), ts.contiguous(), masks if any_missing else None, p)
+    """An :class:`EncoderBatch` from normalized ``[B, H, W, T, C]`` tensors (token masks by the
+    rule of :func:`geolatent.model.embed.prepare_inputs`)."""
+    return prepare_inputs(
+        dict(inputs), np.asarray(timestamps), patch_size, normalize=False, check_units=False
+    )
 
 
 def prepare_batch(
@@ -108,7 +63,7 @@ def prepare_batch(
     modalities: Sequence[str] | None = None,
     check_units: bool = True,
 ) -> EncoderBatch:
-    """Normalize raw arrays and build token masks.
+    """Normalize raw arrays and build token masks (:func:`geolatent.model.embed.prepare_inputs`).
 
     Args:
         arrays: per modality raw float32 ``[B, H, W, T, C]`` in registry band order and units
@@ -118,8 +73,12 @@ def prepare_batch(
         modalities: the modalities to keep (others in ``arrays`` are ignored); default all.
         check_units: reject values whose range says they are in the wrong units.
     """
-    normed = normalize_arrays(arrays, modalities, check_units)
-    return batch_from_normalized(normed, timestamps, patch_size)
+    names = [m for m in (modalities or list(arrays)) if m in arrays]
+    if not names:
+        raise ValueError(f"none of the model's modalities {list(modalities or [])} is in the "
+                         f"inputs {list(arrays)}")
+    ts = timestamps if isinstance(timestamps, torch.Tensor) else np.asarray(timestamps)
+    return prepare_inputs({m: arrays[m] for m in names}, ts, patch_size, check_units=check_units)
 
 
 def pixel_summary(batch: EncoderBatch, modalities: Sequence[str]) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Evaluation protocols on top of the encoder: kNN, linear probe, fine-tuning."""
