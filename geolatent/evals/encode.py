@@ -18,6 +18,7 @@ from geolatent.evals.datasets.base import Batch, SplitData
 from geolatent.model.embed import EncoderBatch, prepare_inputs
 from geolatent.model.encoder import spatial_mean
 
+
 def prepare_batch(batch: Batch, patch_size: int, device: torch.device | str = "cpu",
                   check_units: bool = True) -> EncoderBatch:  # fmt: skip
     """Normalize a raw :class:`Batch` and build its token masks (bands not given -> missing),
@@ -30,7 +31,7 @@ def prepare_batch(batch: Batch, patch_size: int, device: torch.device | str = "c
 
 
 def encoder_features(
-    encoder: torch.nn.Module, prepared: PreparedBatch, pooled: bool
+    encoder: torch.nn.Module, prepared: EncoderBatch, pooled: bool
 ) -> torch.Tensor:
     """Differentiable features: ``[B, D]`` (mean over encoded tokens) or the feature map
     ``[B, h, w, D]`` (NaN where no input was valid)."""
