@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import typer
 
+from geolatent.data.cli import app as data_app
+from geolatent.evals.cli import register as register_evals
+from geolatent.inference.cli import register as register_inference
+from geolatent.platform.cli import register as register_platform
+from geolatent.pretrain.cli import register as register_pretrain
+
 app = typer.Typer(
     name="geolatent",
     help="OlmoEarth-compatible Earth-observation foundation model: embed, pretrain, evaluate, map.",
@@ -15,21 +21,11 @@ app = typer.Typer(
     add_completion=False,
 )
 
-
-def _mount() -> None:
-    # Imported here so `geolatent --help` stays fast and one broken area cannot hide the others.
-    from geolatent.inference.cli import register as register_inference
-
-    register_inference(app)
-    try:
-        from geolatent.data.cli import app as data_app
-    except ImportError:  # area not built yet
-        data_app = None
-    if data_app is not None:
-        app.add_typer(data_app, name="data", help="Build pretraining samples and windows from rasters.")
-
-
-_mount()
+register_inference(app)  # embed, demo
+register_pretrain(app)  # pretrain
+register_evals(app)  # eval
+register_platform(app)  # finetune, predict
+app.add_typer(data_app, name="data", help="Build pretraining samples and windows from rasters.")
 
 
 def main() -> None:

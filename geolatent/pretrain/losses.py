@@ -39,17 +39,18 @@ def patch_discrimination_loss(
         if not bool(sel.any()):
             continue
         pack = Packing.from_selection(sel)
-        p = F.normalize(pack.gather(pred.reshape(b, -1, d)), dim=-1)
+        # 1/tau is folded into the [B, L, D] predictions instead of the [B, L, L] logits.
+        p = F.normalize(pack.gather(pred.reshape(b, -1, d)), dim=-1) / tau
         z = F.normalize(pack.gather(targets[m].reshape(b, -1, d).to(p.dtype)), dim=-1)
-        logits = torch.bmm(p, z.transpose(1, 2)) / tau  # [B, L, L]
-        logits = logits.masked_fill(~pack.valid[:, None, :], float("-inf"))
+        logits = torch.bmm(p, z.transpose(1, 2))  # [B, L, L]
+        # Padded columns never compete. `attend` keeps one column of a sample without decoded
+        # tokens, so every row has a finite entry; padded rows get that column as a finite
+        # label and zero weight below (no inf/NaN, even in the backward pass).
+        logits = logits.masked_fill(~pack.attend[:, None, :], float("-inf"))
         width = logits.shape[1]
-        labels = torch.arange(width, device=pred.device).expand(b, width)
-        # Padded rows have label columns masked; give them a finite target and zero weight.
+        labels = torch.where(pack.valid, torch.arange(width, device=pred.device), 0)
         ce = F.cross_entropy(
-            logits.masked_fill(~pack.valid[:, :, None], 0.0).reshape(b * width, width),
-            labels.reshape(-1),
-            reduction="none",
+            logits.reshape(b * width, width), labels.reshape(-1), reduction="none"
         ).reshape(b, width)
         ce = torch.where(pack.valid, ce, torch.zeros_like(ce))
         counts = pack.valid.sum(1)
