@@ -66,18 +66,23 @@ class Attention(nn.Module):
         ``key_valid`` [B, Nk] bool marks real keys; padded keys get no attention weight.
         """
         b, n, d = x.shape
+        h = self.num_heads
         if context is None:
-            # One matmul for q, k and v: reads x once.
+            # One matmul for q, k and v (reads x once), laid out head-major in one copy: the
+            # CPU attention kernel is faster on contiguous [B, H, N, d_head] operands.
             w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
             bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])
-            q, k, v = F.linear(x, w, bias).split(d, dim=-1)
+            qkv = F.linear(x, w, bias).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.contiguous().unbind(0)
         else:
-            q = self.q(x)
+            q = self._heads(self.q(x)).contiguous()
             w = torch.cat([self.k.weight, self.v.weight])
             bias = torch.cat([self.k.bias, self.v.bias])
-            k, v = F.linear(context, w, bias).split(d, dim=-1)
+            m = context.shape[1]
+            kv = F.linear(context, w, bias).view(b, m, 2, h, d // h).permute(2, 0, 3, 1, 4)
+            k, v = kv.contiguous().unbind(0)
         mask = None if key_valid is None else key_valid[:, None, None, :]
-        out = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v), mask)
+        out = F.scaled_dot_product_attention(q, k, v, mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
