@@ -13,10 +13,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from geolatent.modalities import BASE_RESOLUTION_M, MODALITIES, canonical_band_name
+from geolatent.yaml_io import read_yaml_mapping
 
 Resampling = Literal["nearest", "bilinear", "average", "cubic", "mode"]
 
@@ -258,12 +258,7 @@ def resolve_paths(config: DataConfig, base_dir: Path) -> DataConfig:
 def load_data_config(path: str | Path) -> DataConfig:
     """Load and validate a YAML data config; relative paths are relative to the file's folder."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path)
     return resolve_paths(DataConfig.model_validate(raw), path.resolve().parent)
 
 

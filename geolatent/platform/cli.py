@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import typer
-import yaml
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.markup import escape
@@ -18,6 +17,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from geolatent.yaml_io import read_yaml_mapping
 
 console = Console(stderr=True)
 
@@ -61,8 +62,8 @@ def _read_sources(path: Path) -> list:
     from geolatent.data.config import SourceConfig
     from geolatent.platform.config import resolve_source_paths
 
-    raw = yaml.safe_load(path.read_text())
-    if not isinstance(raw, dict) or not raw.get("sources"):
+    raw = read_yaml_mapping(path)
+    if not raw.get("sources"):
         raise ValueError(f"{path}: expected a mapping with a `sources:` list")
     sources = TypeAdapter(list[SourceConfig]).validate_python(raw["sources"])
     return resolve_source_paths(sources, path.resolve().parent)

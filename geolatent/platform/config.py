@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geolatent.data.config import (
@@ -24,6 +23,7 @@ from geolatent.data.config import (
 from geolatent.model.config import SIZES
 from geolatent.platform.labels import LabelFormat
 from geolatent.platform.windows import TaskType
+from geolatent.yaml_io import read_yaml_mapping
 
 
 class _Strict(BaseModel):
@@ -210,13 +210,7 @@ def _abs(base: Path, p: str | None) -> str | None:
 def load_finetune_config(path: str | Path) -> FinetuneConfig:
     """Load and validate a fine-tuning YAML; relative paths are relative to the file."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    cfg = FinetuneConfig.model_validate(raw)
+    cfg = FinetuneConfig.model_validate(read_yaml_mapping(path))
     return resolve_config_paths(cfg, path.resolve().parent)
 
 
