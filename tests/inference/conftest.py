@@ -17,6 +17,24 @@ S2 = "sentinel2_l2a"
 S1 = "sentinel1"
 
 
+# Sentinel-2 L1C band order of the eo-learn scenes (13 bands, B10 included).
+L1C_BANDS = [
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
+]
+
+
 def write_tif(
     path: Path,
     data: np.ndarray,

@@ -14,7 +14,7 @@ from geolatent.inference.embed_rasters import choose_tiling, embed_geotiffs, pla
 from geolatent.inference.raster_io import RasterInput, RasterStack
 from geolatent.modalities import MODALITIES
 
-from .conftest import S1, S2, cosine, read_embedding, write_tif
+from .conftest import L1C_BANDS, S1, S2, cosine, read_embedding, write_tif
 
 
 def direct_feature_map(model, scene, p: int = 4, rows=slice(None), cols=slice(None)) -> np.ndarray:
@@ -206,21 +206,7 @@ def test_reflectance_is_rejected_not_rescaled(nano, small_scene, tmp_path) -> No
 
 # ----------------------------------------------------------------------------- real data
 
-EOLEARN_BANDS = [
-    "B01",
-    "B02",
-    "B03",
-    "B04",
-    "B05",
-    "B06",
-    "B07",
-    "B08",
-    "B8A",
-    "B09",
-    "B10",
-    "B11",
-    "B12",
-]
+EOLEARN_BANDS = L1C_BANDS
 EOLEARN_DATES = ["2015-08-20", "2015-07-31", "2015-09-09", "2015-08-30", "2015-07-11"]
 # Patch bounds (EPSG:32633): 465181-466181 E, 5079245-5080255 N; 100 columns x 101 rows at 10 m.
 EOLEARN_TRANSFORM = Affine(10.0, 0.0, 465_181.0, 0.0, -10.0, 5_080_255.0)

@@ -17,23 +17,8 @@ from geolatent.inference.raster_io import (
 )
 from geolatent.modalities import MISSING_VALUE, MODALITIES
 
-from .conftest import S1, S2, write_tif
+from .conftest import L1C_BANDS, S1, S2, write_tif
 
-L1C_BANDS = [
-    "B01",
-    "B02",
-    "B03",
-    "B04",
-    "B05",
-    "B06",
-    "B07",
-    "B08",
-    "B8A",
-    "B09",
-    "B10",
-    "B11",
-    "B12",
-]
 S2_BANDS = list(MODALITIES[S2].bands)
 
 
