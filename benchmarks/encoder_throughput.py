@@ -7,6 +7,7 @@ The anchor is the reference implementation on a 2-core machine: about 4,100 toke
 
     python benchmarks/encoder_throughput.py                 # nano + base + long-sequence table
     python benchmarks/encoder_throughput.py --sizes nano --repeats 3
+    GEOLATENT_ATTENTION=sdpa python benchmarks/encoder_throughput.py   # PyTorch's kernel instead
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ def main() -> None:
         long_sequence_child(args.long_child)
         return
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} CPU threads")
+    from geolatent.model.attention_kernel import attention_backend
+
+    print(f"torch {torch.__version__}, {args.threads} CPU threads, "
+          f"CPU attention: {attention_backend()}")  # fmt: skip
     for size in args.sizes:
         b = BATCH[size]
         sec = time_encoder(size, b, 12, "cpu", "fp32", args.repeats)

@@ -1,8 +1,9 @@
 """Transformer blocks: pre-norm self-attention (encoder) and cross-attention-only (decoder).
 
-Attention always goes through ``scaled_dot_product_attention`` so the fused kernels (flash /
-memory-efficient on GPU, the flash CPU kernel) are used and the full ``N x N`` score matrix is
-never materialized per head. Padding is excluded with a key-padding mask.
+Attention never materializes the full ``N x N`` score matrix per head. fp32 CPU inference goes
+through geolatent's AVX2 kernel (``attention_kernel``: faster at the same results); everything
+else (training, GPUs, bf16) through ``scaled_dot_product_attention`` and its fused kernels.
+Padding is excluded with a key-padding mask.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from geolatent.model import attention_kernel
 
 
 class DropPath(nn.Module):
@@ -51,9 +54,26 @@ class Attention(nn.Module):
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        return x.view(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)
+    def qkv_params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight ``[3D, D]`` and bias ``[3D]`` of q, k and v stacked: one matmul reads x once."""
+        w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
+        return w, torch.cat([self.q.bias, self.k.bias, self.v.bias])
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d)) v on ``[B, N, H, d]`` views; returns ``[B, Nq, H, d]``."""
+        if attention_kernel.can_use(q):
+            # Reads the strided views in place and writes [B, N, H, d]: no transposes.
+            return attention_kernel.attention(q, k, v, key_valid)
+        # The CPU flash kernel is faster on contiguous head-major [B, H, N, d] operands.
+        q, k, v = (t.transpose(1, 2).contiguous() for t in (q, k, v))
+        mask = None if key_valid is None else key_valid[:, None, None, :]
+        return F.scaled_dot_product_attention(q, k, v, mask).transpose(1, 2)
 
     def forward(
         self,
@@ -68,22 +88,21 @@ class Attention(nn.Module):
         b, n, d = x.shape
         h = self.num_heads
         if context is None:
-            # One matmul for q, k and v (reads x once), laid out head-major in one copy: the
-            # CPU attention kernel is faster on contiguous [B, H, N, d_head] operands.
-            w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
-            bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])
-            qkv = F.linear(x, w, bias).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv.contiguous().unbind(0)
+            qkv = F.linear(x, *self.qkv_params()).view(b, n, 3, h, d // h)
+            q, k, v = qkv.unbind(2)
         else:
-            q = self._heads(self.q(x)).contiguous()
+            q = self.q(x).view(b, n, h, d // h)
             w = torch.cat([self.k.weight, self.v.weight])
             bias = torch.cat([self.k.bias, self.v.bias])
-            m = context.shape[1]
-            kv = F.linear(context, w, bias).view(b, m, 2, h, d // h).permute(2, 0, 3, 1, 4)
-            k, v = kv.contiguous().unbind(0)
-        mask = None if key_valid is None else key_valid[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, mask)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+            kv = F.linear(context, w, bias).view(b, context.shape[1], 2, h, d // h)
+            k, v = kv.unbind(2)
+        return self.proj(self.attend(q, k, v, key_valid).reshape(b, n, d))
+
+
+# Tokens per step of the blocked CPU inference path: a step's activations (fc1 output
+# 512 x 4D floats) stay in cache and below glibc's mmap threshold, so they are reused
+# instead of page-faulted in for every layer.
+INFERENCE_ROWS = 512
 
 
 class Block(nn.Module):
@@ -98,8 +117,39 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, key_valid: torch.Tensor | None = None) -> torch.Tensor:
+        if (
+            x.device.type == "cpu"
+            and not torch.is_grad_enabled()
+            and not self.training
+            and not torch.is_autocast_enabled("cpu")
+        ):
+            return self._forward_blocked(x, key_valid)
         x = x + self.drop_path(self.attn(self.norm1(x), key_valid=key_valid))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def _forward_blocked(self, x: torch.Tensor, key_valid: torch.Tensor | None) -> torch.Tensor:
+        """CPU inference: the same arithmetic, with every token-wise step run over row blocks.
+
+        Only attention needs all tokens at once; norms, linears, GELU and residuals run on
+        ``INFERENCE_ROWS`` tokens at a time, which is ~1.6x faster than whole-tensor ops at
+        these widths on CPU (cache-resident activations, no page faults per layer).
+        """
+        b, n, d = x.shape
+        h = self.attn.num_heads
+        rows = x.reshape(b * n, d)
+        w_qkv, b_qkv = self.attn.qkv_params()
+        qkv = torch.empty(b * n, 3 * d, dtype=x.dtype)
+        for i in range(0, b * n, INFERENCE_ROWS):
+            sl = slice(i, i + INFERENCE_ROWS)
+            torch.addmm(b_qkv, self.norm1(rows[sl]), w_qkv.t(), out=qkv[sl])
+        q, k, v = qkv.view(b, n, 3, h, d // h).unbind(2)
+        attended = self.attn.attend(q, k, v, key_valid).reshape(b * n, d)
+        out = torch.empty_like(rows)
+        for i in range(0, b * n, INFERENCE_ROWS):
+            sl = slice(i, i + INFERENCE_ROWS)
+            y = rows[sl] + self.attn.proj(attended[sl])
+            torch.add(y, self.mlp(self.norm2(y)), out=out[sl])
+        return out.view(b, n, d)
 
 
 class CrossBlock(Block):
