@@ -31,7 +31,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "attention_avx2.c"
-FLAGS = ["-O3", "-mavx2", "-mfma", "-std=c11", "-fPIC", "-shared", "-pthread"]
+FLAGS = ["-O3", "-mavx2", "-mfma", "-std=c11", "-fPIC", "-shared", "-fopenmp"]
 HEAD_DIMS = (16, 32, 48, 64)
 BACKENDS = ("auto", "kernel", "sdpa")
 

@@ -90,7 +90,9 @@ def test_finetune_and_predict_eolearn_patch(eolearn: Path, tmp_path: Path):
                       date_pattern=r"s2_(\d{4}-\d{2}-\d{2})\.tif", date_format="%Y-%m-%d")],
         windows=dict(size_px=16, start="2015-07-01", end="2015-10-01"),
         split=dict(cell_size_m=160, train=0.75, val=0.25, test=0.0, seed=0),
-        train=dict(epochs=20, freeze_epochs=2, batch_size=4, patch_size=4, lr=5e-3,
+        # lr 1e-3: at 5e-3 this 27-window run is chaotic (a 1e-6 change in a validation loss
+        # flips the plateau schedule and held-out accuracy moves between 0.66 and 0.77).
+        train=dict(epochs=20, freeze_epochs=2, batch_size=4, patch_size=4, lr=1e-3,
                    head_hidden=32, class_weighting="sqrt"),
         output=str(tmp_path / "model"),
     ))

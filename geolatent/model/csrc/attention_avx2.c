@@ -10,11 +10,13 @@
  * (elements) for b, n and h; the d axis is contiguous. d is 16, 32, 48 or 64. key_valid, when
  * given, is uint8 [B, Nk] (row stride kv_sb): keys with 0 get no weight (they are dropped while
  * the keys are packed). A query row whose keys are all invalid gets zeros.
- * Threads: nthreads POSIX threads take (batch, head, query chunk) tasks from a shared counter.
+ * Threads: an OpenMP team of nthreads takes (batch, head, query chunk) tasks from a shared
+ * counter. Loaded into a PyTorch process, the library binds to the libgomp PyTorch already
+ * loaded (same soname), so the kernel runs on PyTorch's own worker threads: no second team
+ * spinning against it.
  */
 #include <immintrin.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -28,12 +30,10 @@
 #define QCHUNK 768 /* queries per task (multiple of MQ) */
 #define LOG2E 1.4426950408889634f
 
-static inline __m256 exp2_nonpos(__m256 x) {
-    /* 2^x for x <= 0. x = n + f with f in [-0.5, 0.5]; 2^f from a degree-5 polynomial fitted
-       on that interval (relative error 1.1e-7), 2^n added to the exponent bits. x is clamped at -125: 2^-125 is
-       negligible next to a softmax row sum, which is >= 1. */
+static inline __m256 exp2_core(__m256 x) {
+    /* 2^x for x in [-125, 1]. x = n + f with f in [-0.5, 0.5]; 2^f from a degree-5 polynomial
+       fitted on that interval (relative error 1.1e-7), 2^n added to the exponent bits. */
     const __m256 shifter = _mm256_set1_ps(12582912.0f); /* 1.5 * 2^23 rounds to an integer */
-    x = _mm256_max_ps(x, _mm256_set1_ps(-125.0f));
     __m256 t = _mm256_add_ps(x, shifter);
     __m256 f = _mm256_sub_ps(x, _mm256_sub_ps(t, shifter));
     __m256 p = _mm256_set1_ps(1.3218672e-3f);
@@ -44,6 +44,18 @@ static inline __m256 exp2_nonpos(__m256 x) {
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
     __m256i e = _mm256_slli_epi32(_mm256_castps_si256(t), 23); /* n << 23 */
     return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+}
+
+/* 2^x for any x <= 0 (-inf included): below -125 it gives 2^-125, negligible next to a softmax
+   row sum, which is >= 1 when the offset is the row maximum. */
+static inline __m256 exp2_nonpos(__m256 x) {
+    return exp2_core(_mm256_max_ps(x, _mm256_set1_ps(-125.0f)));
+}
+
+/* Lanes 0..n-1 set (n may be <= 0 or >= 8). */
+static inline __m256 first_lanes(int64_t n) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane));
 }
 
 static inline float hmax(__m256 v) {
@@ -93,36 +105,56 @@ static inline void tile_scores(const float *qt, const float *kt, float *s, int64
     }
 }
 
-/* One block of kl <= KB keys (k0..k0+kl, kl a multiple of KSTEP) for one tile of MQ queries: scores, online softmax update of the
-   running maxima m (log2 units) and sums l, and acc = alpha * acc + P V. */
+/* One block of kl <= KB keys (k0..k0+kl, kl a multiple of KSTEP) for one tile of MQ queries:
+   scores, softmax update of the offsets m (log2 units) and sums l, then acc = alpha * acc + P V.
+   bounded: the queries carry scale * log2(e), so scores are in log2 units; m holds
+   |q| * max|k| per row (Cauchy-Schwarz), fixed for the whole row and at most 60 (checked by the
+   caller), so every exponent s - m lies in [-120, 0]: no maximum, no clamp and no rescaling are
+   needed, and shifting by a bound instead of the maximum is exact for softmax.
+   Otherwise (large scores) the queries carry the 1 / sqrt(d) scale and the usual online softmax
+   runs: block maximum, clamp, rescale, with exponents s * log2(e) - m in one FMA so that their
+   rounding error is relative to the (small) difference, not to the (large) score. */
 static inline void tile_block(const float *qt, float *acc, float *m, __m256 *l, float *s,
                               const float *kt, const float *vp, int64_t k0, int64_t kl,
-                              int64_t nk, int64_t d) {
+                              int64_t nk, int64_t d, int bounded) {
     float alpha[MQ];
     tile_scores(qt, kt, s, k0, kl, d);
-    if (k0 + kl > nk) /* padded keys get no weight */
-        for (int i = 0; i < MQ; i++)
-            for (int64_t j = nk - k0; j < kl; j++) s[i * KB + j] = -INFINITY;
-    /* online softmax: block maximum, rescale factor, exponentials, row sums. The
-       exponent is s * log2(e) - m * log2(e) in one FMA, so its rounding error is
-       relative to the (small) difference, not to the score; the same rounded m * log2(e)
-       is used for the rescale factor, which keeps every row's shifts consistent. */
-    for (int i = 0; i < MQ; i++) {
-        float *row = s + i * KB;
-        __m256 mx = _mm256_load_ps(row);
-        for (int64_t j = 8; j < kl; j += 8) mx = _mm256_max_ps(mx, _mm256_load_ps(row + j));
-        const float mb = hmax(mx) * LOG2E;
-        const float mn = mb > m[i] ? mb : m[i];
-        alpha[i] = exp2f(m[i] - mn);
-        m[i] = mn;
-        const __m256 neg_m = _mm256_set1_ps(-mn), log2e = _mm256_set1_ps(LOG2E);
-        __m256 sum = _mm256_setzero_ps();
-        for (int64_t j = 0; j < kl; j += 8) {
-            __m256 p = exp2_nonpos(_mm256_fmadd_ps(_mm256_load_ps(row + j), log2e, neg_m));
-            _mm256_store_ps(row + j, p);
-            sum = _mm256_add_ps(sum, p);
+    const int64_t nreal = nk - k0 < kl ? nk - k0 : kl; /* keys past nreal are padding */
+    if (bounded) {
+        for (int i = 0; i < MQ; i++) {
+            float *row = s + i * KB;
+            const __m256 neg_m = _mm256_set1_ps(-m[i]);
+            __m256 sum = _mm256_setzero_ps();
+            for (int64_t j = 0; j < kl; j += 8) {
+                __m256 p = exp2_core(_mm256_add_ps(_mm256_load_ps(row + j), neg_m));
+                if (j + 8 > nreal) p = _mm256_and_ps(p, first_lanes(nreal - j));
+                _mm256_store_ps(row + j, p);
+                sum = _mm256_add_ps(sum, p);
+            }
+            l[i] = _mm256_add_ps(l[i], sum);
+            alpha[i] = 1.0f;
         }
-        l[i] = _mm256_fmadd_ps(l[i], _mm256_set1_ps(alpha[i]), sum);
+    } else {
+        if (nreal < kl) /* padded keys get no weight (and stay out of the maximum) */
+            for (int i = 0; i < MQ; i++)
+                for (int64_t j = nreal; j < kl; j++) s[i * KB + j] = -INFINITY;
+        for (int i = 0; i < MQ; i++) {
+            float *row = s + i * KB;
+            __m256 mx = _mm256_load_ps(row);
+            for (int64_t j = 8; j < kl; j += 8) mx = _mm256_max_ps(mx, _mm256_load_ps(row + j));
+            const float mb = hmax(mx) * LOG2E;
+            const float mn = mb > m[i] ? mb : m[i];
+            alpha[i] = exp2f(m[i] - mn);
+            m[i] = mn;
+            const __m256 neg_m = _mm256_set1_ps(-mn), log2e = _mm256_set1_ps(LOG2E);
+            __m256 sum = _mm256_setzero_ps();
+            for (int64_t j = 0; j < kl; j += 8) {
+                __m256 p = exp2_nonpos(_mm256_fmadd_ps(_mm256_load_ps(row + j), log2e, neg_m));
+                _mm256_store_ps(row + j, p);
+                sum = _mm256_add_ps(sum, p);
+            }
+            l[i] = _mm256_fmadd_ps(l[i], _mm256_set1_ps(alpha[i]), sum);
+        }
     }
     /* acc = alpha * acc + P V, 16 value columns at a time (12 accumulators). P V of the block
        is summed from zero and then added: two-level sums keep the rounding error of 10^4-key
@@ -156,8 +188,8 @@ typedef struct {
    in chunks of KC (K and V of a chunk stay in L2) and every query tile of the task visits a
    chunk before the next one is read. */
 static void query_chunk(const float *q, int64_t q_sn, float *out, int64_t o_sn, int64_t nrows,
-                        const float *kt, const float *vp, int64_t nk, int64_t d, float qscale,
-                        ChunkState *st) {
+                        const float *kt, const float *vp, int64_t nk, float kmax, int64_t d,
+                        float qscale, ChunkState *st) {
     if (nk == 0) {
         for (int64_t i = 0; i < nrows; i++) memset(out + i * o_sn, 0, d * sizeof(float));
         return;
@@ -170,7 +202,23 @@ static void query_chunk(const float *q, int64_t q_sn, float *out, int64_t o_sn, 
     memset(st->l, 0, ntiles * MQ * 8 * sizeof(float));
     for (int64_t i = 0; i < nrows; i++)
         for (int64_t c = 0; c < d; c++) st->qt[i * d + c] = q[i * q_sn + c] * qscale;
-    for (int64_t i = 0; i < ntiles * MQ; i++) st->m[i] = -INFINITY;
+    /* A tile is bounded when every row's |q| * max|k| (log2 units) is at most 60. */
+    uint8_t bounded[QCHUNK / MQ];
+    for (int64_t t = 0; t < ntiles; t++) {
+        bounded[t] = 1;
+        for (int i = 0; i < MQ; i++) {
+            const float *qr = st->qt + (t * MQ + i) * d;
+            float n2 = 0.0f;
+            for (int64_t c = 0; c < d; c++) n2 += qr[c] * qr[c];
+            const float bound = sqrtf(n2) * kmax * LOG2E;
+            st->m[t * MQ + i] = bound;
+            if (!(bound <= 60.0f)) bounded[t] = 0;
+        }
+        if (bounded[t])
+            for (int64_t c = 0; c < MQ * d; c++) st->qt[t * MQ * d + c] *= LOG2E;
+        else
+            for (int i = 0; i < MQ; i++) st->m[t * MQ + i] = -INFINITY;
+    }
     for (int64_t kc = 0; kc < nkp; kc += KC) {
         const int64_t kend = kc + KC < nkp ? kc + KC : nkp;
         for (int64_t t = 0; t < ntiles; t++) {
@@ -178,7 +226,8 @@ static void query_chunk(const float *q, int64_t q_sn, float *out, int64_t o_sn, 
             __m256 l[MQ];
             for (int i = 0; i < MQ; i++) l[i] = _mm256_load_ps(st->l + (t * MQ + i) * 8);
             for (int64_t k0 = kc; k0 < kend; k0 += KB)
-                tile_block(qt, acc, m, l, s, kt, vp, k0, kend - k0 < KB ? kend - k0 : KB, nk, d);
+                tile_block(qt, acc, m, l, s, kt, vp, k0, kend - k0 < KB ? kend - k0 : KB, nk, d,
+                           bounded[t]);
             for (int i = 0; i < MQ; i++) _mm256_store_ps(st->l + (t * MQ + i) * 8, l[i]);
         }
     }
@@ -199,18 +248,25 @@ typedef struct {
 } Job;
 
 /* Packs the valid keys of one (batch, head): K^T into [nkp / 8, d, 8] and V into [nkp, d],
-   zero-padded. Returns the number of valid keys. */
-static int64_t pack_keys(const Job *job, int64_t bi, int64_t hi, float *kt, float *vp) {
+   zero-padded. Returns the number of valid keys; *kmax gets the largest key norm. */
+static int64_t pack_keys(const Job *job, int64_t bi, int64_t hi, float *kt, float *vp,
+                         float *kmax) {
     const float *kh = job->k + bi * job->k_sb + hi * job->k_sh;
     const float *vh = job->v + bi * job->v_sb + hi * job->v_sh;
     const uint8_t *valid = job->key_valid ? job->key_valid + bi * job->kv_sb : NULL;
     const int64_t d = job->d;
     int64_t n = 0;
+    float max2 = 0.0f;
     for (int64_t j = 0; j < job->nk; j++) {
         if (valid && !valid[j]) continue;
         const float *kr = kh + j * job->k_sn;
         float *dst = kt + (n / 8) * d * 8 + (n % 8);
-        for (int64_t c = 0; c < d; c++) dst[c * 8] = kr[c];
+        float n2 = 0.0f;
+        for (int64_t c = 0; c < d; c++) {
+            dst[c * 8] = kr[c];
+            n2 += kr[c] * kr[c];
+        }
+        if (!(n2 <= max2)) max2 = n2; /* NaN propagates: it disables the bounded path */
         memcpy(vp + n * d, vh + j * job->v_sn, d * sizeof(float));
         n++;
     }
@@ -220,6 +276,8 @@ static int64_t pack_keys(const Job *job, int64_t bi, int64_t hi, float *kt, floa
         for (int64_t c = 0; c < d; c++) dst[c * 8] = 0.0f;
         memset(vp + j * d, 0, d * sizeof(float));
     }
+    /* 1 + 1e-6: the bound must not fall below a score computed with rounding */
+    *kmax = sqrtf(max2) * (1.0f + 1e-6f);
     return n;
 }
 
@@ -243,6 +301,7 @@ static void *worker(void *arg) {
         return NULL;
     }
     int64_t packed = -1, nvalid = 0;
+    float kmax = 0.0f;
     const int64_t total = job->B * job->H * job->chunks;
     for (;;) {
         const int64_t task = atomic_fetch_add(&job->next, 1);
@@ -250,14 +309,14 @@ static void *worker(void *arg) {
         const int64_t bh = task / job->chunks, chunk = task % job->chunks;
         const int64_t bi = bh / job->H, hi = bh % job->H;
         if (bh != packed) {
-            nvalid = pack_keys(job, bi, hi, kt, vp);
+            nvalid = pack_keys(job, bi, hi, kt, vp, &kmax);
             packed = bh;
         }
         const int64_t q0 = chunk * QCHUNK;
         const int64_t rows = job->nq - q0 < QCHUNK ? job->nq - q0 : QCHUNK;
         query_chunk(job->q + bi * job->q_sb + hi * job->q_sh + q0 * job->q_sn, job->q_sn,
                     job->out + bi * job->o_sb + hi * job->o_sh + q0 * job->o_sn, job->o_sn, rows,
-                    kt, vp, nvalid, job->d, job->qscale, &st);
+                    kt, vp, nvalid, kmax, job->d, job->qscale, &st);
     }
     free(st.qt); free(st.acc); free(st.m); free(st.l);
     free(kt);
@@ -282,14 +341,7 @@ int gl_attention_f32(const float *q, int64_t q_sb, int64_t q_sn, int64_t q_sh,
     const int64_t tasks = B * H * job.chunks;
     if (nthreads > tasks) nthreads = (int)tasks;
     if (nthreads < 1) nthreads = 1;
-    pthread_t threads[256];
-    if (nthreads > 256) nthreads = 256;
-    int started = 0;
-    for (int t = 1; t < nthreads; t++) {
-        if (pthread_create(&threads[started], NULL, worker, &job) != 0) break;
-        started++;
-    }
-    worker(&job); /* the calling thread works too */
-    for (int t = 0; t < started; t++) pthread_join(threads[t], NULL);
+#pragma omp parallel num_threads(nthreads)
+    worker(&job);
     return atomic_load(&job.next) >= tasks ? 0 : 2;
 }
