@@ -119,6 +119,19 @@ def test_key_padding_mask_and_rows_without_keys(kernel):
         assert torch.equal(kernel.attention(q, k2, v2, valid), out)
 
 
+@pytest.mark.parametrize("where", ["q", "k", "v"])
+def test_nan_propagates_like_pytorch(kernel, where):
+    """A NaN is never silently dropped: the rows it reaches are NaN, exactly as with SDPA."""
+    t = {"q": rand(1, 20, 2, 16, seed=20), "k": rand(1, 40, 2, 16, seed=21),
+         "v": rand(1, 40, 2, 16, seed=22)}  # fmt: skip
+    t[where][0, 5, 0, 3] = float("nan")
+    with torch.no_grad():
+        out = kernel.attention(t["q"], t["k"], t["v"])
+        sdpa = F.scaled_dot_product_attention(*(t[n].transpose(1, 2) for n in "qkv"))
+    assert torch.isnan(out).any()
+    assert torch.equal(torch.isnan(out), torch.isnan(sdpa.transpose(1, 2)))
+
+
 def test_strided_views_are_read_in_place(kernel):
     """q, k, v as views of one [B, N, 3, H, d] buffer (the model's layout) and a transposed d."""
     b, n, h, d = 2, 97, 4, 16

@@ -47,9 +47,10 @@ static inline __m256 exp2_core(__m256 x) {
 }
 
 /* 2^x for any x <= 0 (-inf included): below -125 it gives 2^-125, negligible next to a softmax
-   row sum, which is >= 1 when the offset is the row maximum. */
+   row sum, which is >= 1 when the offset is the row maximum. NaN stays NaN (max returns its
+   second operand when one is NaN), so a NaN score poisons its row as in PyTorch. */
 static inline __m256 exp2_nonpos(__m256 x) {
-    return exp2_core(_mm256_max_ps(x, _mm256_set1_ps(-125.0f)));
+    return exp2_core(_mm256_max_ps(_mm256_set1_ps(-125.0f), x));
 }
 
 /* Lanes 0..n-1 set (n may be <= 0 or >= 8). */
@@ -257,6 +258,7 @@ static int64_t pack_keys(const Job *job, int64_t bi, int64_t hi, float *kt, floa
     const int64_t d = job->d;
     int64_t n = 0;
     float max2 = 0.0f;
+    int has_nan = 0;
     for (int64_t j = 0; j < job->nk; j++) {
         if (valid && !valid[j]) continue;
         const float *kr = kh + j * job->k_sn;
@@ -266,7 +268,8 @@ static int64_t pack_keys(const Job *job, int64_t bi, int64_t hi, float *kt, floa
             dst[c * 8] = kr[c];
             n2 += kr[c] * kr[c];
         }
-        if (!(n2 <= max2)) max2 = n2; /* NaN propagates: it disables the bounded path */
+        if (n2 > max2) max2 = n2;
+        if (n2 != n2) has_nan = 1;
         memcpy(vp + n * d, vh + j * job->v_sn, d * sizeof(float));
         n++;
     }
@@ -277,7 +280,7 @@ static int64_t pack_keys(const Job *job, int64_t bi, int64_t hi, float *kt, floa
         memset(vp + j * d, 0, d * sizeof(float));
     }
     /* 1 + 1e-6: the bound must not fall below a score computed with rounding */
-    *kmax = sqrtf(max2) * (1.0f + 1e-6f);
+    *kmax = has_nan ? NAN : sqrtf(max2) * (1.0f + 1e-6f); /* NaN: the online path, like SDPA */
     return n;
 }
 
