@@ -6,6 +6,8 @@ no logic lives only in the CLI.
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from geolatent.data.cli import app as data_app
@@ -19,6 +21,9 @@ app = typer.Typer(
     help="OlmoEarth-compatible Earth-observation foundation model: embed, pretrain, evaluate, map.",
     no_args_is_help=True,
     add_completion=False,
+    # Rich draws errors in a box wrapped at the terminal width (80 columns when not a terminal),
+    # which splits messages mid-sentence in logs and pipes: plain click errors stay on one line.
+    rich_markup_mode="rich" if sys.stderr.isatty() else None,
 )
 
 register_inference(app)  # embed, demo

@@ -7,11 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("GEOLATENT_SHARED", REPO_ROOT.parent / "shared"))
-FIXTURE_DIR = SHARED / "fixtures" / "olmoearth_v1_nano"
-REAL_DATA = SHARED / "data" / "real"
+from shared_data import FIXTURE_DIR, REAL_DATA, REPO_ROOT, SHARED  # noqa: F401 (re-exported)
 
 # Two cores on CI: keep torch from oversubscribing them.
 torch.set_num_threads(min(2, os.cpu_count() or 1))

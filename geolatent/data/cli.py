@@ -52,7 +52,7 @@ def build(
     overwrite: bool = typer.Option(False, help="rebuild windows that are already done"),
 ) -> None:
     """Materialize every window of the configured area and year into HDF5 samples."""
-    console = Console()
+    console = Console(soft_wrap=True)
     try:
         cfg = load_data_config(config)
         plan = plan_build(cfg)
@@ -92,7 +92,7 @@ def build(
 def inspect(path: Path = typer.Argument(..., exists=True, help="a sample .h5 file")) -> None:
     """Print the datasets of a sample file (shapes, timestamps, missing timesteps)."""
     s = read_sample(path)
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(f"latlon {s['latlon'].tolist()}  timestamps {s['timestamps'].tolist()}")
     for name, arr in s["arrays"].items():
         miss = s["missing_timesteps"][name].astype(int).tolist()

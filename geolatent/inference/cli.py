@@ -16,7 +16,7 @@ from geolatent.inference.raster_io import (
     parse_date,
 )
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # never split a message mid-sentence
 
 EMBED_HELP = """Embed co-registered GeoTIFFs into a cloud-optimized embedding GeoTIFF.
 

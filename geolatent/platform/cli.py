@@ -20,7 +20,7 @@ from rich.progress import (
 
 from geolatent.yaml_io import read_yaml_mapping
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # never split a message mid-sentence
 
 FINETUNE_HELP = """Fine-tune an encoder on labels and write a model folder.
 

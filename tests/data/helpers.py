@@ -10,15 +10,14 @@ import pytest
 import rasterio
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
-
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
+from shared_data import REAL_DATA as REAL
 
 
 def real_path(*parts: str) -> Path:
     """A file or folder of the shared real-data set; skips the test when it is absent."""
     p = REAL.joinpath(*parts)
     if not p.exists():
-        pytest.skip(f"real test data not found at {p} (needs ../shared/data/real next to the repo)")
+        pytest.skip(f"real test data not found at {p} (set GEOLATENT_SHARED to the shared/ folder)")
     return p
 
 

@@ -7,18 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from shared_data import FIXTURE_DIR as FIXTURE
+from shared_data import REAL_DATA as REAL
 
 import geolatent
-
-ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
-REAL = SHARED / "data" / "real"
-FIXTURE = SHARED / "fixtures" / "olmoearth_v1_nano"
 
 
 def require(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"{path} not available (the shared real data / fixtures live in ../shared)")
+        pytest.skip(f"{path} not available (set GEOLATENT_SHARED to the shared/ folder)")
     return path
 
 

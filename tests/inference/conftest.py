@@ -92,3 +92,9 @@ def small_scene_files(small_scene, tmp_path_factory) -> dict[str, list[RasterInp
         m: [RasterInput(p, d) for p, d in zip(files[m], small_scene.dates, strict=True)]
         for m in (S2, S1)
     }
+
+
+def flat(text: str) -> str:
+    """CLI output with every run of whitespace made one space: assertions on messages then hold
+    whatever the terminal width (a long path must not make a test depend on where it wraps)."""
+    return " ".join(text.split())

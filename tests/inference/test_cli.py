@@ -13,7 +13,7 @@ from geolatent.inference.embed_rasters import embed_geotiffs
 from geolatent.inference.preview import read_png
 from geolatent.modalities import MODALITIES
 
-from .conftest import S1, S2, read_embedding, write_tif
+from .conftest import S1, S2, flat, read_embedding, write_tif
 
 runner = CliRunner()
 
@@ -34,8 +34,8 @@ def test_demo_end_to_end(tmp_path) -> None:
         app, ["demo", "--out", str(tmp_path), "--size", "32", "--timesteps", "4"]
     )
     assert result.exit_code == 0, result.output
-    assert "random weights (no checkpoint given)" in result.output
-    assert "8 x 8 px x 128 bands at 40 m" in result.output
+    assert "random weights (no checkpoint given)" in flat(result.output)
+    assert "8 x 8 px x 128 bands at 40 m" in flat(result.output)
     scene = sorted(p.name for p in (tmp_path / "scene").iterdir())
     assert len(scene) == 2 * 4 + 1 and "labels.tif" in scene
     emb_path = tmp_path / "embedding.tif"
@@ -54,7 +54,7 @@ def test_embed_files_matches_library(nano, small_scene_files, tmp_path) -> None:
     out = tmp_path / "cli.tif"
     result = runner.invoke(app, [*embed_args(small_scene_files, out), "--random-weights", "nano"])
     assert result.exit_code == 0, result.output
-    assert "random weights (no checkpoint given)" in result.output
+    assert "random weights (no checkpoint given)" in flat(result.output)
     lib = embed_geotiffs(nano, small_scene_files, tmp_path / "lib.tif")
     np.testing.assert_array_equal(read_embedding(out), read_embedding(lib.path))
 
@@ -77,7 +77,7 @@ def test_embed_stack_and_dates_from_names(nano, small_scene, small_scene_files, 
         args += ["--s1", str(ri.path)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "(from the file name)" in result.output
+    assert "(from the file name)" in flat(result.output)
     lib = embed_geotiffs(nano, small_scene_files, tmp_path / "lib.tif")
     np.testing.assert_array_equal(read_embedding(out), read_embedding(lib.path))
 
@@ -87,19 +87,19 @@ def test_embed_with_checkpoint_folder(fixture_dir, small_scene_files, tmp_path) 
     result = runner.invoke(app, [*embed_args(small_scene_files, out), "--model", str(fixture_dir)])
     assert result.exit_code == 0, result.output
     assert "random weights" not in result.output
-    assert f"checkpoint {fixture_dir}" in result.output
+    assert f"checkpoint {fixture_dir}" in flat(result.output)
     assert np.isfinite(read_embedding(out)).all()
 
 
 def test_embed_requires_a_model(small_scene_files, tmp_path) -> None:
     result = runner.invoke(app, embed_args(small_scene_files, tmp_path / "x.tif"))
     assert result.exit_code != 0
-    assert "--model" in result.output and "--random-weights" in result.output
+    assert "--model" in flat(result.output) and "--random-weights" in flat(result.output)
     bad = runner.invoke(
         app,
         [*embed_args(small_scene_files, tmp_path / "x.tif"), "--model", str(tmp_path / "missing")],
     )
-    assert bad.exit_code == 2 and "cannot load --model" in bad.output
+    assert bad.exit_code == 2 and "cannot load --model" in flat(bad.output)
     assert not (tmp_path / "x.tif").exists()
 
 
@@ -120,7 +120,7 @@ def test_embed_bad_arguments(small_scene_files, tmp_path, mutate, message) -> No
     args = mutate([*embed_args(small_scene_files, tmp_path / "x.tif"), "--random-weights", "nano"])
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
-    assert message in result.output
+    assert message in flat(result.output)
 
 
 def test_embed_rejects_reflectance_and_crs_mismatch(small_scene, tmp_path) -> None:
@@ -131,7 +131,7 @@ def test_embed_rejects_reflectance_and_crs_mismatch(small_scene, tmp_path) -> No
     )
     base = ["embed", "--out", str(tmp_path / "o.tif"), "--random-weights", "nano"]
     result = runner.invoke(app, [*base, "--s2", str(f)])
-    assert result.exit_code == 2 and "reflectance" in result.output
+    assert result.exit_code == 2 and "reflectance" in flat(result.output)
     s1 = write_tif(
         tmp_path / "s1_2024-01-15.tif",
         small_scene.sentinel1[:, :, 0].transpose(2, 0, 1),
@@ -140,5 +140,21 @@ def test_embed_rejects_reflectance_and_crs_mismatch(small_scene, tmp_path) -> No
         descriptions=["vv", "vh"],
     )
     result = runner.invoke(app, [*base, "--s2", str(f), "--s1", str(s1)])
-    assert result.exit_code == 2 and "CRS mismatch" in result.output
+    assert result.exit_code == 2 and "CRS mismatch" in flat(result.output)
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_cli_errors_not_wrapped_when_not_a_terminal(small_scene_files, tmp_path) -> None:
+    # A long path used to make rich split the message at 80 columns in logs and pipes.
+    long_dir = tmp_path / ("a-very-long-folder-name-" * 6)
+    long_dir.mkdir()
+    out = long_dir / "x.tif"
+    args = [*embed_args(small_scene_files, out), "--random-weights", "nano", "--s2-bands", "B02"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    line = next(ln for ln in result.output.splitlines() if "band names given" in ln)
+    assert str(small_scene_files[S2][0].path) in line and "per timestep" in line
+    usage = runner.invoke(app, ["embed", "--out", str(out), "--patch-size", "9"])
+    assert usage.exit_code == 2
+    assert any("less than or equal to 8" in ln and "--patch-size" in ln
+               for ln in usage.output.splitlines()), usage.output

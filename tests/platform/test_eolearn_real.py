@@ -19,6 +19,7 @@ import shapely
 from affine import Affine
 from platform_fixtures import single_torch_thread  # noqa: F401
 from pyogrio import raw
+from shared_data import SHARED
 
 from geolatent.data.window import WGS84, reproject_geometry
 from geolatent.inference.cog import is_cloud_optimized
@@ -28,7 +29,6 @@ from geolatent.platform.finetune import finetune
 from geolatent.platform.metrics import class_metrics, format_class_report
 from geolatent.platform.predict import predict_area
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 EOLEARN = SHARED / "data" / "real" / "eolearn"
 NANO = SHARED / "fixtures" / "olmoearth_v1_nano"
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
@@ -42,7 +42,7 @@ TRAIN_ROWS, HELD_OUT_ROWS = (0, 60), (68, 101)
 @pytest.fixture(scope="module")
 def eolearn() -> Path:
     if not (EOLEARN / "REFERENCE_SCENES.npy").exists():
-        pytest.skip(f"eo-learn real data not found at {EOLEARN} (needs ../shared/data/real)")
+        pytest.skip(f"eo-learn real data not found at {EOLEARN} (set GEOLATENT_SHARED)")
     return EOLEARN
 
 
