@@ -42,7 +42,7 @@ import torch
 from affine import Affine
 from rasterio.crs import CRS
 
-from geolatent.inference.cog import COGWriter
+from geolatent.data.io.cog import COGWriter
 from geolatent.inference.raster_io import ModalitySummary, RasterInput, RasterStack
 from geolatent.modalities import MISSING_VALUE, get_modality
 

@@ -40,8 +40,10 @@ PREDICT_HELP = """Predict over an area with a fine-tuned model and write a COG.
       --start 2024-01-01 --end 2024-12-31 -o map.tif [--vector map.geojson]
 The imagery sources recorded in the model folder are used unless --sources
 names a YAML file with a `sources:` list (a data or fine-tuning config works).
-The run is resumable (finished tiles are kept in OUT.parts until the COG is
-written). Under torchrun each rank takes a share of the tiles; rank 0 writes.
+The run is resumable (finished tiles are kept in OUT.work until the COG is
+written; one run per output at a time). The area, tiles, disk needed and a
+rough time are printed first; an area above --max-area-km2 needs --yes.
+Under torchrun each rank takes a share of the tiles; rank 0 writes.
 """
 
 
@@ -138,7 +140,9 @@ def predict_command(
     workers: int = typer.Option(None, help="materialization workers"),
     scheduler: str = typer.Option(None, help="dask scheduler address"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="skip finished tiles"),
-    keep_parts: bool = typer.Option(False, help="keep per-tile part files"),
+    keep_parts: bool = typer.Option(False, help="keep the per-tile work store OUT.work"),
+    yes: bool = typer.Option(False, "--yes", help="confirm an area above --max-area-km2"),
+    max_area_km2: float = typer.Option(2500.0, help="areas above this need --yes"),
 ) -> None:
     from geolatent.platform.predict import predict_area
 
@@ -154,6 +158,8 @@ def predict_command(
                 precision=precision, executor=executor, workers=workers, scheduler=scheduler,
                 resume=resume, keep_parts=keep_parts, vector_path=vector,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                max_area_km2=max_area_km2, confirm=yes,
+                report=lambda line: console.print(f"predict: {escape(line)}"),
             )
     except (ValueError, ValidationError, FileNotFoundError, RuntimeError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")

@@ -28,7 +28,13 @@ from geolatent.modalities import MISSING_VALUE, get_modality
 from geolatent.model import build_model, load_model
 from geolatent.model.config import SIZES, ModelConfig
 from geolatent.model.encoder import Encoder
-from geolatent.platform.bundle import FinetunedModel, InputSpec, TaskSpec, save_bundle
+from geolatent.platform.bundle import (
+    FinetunedModel,
+    InputSpec,
+    TaskSpec,
+    resolve_device,
+    save_bundle,
+)
 from geolatent.platform.classes import IGNORE_INDEX, ClassTable
 from geolatent.platform.config import FinetuneConfig
 from geolatent.platform.dataset import (
@@ -52,12 +58,6 @@ DEFAULT_METRIC = {"classification": "accuracy", "segmentation": "miou", "regress
                   "pixel_regression": "rmse"}
 PRELOAD_BYTES = 512 * 2**20
 """Training sets below this size are read into memory once; larger ones are read per batch."""
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def load_encoder(spec: str) -> tuple[Encoder, ModelConfig]:

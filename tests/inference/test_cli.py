@@ -8,7 +8,7 @@ import rasterio
 from typer.testing import CliRunner
 
 from geolatent.cli import app
-from geolatent.inference.cog import is_cloud_optimized
+from geolatent.data.io.cog import is_cloud_optimized
 from geolatent.inference.embed_rasters import embed_geotiffs
 from geolatent.inference.preview import read_png
 from geolatent.modalities import MODALITIES

@@ -7,7 +7,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from geolatent.inference.cog import COGWriter, is_cloud_optimized
+from geolatent.data.io.cog import COGWriter, is_cloud_optimized
 
 from .conftest import write_tif
 

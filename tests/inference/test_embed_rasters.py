@@ -9,7 +9,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from geolatent.inference.cog import is_cloud_optimized
+from geolatent.data.io.cog import is_cloud_optimized
 from geolatent.inference.embed_rasters import choose_tiling, embed_geotiffs, plan_tiles
 from geolatent.inference.raster_io import RasterInput, RasterStack
 from geolatent.modalities import MODALITIES

@@ -19,7 +19,7 @@ from platform_fixtures import (  # noqa: F401
 )
 
 from geolatent.data.window import WGS84, reproject_geometry
-from geolatent.inference.cog import is_cloud_optimized
+from geolatent.data.io.cog import is_cloud_optimized
 from geolatent.platform.area import blend_weights, plan_prediction
 from geolatent.platform.classes import NODATA_CLASS
 from geolatent.platform.predict import predict_area
@@ -114,10 +114,10 @@ def test_resume_after_interruption(tmp_path: Path, scene_dir):
     with pytest.raises(_Stop):
         predict_area(tmp_path / "m", area, START, END, out, tile=16, progress=stop_after_three)
     assert not out.exists()
-    assert len(list((tmp_path / "map.tif.parts").glob("tile_*.npy"))) == 3
+    assert len(list((tmp_path / "map.tif.work").glob("tile_*.npy"))) == 3
     resumed = predict_area(tmp_path / "m", area, START, END, out, tile=16)
     assert resumed.tiles_resumed == 3 and resumed.tiles_run == resumed.tiles_total - 3
-    assert not (tmp_path / "map.tif.parts").exists()
+    assert not (tmp_path / "map.tif.work").exists()
     fresh = predict_area(tmp_path / "m", area, START, END, tmp_path / "fresh.tif", tile=16)
     with rasterio.open(out) as a, rasterio.open(fresh.path) as b:
         np.testing.assert_array_equal(a.read(), b.read())

@@ -52,6 +52,9 @@ class COGWriter:
             smallest fits in one block (none for rasters smaller than ``blocksize``).
         temp_blocksize: block size of the temporary file; writes aligned to it are the
             fastest (default: see :func:`temp_block_size`).
+        temp_dir: where the temporary files go (default: beside ``path``); a run's ``.work``
+            area (:mod:`geolatent.data.run`), so a killed run leaves nothing beside the output
+            and a resume removes what it left. Must be on the same file system as ``path``.
 
     Pixels that are never written read back as ``nodata`` (0 when there is none), so callers
     can skip empty areas. Use as a context manager; an exception inside the block removes the
@@ -77,6 +80,7 @@ class COGWriter:
         overview_resampling: str | None = None,
         overview_count: int | None = None,
         temp_blocksize: int | None = None,
+        temp_dir: str | os.PathLike | None = None,
     ) -> None:
         if width < 1 or height < 1 or count < 1:
             raise ValueError(f"invalid raster size {width}x{height}x{count}")
@@ -103,9 +107,9 @@ class COGWriter:
         self._closed = False
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.stem}.", suffix=".part.tif", dir=self.path.parent
-        )
+        tmp_dir = Path(temp_dir) if temp_dir is not None else self.path.parent
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".part.tif", dir=tmp_dir)
         os.close(fd)
         self._tmp = Path(tmp)
         # Uncompressed tiles can be rewritten in place. Pixel-interleaved blocks hold all bands,

@@ -1,0 +1,283 @@
+"""Running a prediction: the tiled-run driver (:mod:`geolatent.data.run`) over the plan's tiles,
+with the model in this process and window materialization in the executor."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from affine import Affine
+
+from geolatent.data.config import SourceConfig
+from geolatent.data.executor import make_executor
+from geolatent.data.run import (
+    LOCK_FILE,
+    OutputLock,
+    WorkStore,
+    check_not_input,
+    disk_error,
+    wait_for_ranks,
+    work_dir_for,
+)
+from geolatent.data.sources import Source
+from geolatent.modalities import MAX_TIMESTEPS
+from geolatent.platform.area import AreaLike, BlendMode, plan_prediction
+from geolatent.platform.bundle import FinetunedModel, load_bundle, resolve_device
+from geolatent.platform.predict.plan import (
+    DEFAULT_MAX_AREA_KM2,
+    check_run_size,
+    end_exclusive,
+    estimate_run,
+    model_key,
+    open_prediction_sources,
+    output_bands,
+    output_kind,
+)
+from geolatent.platform.predict.tile import TileJob, TilePredictor, materialize_tile
+from geolatent.platform.predict.write import tile_key, write_prediction_cog
+
+Progress = Callable[[int, int], None]
+#: How long ranks wait for each other (rank 0 for the others' tiles, others for rank 0's store).
+RANK_TIMEOUT_S = 24 * 3600.0
+
+
+@dataclass
+class PredictResult:
+    """Summary of a :func:`predict_area` run (on rank 0; other ranks get their own counts)."""
+
+    path: Path
+    vector_path: Path | None
+    width: int
+    height: int
+    crs: str
+    transform: Affine
+    kind: str
+    tiles_total: int
+    tiles_run: int
+    tiles_resumed: int
+    area_km2: float
+    seconds: float
+
+    @property
+    def km2_per_s(self) -> float:
+        return self.area_km2 / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _existing_fingerprint(path: Path) -> str | None:
+    try:
+        with rasterio.open(path) as src:
+            return src.tags().get("geolatent_plan")
+    except (OSError, rasterio.errors.RasterioError):
+        return None
+
+
+def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} outside world size {world}")
+    return rank, world
+
+
+# -- the whole area -----------------------------------------------------------------------------
+def predict_area(
+    model: str | os.PathLike | FinetunedModel,
+    area: AreaLike,
+    start: str,
+    end: str,
+    out_path: str | os.PathLike,
+    *,
+    sources: Sequence[Source] | Sequence[SourceConfig] | Sequence[dict] | None = None,
+    crs: str | None = None,
+    crop: int | None = None,
+    stride: int | None = None,
+    tile: int = 256,
+    blend: BlendMode = "linear",
+    batch_size: int = 16,
+    device: str = "auto",
+    precision: str = "fp32",
+    executor: str = "serial",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    resume: bool = True,
+    keep_parts: bool = False,
+    vector_path: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    gdal_cache_mb: int = 64,
+    max_area_km2: float = DEFAULT_MAX_AREA_KM2,
+    confirm: bool = False,
+    report: Callable[[str], None] | None = None,
+    rank_timeout_s: float = RANK_TIMEOUT_S,
+) -> PredictResult:
+    """Predict over ``area`` from ``start`` to ``end`` and write a COG at ``out_path``.
+
+    Args:
+        model: a fine-tuned model folder or a loaded :class:`FinetunedModel`.
+        area: GeoJSON / GeoPackage / Shapefile path, GeoJSON mapping, lon/lat geometry or box.
+        start, end: ISO dates of the imagery time range (a date-only end is inclusive:
+            ``2024-01-01`` .. ``2024-12-31`` is one year; at most 12 monthly steps).
+        out_path: the output ``.tif``.
+        sources: imagery (data-layer source configs or opened sources); default: the sources
+            recorded in the model folder.
+        crs: output CRS (default: UTM zone of the area's centre).
+        crop, stride: model crop side and spacing in pixels (default: the training crop, half).
+        tile: tile core side in pixels (memory per work item grows with its square).
+        blend: ``linear`` (weighted blend of overlapping crops) or ``trim`` (centre blocks).
+        batch_size: crops per model call.
+        device, precision: ``auto`` / ``cpu`` / ``cuda[:i]``; ``bf16`` autocast on GPUs.
+        executor, workers, scheduler: how tiles are materialized (data-layer executor).
+        resume: skip tiles finished by an earlier run (and the whole run if ``out_path`` is
+            already this plan's output); ``False`` starts the work store afresh.
+        keep_parts: keep the work store (``OUT.work``: tile cores) after writing the COG.
+        vector_path: also write class polygons (lon/lat GeoJSON) there (class maps only).
+        progress: ``(tiles_done, tiles_total)`` after every tile.
+        rank, world_size: this process's share of the tiles (default: torchrun's env).
+        gdal_cache_mb: GDAL block cache while reading inputs and writing the COG.
+        max_area_km2, confirm: a run over more than ``max_area_km2`` needs ``confirm=True``.
+        report: called with one line describing the run (area, tiles, sizes, rough time)
+            before it starts.
+        rank_timeout_s: how long ranks wait for each other before failing, naming the rank.
+
+    Raises:
+        ValueError: bad arguments, an output that is an input, an unconfirmed huge area.
+        RunLockedError: another run writes the same output.
+        DiskFullError: the output does not fit on the disk (before the run), or the disk
+            filled up during it (the run is resumable).
+    """
+    t0 = time.perf_counter()
+    rank, world = _rank_world(rank, world_size)
+    dev = resolve_device(device)
+    if device == "auto" and dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    fm = model if isinstance(model, FinetunedModel) else load_bundle(model, dev)
+    fm.model.to(dev).eval()
+    kind = output_kind(fm)
+    if vector_path is not None and kind != "class":
+        raise ValueError("vector output is for class maps; this model predicts "
+                         f"{fm.task.type}")
+    srcs = open_prediction_sources(fm, sources)
+    fed = {s.modality for s in srcs}
+    if not fed & set(fm.inputs.modalities):
+        raise ValueError(f"the sources feed {sorted(fed)} but the model takes "
+                         f"{fm.inputs.modalities}")
+    p = fm.inputs.patch_size
+    q = p if kind == "embedding" else 1
+    crop = crop or fm.inputs.crop_size
+    if crop % p:
+        raise ValueError(f"crop {crop} must be a multiple of the patch size {p}")
+    if stride is not None and stride % p:
+        raise ValueError(f"stride {stride} must be a multiple of the patch size {p}")
+    stride = stride or max(p, (crop // 2) // p * p)
+    end = end_exclusive(end)
+    plan = plan_prediction(area, (start, end), crop=crop, stride=stride, tile=tile,
+                           out_scale=q, crs=crs, resolution=fm.inputs.resolution_m)
+    months = len(plan.tiles[0].window.months)
+    if months > MAX_TIMESTEPS:
+        raise ValueError(f"{start}..{end} covers {months} months; the model takes at most "
+                         f"{MAX_TIMESTEPS} monthly steps")
+    out_path = Path(out_path)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_not_input(out_path, (f for s in srcs for sc in s.scenes for f in sc.files), "output")
+    fingerprint = plan.fingerprint(model_key(fm))
+    total = len(plan.tiles)
+
+    def result(run: int, resumed: int) -> PredictResult:
+        return PredictResult(out_path, Path(vector_path) if vector_path else None, plan.width,
+                             plan.height, plan.crs, plan.transform, kind, total, run, resumed,
+                             plan.area_km2, time.perf_counter() - t0)
+
+    if resume and out_path.exists() and _existing_fingerprint(out_path) == fingerprint:
+        if progress is not None:
+            progress(total, total)
+        return result(0, total)
+    estimate = estimate_run(plan, output_bands(fm, kind), 1 if kind == "class" else 4)
+    if report is not None and rank == 0:
+        report(estimate.describe())
+    check_run_size(estimate, out_path, max_area_km2=max_area_km2, confirm=confirm)
+    work = work_dir_for(out_path)
+    lock = OutputLock(out_path, "predict", LOCK_FILE if rank == 0 else f"{LOCK_FILE}-rank{rank}")
+    try:
+        with lock:
+            if rank == 0:
+                store = WorkStore(work, fingerprint)
+                if not resume:
+                    store.clear()
+            else:  # rank 0 owns the store (it discards stale cores): wait until it is this plan's
+                store = WorkStore(work, fingerprint, create=False)
+                store.wait_ready(rank_timeout_s)
+            mine = [t for t in plan.tiles if t.index % world == rank]
+            todo = [t for t in mine if not store.done(tile_key(t.index))]
+            resumed = len(mine) - len(todo)
+            done = resumed
+            if progress is not None:
+                progress(done, len(mine))
+            predictor = TilePredictor(fm, plan, dev, batch_size, blend, precision)
+            jobs, failures = [], []
+            for t in todo:
+                bbox = t.window.bounds_wgs84
+                scenes = {s.name: s.scenes_for(t.window, bbox) for s in srcs}
+                if not any(scenes.values()):  # no imagery: nodata without reading anything
+                    empty = predictor.predict(t, {}, np.zeros((0, 3), np.int64))
+                    store.put(tile_key(t.index), empty)
+                    done += 1
+                    if progress is not None:
+                        progress(done, len(mine))
+                    continue
+                feeds = [s.with_scenes(scenes[s.name]) for s in srcs]
+                jobs.append(TileJob(t.index, t.window, feeds, list(fm.inputs.modalities),
+                                    gdal_cache_mb))
+            by_index = {t.index: t for t in plan.tiles}
+            ex = make_executor(executor, workers, scheduler)  # type: ignore[arg-type]
+            try:
+                for outcome in ex.map_unordered(materialize_tile, jobs):
+                    job: TileJob = outcome.item
+                    if outcome.error is not None:
+                        failures.append(f"tile {job.index} ({job.window.name}): {outcome.error}")
+                        continue
+                    m = outcome.value
+                    core = predictor.predict(by_index[job.index], m["arrays"], m["timestamps"])
+                    store.put(tile_key(job.index), core)
+                    del m
+                    done += 1
+                    if progress is not None:
+                        progress(done, len(mine))
+            finally:
+                ex.close()
+            if failures:
+                raise RuntimeError(f"{len(failures)} tiles failed (rerun to resume after "
+                                   "fixing):\n" + "\n".join(failures[:10]))
+            if rank != 0:
+                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                    torch.distributed.barrier()
+                return result(len(jobs), resumed)
+            if world > 1:
+                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                    torch.distributed.barrier()
+                by_rank = {r: [tile_key(t.index) for t in plan.tiles if t.index % world == r]
+                           for r in range(1, world)}
+                wait_for_ranks(store, by_rank, rank_timeout_s)
+            # GDAL's block cache defaults to 5% of RAM; cap it while writing the COG.
+            with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb):
+                write_prediction_cog(plan, fm, store, out_path, kind, fingerprint,
+                                     predictor.bands)
+            if vector_path is not None:
+                from geolatent.platform.vectorize import write_class_polygons
+
+                write_class_polygons(out_path, vector_path, fm.classes)  # type: ignore[arg-type]
+            if not keep_parts:
+                store.discard()
+            return result(len(todo), resumed)
+    except OSError as e:  # a full disk: one line naming the path; the run stays resumable
+        full = disk_error(e, out_path)
+        if full is e:
+            raise
+        raise full from e
