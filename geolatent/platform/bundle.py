@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from geolatent.data.run import WORK_SUFFIX, work_dir_for
 from geolatent.modalities import MODALITIES
 from geolatent.model.config import ModelConfig
 from geolatent.model.encoder import Encoder
@@ -146,9 +147,51 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def save_bundle(fm: FinetunedModel, path: str | os.PathLike) -> Path:
-    """Write ``fm`` as a model folder at ``path`` (atomically; replaces an existing one)."""
+def check_model_output(path: str | os.PathLike, option: str = "output") -> Path:
+    """``path`` if a fine-tuned model may be written there: a new or empty folder, or a folder
+    holding a previous fine-tuned model (its ``bundle.json``). A file or a folder of other
+    things (the user's data) is a :class:`BundleError` naming the path: never replaced."""
     dest = Path(path)
+    if dest.exists() and not dest.is_dir():
+        raise BundleError(f"{option} {dest} is an existing file; choose a new folder for the "
+                          "model (the file is left as it is)")
+    if dest.is_dir() and not _is_bundle_dir(dest):
+        other = sorted(c.name for c in dest.iterdir() if c.name != WORK_SUFFIX)
+        if other:
+            raise BundleError(
+                f"{option} {dest} is a folder that holds other files ({', '.join(other[:3])}"
+                f"{', ...' if len(other) > 3 else ''}) and no fine-tuned model; choose a new "
+                "folder (nothing in it is changed)")
+    return dest
+
+
+def _is_bundle_dir(path: Path) -> bool:
+    try:
+        return json.loads((path / BUNDLE_FILE).read_text()).get("format") == BUNDLE_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def unfinished_model_dir(path: str | os.PathLike) -> Path:
+    """Where :func:`save_bundle` with ``complete=False`` writes: the output's ``.work`` area,
+    never the final path (``predict`` cannot pick up an unfinished model by accident)."""
+    return work_dir_for(path) / "unfinished-model"
+
+
+def save_bundle(fm: FinetunedModel, path: str | os.PathLike, *, complete: bool = True) -> Path:
+    """Write ``fm`` as a model folder at ``path``, atomically.
+
+    Args:
+        fm: the model.
+        path: the model folder: new, empty, or a previous fine-tuned model (replaced only once
+            the new one is complete); anything else is refused (:func:`check_model_output`).
+        complete: ``False`` for an intermediate model (e.g. the best epoch so far of a running
+            fine-tuning): it goes to :func:`unfinished_model_dir` instead, and ``path`` keeps
+            the previous finished model until the run saves with ``complete=True``.
+    """
+    dest = check_model_output(path)
+    if not complete:
+        dest = unfinished_model_dir(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     state = {f"encoder.{k}": v for k, v in fm.model.encoder.state_dict().items()}
     state |= {f"head.{k}": v for k, v in fm.model.head.state_dict().items()}
@@ -173,6 +216,8 @@ def save_bundle(fm: FinetunedModel, path: str | os.PathLike) -> Path:
         _replace_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if complete:
+        shutil.rmtree(unfinished_model_dir(dest), ignore_errors=True)
     fm.path = dest
     return dest
 

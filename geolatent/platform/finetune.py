@@ -4,8 +4,9 @@ Recipe: the encoder is frozen for the first ``freeze_epochs`` (only the head lea
 features), then unfrozen at ``lr * encoder_lr_scale`` while the head keeps ``lr``. AdamW,
 ReduceLROnPlateau on the validation loss, gradient clipping, class-weighted losses against
 imbalance, random crops and dihedral flips. Every epoch is validated; the best epoch (by the
-selection metric) is saved as the model folder (:mod:`geolatent.platform.bundle`) as soon as
-it is reached, so an interrupted run still leaves its best model. The test split, when there
+selection metric) is saved in ``output``'s ``.work`` area as soon as it is reached, so an
+interrupted run still leaves its best model there, never an unfinished one at ``output``
+(:mod:`geolatent.platform.bundle`). The test split, when there
 is one, is scored once with the best weights.
 """
 
@@ -32,6 +33,7 @@ from geolatent.platform.bundle import (
     FinetunedModel,
     InputSpec,
     TaskSpec,
+    check_model_output,
     resolve_device,
     save_bundle,
 )
@@ -270,6 +272,7 @@ def finetune(
     """
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
+    check_model_output(cfg.output, "output:")  # before any work: never over the user's files
     if cfg.task == "embedding":
         return export_embedding_model(cfg, log=say, data=data, progress=progress)
     tc = cfg.train
@@ -368,7 +371,7 @@ def finetune(
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
             fm.metrics = {"select_metric": metric, "best_epoch": epoch, "val": _brief(val),
                           "history": history}
-            save_bundle(fm, cfg.output)  # written at once: an interrupted run keeps its best
+            save_bundle(fm, cfg.output, complete=False)  # the best so far, in OUT/.work
     if best_state is not None:
         model.load_state_dict(best_state)
     test = {}
