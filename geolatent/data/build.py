@@ -7,6 +7,11 @@ Output folder layout::
                                       window done (resume), with its samples and warnings
     manifest.jsonl                    one line per sample file: path, latlon, per-modality presence
     build_summary.json                built / skipped / empty / failed windows with reasons
+    .work/lock                        held while a build runs (one build per folder)
+
+Files are written atomically (temp name, then rename: :mod:`geolatent.data.run`) and a build
+removes the temp files a killed one left. A scene that cannot be read stops the build before
+any window is recorded when its source says ``on_bad_scene: fail`` (the default).
 
 Each 256 px tile is materialized once and split into four 128 px samples. A sample is written
 when it has valid data (in every ``required_modalities`` entry, or in any modality when none are
@@ -17,9 +22,7 @@ fails is reported with its reason and retried on the next run; the rest of the b
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +31,7 @@ from geolatent.data.config import DataConfig
 from geolatent.data.executor import ExecutorKind, WindowExecutor, make_executor
 from geolatent.data.h5samples import write_sample
 from geolatent.data.materialize import MaterializedWindow, WindowError, materialize_window
+from geolatent.data.run import OutputLock, clean_temporaries, write_atomic, write_json_atomic
 from geolatent.data.sources import Scene, SceneProblem, Source, open_sources
 from geolatent.data.window import Window, windows_from_bbox, windows_from_geojson
 from geolatent.modalities import MAX_TIMESTEPS, MISSING_VALUE
@@ -178,13 +182,6 @@ def _usable(mw: MaterializedWindow, required: list[str]) -> bool:
     return any((arr != MISSING_VALUE).any() for arr in mw.arrays.values())
 
 
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
-
-
 def build_window(task: WindowTask) -> WindowResult:
     """Materialize one window, write its samples and its done-marker. Never raises: a failure
     becomes a ``failed`` result with the reason (naming the file when a scene is at fault)."""
@@ -233,7 +230,7 @@ def build_window(task: WindowTask) -> WindowResult:
             used = {s.name: len(s.scenes) for s in task.sources}
             need = task.required_modalities or "any modality"
             reason = f"no sample has valid data in {need}; overlapping scenes per source: {used}"
-        _write_json_atomic(
+        write_json_atomic(
             _marker_path(out, w.name),
             {
                 "window": w.to_dict(),
@@ -281,18 +278,34 @@ def _write_manifest(plan: BuildPlan) -> Path:
         marker = _read_marker(out, wp.window.name)
         if marker and marker.get("status") == "built":
             lines.extend(json.dumps(rec) for rec in marker.get("samples", []))
-    path = out / "manifest.jsonl"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
-    return path
+    text = "".join(line + "\n" for line in lines)
+    return write_atomic(out / "manifest.jsonl", lambda p: p.write_text(text))
 
 
 def _cleanup_temporaries(output_dir: Path) -> None:
-    """Remove temporary files left by a crashed earlier run (one build per folder at a time)."""
-    for sub in ("samples", "windows"):
-        for p in (output_dir / sub).glob(".*.tmp-*"):
-            p.unlink(missing_ok=True)
+    """Remove temporary files left by a killed earlier run (the build holds the folder's lock,
+    so no other build is writing them)."""
+    for sub in (".", "samples", "windows"):
+        clean_temporaries(output_dir / sub)
+
+
+def check_bad_scenes(plan: BuildPlan) -> None:
+    """Refuse to build when a source with ``on_bad_scene: fail`` has a scene that could not be
+    read (a zero-byte or truncated file): the windows it covers would be recorded as empty and
+    done, and a rerun after repairing the file would skip them."""
+    policy = {s.name: s.config.on_bad_scene for s in plan.sources}
+    fatal = [p for p in plan.problems if policy.get(p.source, "fail") == "fail"]
+    if fatal:
+        listed = "\n".join(f"  {p}" for p in fatal[:10])
+        more = f"\n  ... and {len(fatal) - 10} more" if len(fatal) > 10 else ""
+        raise BadSceneError(
+            f"{len(fatal)} scene(s) cannot be read and their source has on_bad_scene: fail; "
+            f"repair or remove the file(s), or set on_bad_scene: skip:\n{listed}{more}"
+        )
+
+
+class BadSceneError(ValueError):
+    """A scene could not be read and its source's policy is ``on_bad_scene: fail``."""
 
 
 def build_dataset(
@@ -325,9 +338,19 @@ def build_dataset(
     """
     t0 = time.perf_counter()
     plan = plan or plan_build(config)
+    check_bad_scenes(plan)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _cleanup_temporaries(out)
+    with OutputLock(out, "data build"):
+        _cleanup_temporaries(out)
+        return _build_locked(plan, out, t0, executor, workers, dask_address, dask_processes,
+                             overwrite, show_progress)
+
+
+def _build_locked(plan: BuildPlan, out: Path, t0: float, executor: ExecutorKind | WindowExecutor,
+                  workers: int | None, dask_address: str | None, dask_processes: bool,
+                  overwrite: bool, show_progress: bool) -> BuildSummary:
+    """The part of :func:`build_dataset` that runs while holding the output folder's lock."""
     summary = BuildSummary(str(out), scene_problems=[str(p) for p in plan.problems])
     todo = [wp for wp in plan.windows if overwrite or not wp.done]
     summary.skipped = [wp.window.name for wp in plan.windows if wp.done and not overwrite]
@@ -372,7 +395,7 @@ def build_dataset(
                 ex.close()  # type: ignore[union-attr]
     summary.manifest = str(_write_manifest(plan))
     summary.elapsed_s = round(time.perf_counter() - t0, 3)
-    _write_json_atomic(out / "build_summary.json", summary.to_dict())
+    write_json_atomic(out / "build_summary.json", summary.to_dict())
     return summary
 
 

@@ -65,15 +65,19 @@ def build(
     if executor not in ("process", "dask", "serial"):
         console.print(f"[red]error:[/red] unknown executor {executor!r}")
         raise typer.Exit(2)
-    summary = build_dataset(
-        cfg,
-        executor=executor,  # type: ignore[arg-type]
-        workers=workers,
-        dask_address=scheduler,
-        overwrite=overwrite,
-        show_progress=True,
-        plan=plan,
-    )
+    try:
+        summary = build_dataset(
+            cfg,
+            executor=executor,  # type: ignore[arg-type]
+            workers=workers,
+            dask_address=scheduler,
+            overwrite=overwrite,
+            show_progress=True,
+            plan=plan,
+        )
+    except (ValueError, RuntimeError) as e:  # bad scenes, a build already running, disk full
+        console.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(2) from e
     console.print(
         f"built {len(summary.built)} · skipped {len(summary.skipped)} (done) · "
         f"empty {len(summary.empty)} · failed {len(summary.failed)} · "

@@ -17,7 +17,7 @@ from rasterio.warp import transform_bounds
 from shapely.geometry import box, mapping
 from typer.testing import CliRunner
 
-from geolatent.data.build import build_dataset, plan_build
+from geolatent.data.build import BadSceneError, build_dataset, plan_build
 from geolatent.data.config import DataConfig, StacSourceConfig, load_data_config
 from geolatent.data.h5samples import read_sample
 from geolatent.data.materialize import WindowError, materialize_window
@@ -126,6 +126,13 @@ def test_bad_inputs_fail_their_windows_and_the_build_goes_on(tmp_path, s1_dir):
     ]
     assert "no geotransform" in plan.problems[0].reason
 
+    # A scene that cannot be indexed stops the build (on_bad_scene: fail) before any window is
+    # recorded as done; the file is named.
+    with pytest.raises(BadSceneError, match="S1A_notransform_20170320T054356_VV.tif"):
+        build_dataset(cfg, executor="serial")
+    assert not list((tmp_path / "out").glob("windows/*.json"))
+    (bad / "S1A_notransform_20170320T054356_VV.tif").unlink()
+
     summary = build_dataset(cfg, executor="serial")
     reasons = summary.failed
     trunc = [r for r in reasons.values() if "S1A_trunc_20170320T054356_VV.tif" in r]
@@ -134,7 +141,6 @@ def test_bad_inputs_fail_their_windows_and_the_build_goes_on(tmp_path, s1_dir):
     assert all("IReadBlock" in r or "Read" in r for r in trunc)
     assert all("band 'vh' is absent" in r for r in dual)
     assert len(summary.built) == 2  # the east column is unaffected
-    assert any("no geotransform" in p for p in summary.scene_problems)
     manifest = read_manifest(tmp_path / "out")
     assert {r["window"] for r in manifest} == set(summary.built)
 

@@ -21,8 +21,8 @@ from platform_fixtures import single_torch_thread  # noqa: F401
 from pyogrio import raw
 from shared_data import SHARED
 
-from geolatent.data.window import WGS84, reproject_geometry
 from geolatent.data.io.cog import is_cloud_optimized
+from geolatent.data.window import WGS84, reproject_geometry
 from geolatent.platform.classes import NODATA_CLASS
 from geolatent.platform.config import FinetuneConfig
 from geolatent.platform.finetune import finetune

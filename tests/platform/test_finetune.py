@@ -21,9 +21,9 @@ from shapely.geometry import shape
 from typer.testing import CliRunner
 
 from geolatent.cli import app
+from geolatent.data.io.cog import is_cloud_optimized
 from geolatent.data.synthetic import CLASS_NAMES
 from geolatent.data.window import WGS84, reproject_geometry
-from geolatent.data.io.cog import is_cloud_optimized
 from geolatent.platform.bundle import load_bundle
 from geolatent.platform.config import FinetuneConfig, load_finetune_config
 from geolatent.platform.finetune import class_weights, finetune

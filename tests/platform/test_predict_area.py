@@ -18,8 +18,8 @@ from platform_fixtures import (  # noqa: F401
     write_scene,
 )
 
-from geolatent.data.window import WGS84, reproject_geometry
 from geolatent.data.io.cog import is_cloud_optimized
+from geolatent.data.window import WGS84, reproject_geometry
 from geolatent.platform.area import blend_weights, plan_prediction
 from geolatent.platform.classes import NODATA_CLASS
 from geolatent.platform.predict import predict_area
