@@ -24,6 +24,7 @@ A writer plugs in by reading the store: ``store.keys()``, ``store.get_array(key)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -31,7 +32,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +353,22 @@ class WorkStore:
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, array)
+
+
+@contextlib.contextmanager
+def drop_empty_work_on_error(work: str | os.PathLike) -> Iterator[None]:
+    """On an error inside the block, remove the ``.work`` area ``work`` if it holds no finished
+    item (nothing to resume, so nothing is left behind); with finished items it stays for the
+    resume. Enter it after the :class:`OutputLock`, so only the run owning the area cleans it."""
+    try:
+        yield
+    except BaseException:
+        root = Path(work)
+        if root.is_dir() and not any(
+            p.suffix == ".json" and p.name != STORE_FILE for p in root.iterdir()
+        ):
+            shutil.rmtree(root, ignore_errors=True)
+        raise
 
 
 # -- ranks --------------------------------------------------------------------------------------

@@ -212,7 +212,7 @@ def register(app: typer.Typer) -> None:
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                     tags={"weights": weights},
                 )  # fmt: skip
-        except (RasterInputError, ValueError) as e:
+        except (RasterInputError, ValueError, RuntimeError) as e:  # incl. locked, disk full
             console.print(f"[bold red]error:[/bold red] {e}")
             raise typer.Exit(code=2) from None
         _print_embed_summary(result, weights)

@@ -22,6 +22,12 @@ generated scenes: mean cosine similarity to the untiled feature map 0.89-0.98.
 Nodata: inputs' nodata / NaN become -99999 before the model; output pixels where the model had
 no valid input token (feature map NaN) are NaN, the output's nodata value.
 
+Resume and safety (:mod:`geolatent.data.run`): each finished tile core goes to the work store
+``OUT.work`` with a completion marker; a rerun after a kill skips finished tiles and gives a
+byte-identical output (tiles of another model, input or tiling are discarded). The COG is
+assembled from the store and published atomically; one run per output at a time (a lock), and
+an output that is one of the inputs is refused.
+
 Memory: one batch of tiles (``batch_size x (tile + 2*overlap)^2 x T x C`` float32) plus the
 model's activations for it, GDAL's block cache (capped at ``gdal_cache_mb``) and the output
 tile; never the whole raster.
@@ -29,8 +35,11 @@ tile; never the whole raster.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +52,13 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from geolatent.data.io.cog import COGWriter
+from geolatent.data.run import (
+    OutputLock,
+    WorkStore,
+    check_not_input,
+    drop_empty_work_on_error,
+    work_dir_for,
+)
 from geolatent.inference.raster_io import ModalitySummary, RasterInput, RasterStack
 from geolatent.modalities import MISSING_VALUE, get_modality
 
@@ -240,8 +256,13 @@ def embed_geotiffs(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if device is not None:
         model.to(device)
+    out_path = Path(out_path)
+    check_not_input(out_path, (ri.path for files in inputs.values() for ri in files), "output")
+    work = work_dir_for(out_path)
 
     with (
+        OutputLock(out_path, "embed"),
+        drop_empty_work_on_error(work),
         rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb),
         RasterStack(inputs, align=align, check_resolution=check_resolution) as stack,
     ):
@@ -264,6 +285,27 @@ def embed_geotiffs(
             "overlap": plan.overlap,
         }
         all_tags.update(tags or {})
+        fingerprint = _fingerprint(model, inputs, plan, align, all_tags)
+        store = WorkStore(work, fingerprint)
+        total = len(plan.tiles)
+        todo = [t for t in plan.tiles if not store.done(_key(t))]
+        done = total - len(todo)
+        if progress is not None:
+            progress(done, total)
+        m = plan.overlap // p
+        for batch in _batches(stack, plan, todo, batch_size):
+            windows = [w for _, w in batch if w is not None]
+            feats = _embed_windows(model, windows, timestamps, p) if windows else None
+            for k, (t, w) in enumerate(batch):
+                if w is None:  # nothing valid in the core: nodata, nothing stored
+                    store.put(_key(t), None, {"data": False})
+                    continue
+                # Windowed tiles come first in a batch, in model-batch order.
+                core = feats[k, m : m + t.out_height, m : m + t.out_width]
+                store.put(_key(t), np.ascontiguousarray(np.moveaxis(core, -1, 0)), {"data": True})
+            done += len(batch)
+            if progress is not None:
+                progress(done, total)
         writer = COGWriter(
             out_path,
             width=plan.out_width,
@@ -276,27 +318,17 @@ def embed_geotiffs(
             band_descriptions=[f"embedding_{i:03d}" for i in range(dim)],
             tags=all_tags,
             blocksize=blocksize,
+            temp_dir=work,
         )
-        with writer:
-            embedded = 0
-            total = len(plan.tiles)
-            done = 0
-            m = plan.overlap // p
-            for batch in _batches(stack, plan, batch_size):
-                windows = [w for _, w in batch if w is not None]
-                feats = _embed_windows(model, windows, timestamps, p) if windows else None
-                embedded += len(windows)
-                for k, (t, w) in enumerate(batch):
-                    if w is None:
-                        continue  # never-written pixels of the COG writer read back as nodata
-                    # Windowed tiles come first in a batch, in model-batch order.
-                    core = feats[k, m : m + t.out_height, m : m + t.out_width]
-                    writer.write(np.moveaxis(core, -1, 0), t.out_row, t.out_col)
-                done += len(batch)
-                if progress is not None:
-                    progress(done, total)
+        embedded = 0
+        with writer:  # every tile is in the store: assemble the COG (one core at a time)
+            for t in plan.tiles:
+                if store.get_record(_key(t)).get("data"):
+                    writer.write(store.get_array(_key(t)), t.out_row, t.out_col)
+                    embedded += 1
+        shutil.rmtree(work, ignore_errors=True)  # published: the work area goes
         return EmbedResult(
-            path=Path(out_path),
+            path=out_path,
             width=plan.out_width,
             height=plan.out_height,
             count=dim,
@@ -314,13 +346,38 @@ def embed_geotiffs(
         )
 
 
-def _batches(stack: RasterStack, plan: TilePlan, batch_size: int):
+def _key(tile: Tile) -> str:
+    """The work-store key of a tile."""
+    return f"tile_{tile.out_row:06d}_{tile.out_col:06d}"
+
+
+def _fingerprint(model, inputs: Mapping[str, Sequence[RasterInput]], plan: TilePlan, align: str,
+                 tags: Mapping[str, object]) -> str:
+    """Identifies everything that shapes the output: the model's weights, each input file
+    (path, size, mtime), its dates and bands, the tiling and the alignment. Stored tiles of
+    another fingerprint are never reused."""
+    h = hashlib.sha256()
+    for t in model.state_dict().values():
+        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
+    files = []
+    for name, ris in sorted(inputs.items()):
+        for ri in ris:
+            st = Path(ri.path).stat()
+            files.append([name, str(Path(ri.path).resolve()), st.st_size, st.st_mtime_ns,
+                          [d.isoformat() for d in ri.dates], list(ri.bands or [])])
+    h.update(json.dumps([files, plan.patch_size, plan.tile_size, plan.overlap, plan.out_height,
+                         plan.out_width, align, {k: str(v) for k, v in tags.items()}],
+                        sort_keys=True).encode())
+    return h.hexdigest()[:20]
+
+
+def _batches(stack: RasterStack, plan: TilePlan, tiles: Sequence[Tile], batch_size: int):
     """Yield lists of ``(tile, window or None)``: up to ``batch_size`` windows to embed, plus the
     tiles without data met on the way (window None, nothing to run). Reads one tile at a time,
     so at most ``batch_size`` windows are held."""
     pending: list[tuple[Tile, dict[str, np.ndarray] | None]] = []
     n_windows = 0
-    for t in plan.tiles:
+    for t in tiles:
         window = stack.read(
             t.in_row, t.in_col, t.in_size, t.in_size,
             valid_height=plan.out_height * plan.patch_size,

@@ -22,6 +22,7 @@ from geolatent.data.run import (
     WorkStore,
     check_not_input,
     disk_error,
+    drop_empty_work_on_error,
     wait_for_ranks,
     work_dir_for,
 )
@@ -206,7 +207,7 @@ def predict_area(
     work = work_dir_for(out_path)
     lock = OutputLock(out_path, "predict", LOCK_FILE if rank == 0 else f"{LOCK_FILE}-rank{rank}")
     try:
-        with lock:
+        with lock, drop_empty_work_on_error(work):
             if rank == 0:
                 store = WorkStore(work, fingerprint)
                 if not resume:
