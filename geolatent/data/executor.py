@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -61,9 +64,35 @@ class SerialExecutor:
         pass
 
 
+def _exit_with_parent(run_pid: int, poll_s: float = 0.5) -> None:
+    """Worker initializer: end this worker when the run that started it dies, even by kill -9
+    (which runs no cleanup): otherwise workers blocked on the task queue, and with them the
+    forkserver, stay alive holding their memory. Linux also gets ``PR_SET_PDEATHSIG``."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(run_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass  # exists under another user: still alive
+            time.sleep(poll_s)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class ProcessExecutor:
     """A local process pool (``forkserver`` on Linux: workers start from a clean process, which
-    GDAL and threads in the parent are safe with, and heavy imports happen only once)."""
+    GDAL and threads in the parent are safe with, and heavy imports happen only once). Workers
+    end when the run dies, however it dies (:func:`_exit_with_parent`)."""
 
     def __init__(self, workers: int | None = None, max_in_flight_per_worker: int = 4) -> None:
         self.workers = workers or max(1, (os.cpu_count() or 2) - 1)
@@ -71,7 +100,8 @@ class ProcessExecutor:
         ctx = multiprocessing.get_context(method)
         if method == "forkserver":
             ctx.set_forkserver_preload(["geolatent.data.build"])
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                         initializer=_exit_with_parent, initargs=(os.getpid(),))
         self._limit = self.workers * max_in_flight_per_worker
 
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Outcome]:
