@@ -78,6 +78,7 @@ def finetune_command(
     ),
     device: str = typer.Option(None, help="override train.device (cpu, cuda, cuda:1)"),
 ) -> None:
+    from geolatent.platform.bundle import check_model_output
     from geolatent.platform.config import load_finetune_config
     from geolatent.platform.dataset import prepare_training_data
     from geolatent.platform.finetune import finetune
@@ -91,6 +92,8 @@ def finetune_command(
     if device:
         cfg.train.device = device
     try:
+        if not prepare_only:  # before hours of work: never over the user's files
+            check_model_output(cfg.output, "output:")
         with _progress() as bar:
             task = bar.add_task("materializing windows", total=None)
             data = prepare_training_data(
