@@ -5,9 +5,13 @@ windows, imagery check, spatial split, materialization through the data layer's 
 writes one sample per window into ``<work_dir>/windows/``::
 
     <stem>.target.npy   the window's target (see :func:`geolatent.platform.windows.build_target`)
-    <stem>.h5           inputs in the sample-file layout (:mod:`geolatent.data.h5samples`),
-                        written last: its presence marks the window done (resume)
+    <stem>.h5           inputs in the sample-file layout (:mod:`geolatent.data.h5samples`)
+    <stem>.json         the completion marker, written last (resume: the run driver's work
+                        store, :mod:`geolatent.data.run`)
     index.json          windows, splits, class table and every reported problem
+
+Every file is written atomically; one preparation per work folder at a time (a lock), and a
+rerun removes the temp files of a killed one.
 
 ``<stem>`` is the window name plus a hash of its target and sources, so changed labels or
 imagery never reuse a stale sample. :class:`WindowSamples` serves one split to training.
@@ -15,15 +19,13 @@ imagery never reuse a stale sample. :class:`WindowSamples` serves one split to t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 import shapely
 import torch
@@ -31,6 +33,7 @@ import torch
 from geolatent.data.executor import make_executor
 from geolatent.data.h5samples import read_sample, write_sample
 from geolatent.data.materialize import materialize_window
+from geolatent.data.run import OutputLock, WorkStore, write_atomic
 from geolatent.data.sources import Source, open_sources
 from geolatent.data.window import Window
 from geolatent.modalities import MISSING_VALUE, MODALITIES
@@ -123,12 +126,8 @@ class WindowJob:
     gdal_cache_mb: int = 64
 
 
-def _summary_attrs(path: Path) -> dict | None:
-    try:
-        with h5py.File(path, "r") as f:
-            return json.loads(f.attrs["summary"])
-    except (OSError, KeyError, ValueError):
-        return None
+#: The work store of the materialized windows: ``<stem>.json`` marks a window complete.
+WINDOW_STORE = "training-windows-v1"
 
 
 def materialize_job(job: WindowJob) -> dict:
@@ -138,10 +137,9 @@ def materialize_job(job: WindowJob) -> dict:
     """
     out = Path(job.out_dir)
     h5_path, target_path = out / f"{job.stem}.h5", out / f"{job.stem}.target.npy"
-    if h5_path.exists() and target_path.exists():
-        done = _summary_attrs(h5_path)
-        if done is not None:
-            return {"status": "done", **done}
+    store = WorkStore(out, WINDOW_STORE, create=False)  # prepared by prepare_training_data
+    if store.done(job.stem):
+        return {"status": "done", **store.get_record(job.stem)}
     # The target first: it is cheap, and a window whose labels only graze it (no labelled
     # pixel) is not worth reading imagery for.
     target = build_target(job.window, job.target)
@@ -158,13 +156,17 @@ def materialize_job(job: WindowJob) -> dict:
     summary = {"labeled": labeled, "bands": bands,
                "timesteps": int(mw.timestamps.shape[0])}
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{job.stem}.{uuid.uuid4().hex[:8]}.npy"
-    np.save(tmp, target)
-    os.replace(tmp, target_path)
+    write_atomic(target_path, lambda p: _save_npy(p, target))
     write_sample(h5_path, arrays, mw.timestamps, mw.latlon,
                  {m: mw.missing_timesteps[m] for m in arrays},
                  attrs={"summary": json.dumps(summary), "window": json.dumps(mw.window.to_dict())})
+    store.put(job.stem, None, summary)  # the marker last: the window is complete
     return {"status": "built", **summary}
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array)
 
 
 # -- preparing the whole set --------------------------------------------------------------------
@@ -296,7 +298,14 @@ def prepare_training_data(
                               str(out_dir), _stem(lw, spec, sources_key)))
     by_stem = {j.stem: lw for j, lw in zip(jobs, windows, strict=True)}
     records: list[WindowRecord] = []
-    ex = make_executor(cfg.executor.kind, cfg.executor.workers, cfg.executor.address)
+    held = contextlib.ExitStack()  # one preparation per work folder; released in the finally
+    held.enter_context(OutputLock(root, "fine-tuning window preparation"))
+    WorkStore(out_dir, WINDOW_STORE)  # creates it, removes a killed run's temp files
+    try:
+        ex = make_executor(cfg.executor.kind, cfg.executor.workers, cfg.executor.address)
+    except BaseException:
+        held.close()
+        raise
     try:
         for n, outcome in enumerate(ex.map_unordered(materialize_job, jobs), start=1):
             job: WindowJob = outcome.item
@@ -319,6 +328,7 @@ def prepare_training_data(
                 progress(n, len(jobs))
     finally:
         ex.close()
+        held.close()
     records.sort(key=lambda r: r.stem)
     if not records:
         raise ValueError("no training window could be materialized:\n" +
@@ -366,12 +376,8 @@ def write_index(data: PreparedData) -> Path:
         "target_mean": data.target_mean,
         "target_std": data.target_std,
     }
-    path = data.root / INDEX_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{INDEX_FILE}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(payload, indent=1, default=str))
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(payload, indent=1, default=str)
+    return write_atomic(data.root / INDEX_FILE, lambda p: p.write_text(text))
 
 
 # -- serving a split to training ----------------------------------------------------------------

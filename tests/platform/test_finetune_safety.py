@@ -120,3 +120,53 @@ def test_killed_finetune_keeps_the_finished_model(tmp_path: Path) -> None:
     assert unfinished.metrics["best_epoch"] == 0 and len(unfinished.metrics["history"]) >= 1
     assert load_bundle(model).metrics["best_epoch"] == 0 and len(
         load_bundle(model).metrics["history"]) == 1  # predict reads the finished 1-epoch model
+
+
+PREP_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from geolatent.platform.config import load_finetune_config
+    from geolatent.platform.dataset import prepare_training_data
+
+    def slow(done, total):
+        print(done, flush=True)
+        time.sleep(0.3)
+
+    prepare_training_data(load_finetune_config(sys.argv[1]), progress=slow)
+    """
+)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".work" not in p.parts}
+
+
+@pytest.mark.slow
+def test_window_preparation_kill9_then_rerun_is_byte_identical(tmp_path: Path) -> None:
+    from geolatent.platform.config import load_finetune_config
+    from geolatent.platform.dataset import prepare_training_data
+
+    cfg_path = _config(tmp_path, "model")
+    cfg_path.write_text(cfg_path.read_text() + "work_dir: fresh_work\n")
+    fresh = prepare_training_data(load_finetune_config(cfg_path))
+    assert len(fresh.records) >= 4
+    cfg_path.write_text(cfg_path.read_text().replace("fresh_work", "killed_work"))
+    script = tmp_path / "prep.py"
+    script.write_text(PREP_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, str(script), str(cfg_path)], stdout=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if int(line) >= 2:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    killed_root = tmp_path / "killed_work"
+    assert not (killed_root / "index.json").exists()
+    assert list((killed_root / "windows").glob("*.h5"))  # some windows were finished
+    again = prepare_training_data(load_finetune_config(cfg_path))
+    assert [r.stem for r in again.records] == [r.stem for r in fresh.records]
+    assert _tree(killed_root) == _tree(tmp_path / "fresh_work")
