@@ -99,6 +99,9 @@ class Window:
         resolution: pixel size in CRS units (metres for UTM).
         name: a stable identifier (derived from the grid and time range when not given); used
             for output file names and for resuming builds.
+        origin: ``(x, y)`` in CRS units of global pixel ``(0, 0)``'s corner: ``(0, 0)`` (the
+            default) is the global grid; another origin puts the window on the grid of a given
+            raster (pixel edges at ``origin + k * resolution``, e.g. an input file's own grid).
     """
 
     crs: str
@@ -106,6 +109,7 @@ class Window:
     time_range: tuple[datetime, datetime]
     resolution: float = BASE_RESOLUTION_M
     name: str = field(default="", compare=False)
+    origin: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         c0, r0, c1, r1 = (int(v) for v in self.pixel_bounds)
@@ -118,9 +122,11 @@ class Window:
             raise ValueError(f"resolution must be positive, got {self.resolution}")
         object.__setattr__(self, "pixel_bounds", (c0, r0, c1, r1))
         object.__setattr__(self, "time_range", (start, end))
+        object.__setattr__(self, "origin", (float(self.origin[0]), float(self.origin[1])))
         if not self.name:
+            grid = "" if self.origin == (0.0, 0.0) else f"o{self.origin[0]:g}_{self.origin[1]:g}_"
             tag = (
-                f"{_crs_tag(self.crs)}_{self.resolution:g}m_{c0}_{r0}_{c1 - c0}x{r1 - r0}_"
+                f"{_crs_tag(self.crs)}_{self.resolution:g}m_{grid}{c0}_{r0}_{c1 - c0}x{r1 - r0}_"
                 f"{start:%Y%m%d}-{end:%Y%m%d}"
             )
             object.__setattr__(self, "name", tag)
@@ -212,14 +218,16 @@ class Window:
         """Affine pixel -> CRS transform of the window's top-left corner."""
         c0, r0 = self.pixel_bounds[:2]
         res = self.resolution
-        return Affine(res, 0.0, c0 * res, 0.0, -res, -r0 * res)
+        x0, y0 = self.origin
+        return Affine(res, 0.0, x0 + c0 * res, 0.0, -res, y0 - r0 * res)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(xmin, ymin, xmax, ymax)`` in CRS units."""
         c0, r0, c1, r1 = self.pixel_bounds
         res = self.resolution
-        return c0 * res, -r1 * res, c1 * res, -r0 * res
+        x0, y0 = self.origin
+        return x0 + c0 * res, y0 - r1 * res, x0 + c1 * res, y0 - r0 * res
 
     def geometry(self, crs: str | None = None) -> BaseGeometry:
         """The window footprint as a polygon, in its own CRS or reprojected to ``crs``."""
@@ -256,7 +264,8 @@ class Window:
         ):
             raise ValueError(f"crop ({row_off}, {col_off}, {height}, {width}) outside {self.shape}")
         c0, r0 = self.pixel_bounds[0] + col_off, self.pixel_bounds[1] + row_off
-        return Window(self.crs, (c0, r0, c0 + width, r0 + height), self.time_range, self.resolution)
+        return Window(self.crs, (c0, r0, c0 + width, r0 + height), self.time_range, self.resolution,
+                      origin=self.origin)
 
     def split(self, size: int) -> list[tuple[int, int, Window]]:
         """``(row_off, col_off, window)`` for each ``size x size`` block, row-major.
@@ -274,18 +283,22 @@ class Window:
 
     # -- serialization ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "name": self.name,
             "crs": self.crs,
             "pixel_bounds": list(self.pixel_bounds),
             "resolution": self.resolution,
             "time_range": [t.isoformat() for t in self.time_range],
         }
+        if self.origin != (0.0, 0.0):  # global-grid windows keep their exact earlier records
+            d["origin"] = list(self.origin)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Window:
         return cls(
-            d["crs"], tuple(d["pixel_bounds"]), tuple(d["time_range"]), d["resolution"], d["name"]
+            d["crs"], tuple(d["pixel_bounds"]), tuple(d["time_range"]), d["resolution"], d["name"],
+            tuple(d.get("origin", (0.0, 0.0))),
         )
 
 

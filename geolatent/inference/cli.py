@@ -35,12 +35,20 @@ the model does not use (e.g. S2 B10) are dropped by name. Files without
 descriptions need --s2-bands B02,B03,... (one timestep's bands in file order).
 Values must be raw: Sentinel-2 L2A DN (0-10000), Sentinel-1 dB, Landsat L1 DN;
 nothing is rescaled, and reflectance (0-1) is rejected.
-All files must share CRS, transform and size. --align month puts dates of one
-calendar month (e.g. S1 and S2 of a month) on one timestep.
+Multi-sensor stack (Earth Engine export convention, e.g. CropHarvest):
+  --stack stack.tif --dates D1,D2,...  band descriptions NAME for the first
+  timestep, NAME_1, NAME_2, ... for the next; bands are assigned to modalities
+  by name (B2 -> Sentinel-2, VV -> Sentinel-1, ...), other bands (weather,
+  elevation, ...) are listed once and ignored.
+Grid: files on one 10 m grid are read as they are (the map is on their grid);
+otherwise every file (any CRS, 20/30/60 m bands) is warped by the data layer to
+the 10 m UTM grid covering them, or to --crs / --resolution, or to the grid of
+--align-to FILE. --align month puts dates of one calendar month (e.g. S1 and
+S2 of a month) on one timestep.
 
 \b
-Output: D float32 bands at 10*p m, same CRS, transform = input transform scaled
-by p, NaN nodata where no input was valid. Sizes not divisible by p lose the
+Output: D float32 bands at 10*p m, the grid's CRS, transform = grid transform
+scaled by p, NaN nodata where no input was valid. Sizes not divisible by p lose the
 last H mod p rows / W mod p columns (incomplete patches are not embedded).
 """
 
@@ -185,7 +193,19 @@ def register(app: typer.Typer) -> None:
         align: Annotated[
             str, typer.Option(help="Timesteps from distinct 'date's or calendar 'month's.")
         ] = "date",
+        stack: Annotated[
+            Path | None, typer.Option(help="One multi-sensor stack (NAME, NAME_1, ... bands).")
+        ] = None,
+        dates: Annotated[str | None, typer.Option(help="Dates of the --stack timesteps.")] = None,
+        crs: Annotated[str | None, typer.Option(help="Output grid CRS, e.g. EPSG:32633.")] = None,
+        resolution: Annotated[
+            float | None, typer.Option(help="Output grid pixel size in CRS units (10 m).")
+        ] = None,
+        align_to: Annotated[
+            Path | None, typer.Option(help="Put the embedding on the grid of this raster.")
+        ] = None,
     ) -> None:
+        from geolatent.data.io.grid import OutputGrid
         from geolatent.inference.embed_rasters import embed_geotiffs
 
         try:
@@ -198,9 +218,28 @@ def register(app: typer.Typer) -> None:
                 )
                 if files
             }
+            if dates is not None and stack is None:
+                raise RasterInputError("--dates is for --stack; give --stack FILE")
+            if stack is not None:
+                if not dates:
+                    raise RasterInputError("--stack needs --dates D1,D2,... (one per timestep)")
+                from geolatent.inference.raster_io import stack_inputs
+
+                found, ignored = stack_inputs(stack, [parse_date(d) for d in _split(dates)])
+                for name, files in found.items():
+                    if name in inputs:
+                        raise RasterInputError(f"--stack and another option both give {name}")
+                    inputs[name] = files
+                if ignored:
+                    console.print(f"[dim]{stack.name}: ignored bands (not model inputs): "
+                                  f"{', '.join(ignored)}[/dim]")
             if not inputs:
-                raise RasterInputError("no inputs: give at least one of --s2, --s1, --landsat")
-        except RasterInputError as e:
+                raise RasterInputError(
+                    "no inputs: give at least one of --s2, --s1, --landsat, --stack")
+            if align_to is not None and (crs is not None or resolution is not None):
+                raise RasterInputError("give either --align-to or --crs / --resolution")
+            grid = OutputGrid.of_raster(align_to) if align_to is not None else None
+        except (RasterInputError, ValueError, OSError) as e:
             raise typer.BadParameter(str(e)) from None
         net, weights = _load_model(model, random_weights, device)
         try:
@@ -210,7 +249,7 @@ def register(app: typer.Typer) -> None:
                     net, inputs, out, patch_size=patch_size, tile_size=tile_size,
                     overlap=overlap, batch_size=batch_size, device=device, align=align,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
-                    tags={"weights": weights},
+                    tags={"weights": weights}, grid=grid, crs=crs, resolution=resolution,
                 )  # fmt: skip
         except (RasterInputError, ValueError, RuntimeError) as e:  # incl. locked, disk full
             console.print(f"[bold red]error:[/bold red] {e}")

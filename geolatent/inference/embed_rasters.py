@@ -52,6 +52,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from geolatent.data.io.cog import COGWriter
+from geolatent.data.io.grid import OutputGrid
 from geolatent.data.run import (
     OutputLock,
     WorkStore,
@@ -219,6 +220,9 @@ def embed_geotiffs(
     gdal_cache_mb: int = 128,
     token_budget: int = DEFAULT_TOKEN_BUDGET,
     check_resolution: bool = True,
+    grid: OutputGrid | None = None,
+    crs: str | None = None,
+    resolution: float | None = None,
 ) -> EmbedResult:
     """Embed co-registered GeoTIFFs into a cloud-optimized embedding GeoTIFF.
 
@@ -243,7 +247,12 @@ def embed_geotiffs(
         gdal_cache_mb: GDAL block cache cap while reading and writing.
         token_budget: tokens per model window when choosing a default tile (see
             :data:`DEFAULT_TOKEN_BUDGET`); with ``batch_size`` it bounds the model's memory.
-        check_resolution: require 10 m input pixels (see :class:`RasterStack`).
+        check_resolution: see :class:`RasterStack`.
+        grid, crs, resolution: the input grid the embedding is computed on (its transform
+            scaled by ``p`` is the output's): the inputs' own grid when they share a 10 m one,
+            else the 10 m UTM grid covering them; ``grid`` (e.g.
+            ``OutputGrid.of_raster(path)`` for ``--align-to``) or ``crs`` / ``resolution``
+            choose another. Inputs off the grid are warped by the data layer.
 
     Returns:
         An :class:`EmbedResult`.
@@ -264,7 +273,8 @@ def embed_geotiffs(
         OutputLock(out_path, "embed"),
         drop_empty_work_on_error(work),
         rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb),
-        RasterStack(inputs, align=align, check_resolution=check_resolution) as stack,
+        RasterStack(inputs, align=align, check_resolution=check_resolution, grid=grid, crs=crs,
+                    resolution=resolution) as stack,
     ):
         num_bandsets = sum(get_modality(m).num_bandsets for m in stack.modalities)
         tile, margin = choose_tiling(
@@ -285,7 +295,8 @@ def embed_geotiffs(
             "overlap": plan.overlap,
         }
         all_tags.update(tags or {})
-        fingerprint = _fingerprint(model, inputs, plan, align, all_tags)
+        fingerprint = _fingerprint(model, inputs, plan, align,
+                                   {**all_tags, "grid": f"{stack.crs} {tuple(stack.transform)}"})
         store = WorkStore(work, fingerprint)
         total = len(plan.tiles)
         todo = [t for t in plan.tiles if not store.done(_key(t))]
@@ -364,7 +375,8 @@ def _fingerprint(model, inputs: Mapping[str, Sequence[RasterInput]], plan: TileP
         for ri in ris:
             st = Path(ri.path).stat()
             files.append([name, str(Path(ri.path).resolve()), st.st_size, st.st_mtime_ns,
-                          [d.isoformat() for d in ri.dates], list(ri.bands or [])])
+                          [d.isoformat() for d in ri.dates], list(ri.bands or []),
+                          list(ri.indexes or [])])
     h.update(json.dumps([files, plan.patch_size, plan.tile_size, plan.overlap, plan.out_height,
                          plan.out_width, align, {k: str(v) for k, v in tags.items()}],
                         sort_keys=True).encode())

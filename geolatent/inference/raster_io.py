@@ -8,8 +8,12 @@ not use (e.g. Sentinel-2 ``B10``) are dropped by name, never by position. Values
 through unchanged (no rescaling: the model's embed checks units); the files' nodata values and
 NaN become the missing value -99999.
 
-All files of all modalities must share one pixel grid (CRS, transform and size); reproject
-first otherwise. Reads are windowed, so memory depends on the window, not on the raster.
+The inputs are read onto one output grid (:mod:`geolatent.data.io.grid`): their own grid when
+they all share one 10 m grid (read directly, pixel for pixel), else the 10 m UTM grid covering
+them, or the grid asked for (``--crs`` / ``--resolution`` / ``--align-to``). Files off that grid
+are warped by the data layer (:func:`geolatent.data.materialize.read_scene`: any CRS, 20 / 30 /
+60 m bands resampled as for every other command). Reads are windowed, so memory depends on the
+window, not on the raster.
 """
 
 from __future__ import annotations
@@ -26,10 +30,21 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
-from rasterio.errors import RasterioError
+from rasterio.errors import CRSError, RasterioError
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from geolatent.modalities import BASE_RESOLUTION_M, MAX_TIMESTEPS, MISSING_VALUE, get_modality
+from geolatent.data.config import FileSourceConfig
+from geolatent.data.io.grid import OutputGrid
+from geolatent.data.materialize import SceneReadError, read_scene
+from geolatent.data.sources import BandAsset, Scene, Source
+from geolatent.modalities import (
+    BASE_RESOLUTION_M,
+    MAX_TIMESTEPS,
+    MISSING_VALUE,
+    MODALITIES,
+    get_modality,
+)
 
 
 class RasterInputError(ValueError):
@@ -46,25 +61,33 @@ class RasterInput:
             ``T`` for a stack whose ``T * C`` bands are ordered time-major).
         bands: names of the ``C`` bands of one timestep in file order (e.g. ``["B02", "B03"]``);
             None reads them from the file's band descriptions.
+        indexes: 1-based file bands of the one timestep, when it is not the whole file (a
+            multi-sensor stack, see :func:`stack_inputs`); requires ``bands`` and one date.
     """
 
     path: Path
     dates: tuple[dt.date, ...]
     bands: tuple[str, ...] | None = None
+    indexes: tuple[int, ...] | None = None
 
     def __init__(
         self,
         path: str | os.PathLike,
         dates: dt.date | str | Sequence[dt.date | str],
         bands: Sequence[str] | None = None,
+        indexes: Sequence[int] | None = None,
     ) -> None:
         if isinstance(dates, (dt.date, str)):
             dates = [dates]
         object.__setattr__(self, "path", Path(path))
         object.__setattr__(self, "dates", tuple(parse_date(d) for d in dates))
         object.__setattr__(self, "bands", None if bands is None else tuple(bands))
+        object.__setattr__(self, "indexes", None if indexes is None else tuple(indexes))
         if not self.dates:
             raise RasterInputError(f"{self.path}: at least one date is required")
+        if self.indexes is not None and (self.bands is None or len(self.bands) != len(
+                self.indexes) or len(self.dates) != 1):
+            raise RasterInputError(f"{self.path}: indexes need one band name each and one date")
 
 
 def parse_date(value: dt.date | str) -> dt.date:
@@ -109,6 +132,8 @@ class _OpenInput:
     timesteps: list[int] = field(default_factory=list)  # global timestep of each file timestep
     nodata: float | None = None
     use_mask: bool = False
+    on_grid: bool = True  # on the output grid: read directly; otherwise warped
+    scene_source: Source | None = None  # the data-layer view of the file (warped reads)
 
 
 @dataclass(frozen=True)
@@ -131,11 +156,15 @@ class RasterStack:
             modalities share a timestep only on the same day) or ``"month"`` (dates in the same
             calendar month share a timestep, e.g. Sentinel-1 and Sentinel-2 of one month; two
             files of one modality in one month are an error).
-        check_resolution: require 10 m pixels in a metre-based CRS (the model's grid);
-            False accepts any grid (embeddings of other resolutions are off-distribution).
+        check_resolution: the inputs' shared grid is used as is only when it has 10 m pixels
+            in a metre-based CRS (the model's grid), otherwise the inputs are warped to the
+            10 m UTM grid; False keeps any shared grid (off-distribution embeddings).
+        grid: the output grid (:class:`~geolatent.data.io.grid.OutputGrid`, e.g. the grid of
+            an ``--align-to`` file); default: see the module docstring.
+        crs, resolution: a grid of this CRS / pixel size covering the inputs instead.
 
     Raises:
-        RasterInputError: unreadable or truncated files, CRS / transform / size mismatches,
+        RasterInputError: unreadable or truncated files, inputs that do not overlap the grid,
             unknown or duplicate band names, incomplete bandsets, too many timesteps.
     """
 
@@ -144,6 +173,9 @@ class RasterStack:
         inputs: Mapping[str, Sequence[RasterInput]],
         align: str = "date",
         check_resolution: bool = True,
+        grid: OutputGrid | None = None,
+        crs: str | None = None,
+        resolution: float | None = None,
     ) -> None:
         if align not in ("date", "month"):
             raise RasterInputError(f"align must be 'date' or 'month', got {align!r}")
@@ -160,10 +192,9 @@ class RasterStack:
                     )
                 for ri in files:
                     self._inputs.append(self._open(modality, ri))
-            self._check_grid()
-            if check_resolution:
-                self._check_resolution()
             self._build_time_axis()
+            self.grid = self._choose_grid(grid, crs, resolution, check_resolution)
+            self._place_on_grid()
         except Exception:
             self.close()
             raise
@@ -188,7 +219,10 @@ class RasterStack:
                     f"{ri.path}: {ds.count} bands cannot hold {n_t} timesteps of equal band count "
                     f"({len(ri.dates)} dates given); a stack needs T x C bands, time-major"
                 )
-            per_t = ds.count // n_t
+            per_t = len(ri.indexes) if ri.indexes is not None else ds.count // n_t
+            if ri.indexes is not None and not all(1 <= i <= ds.count for i in ri.indexes):
+                raise RasterInputError(f"{ri.path}: band indexes {list(ri.indexes)} outside "
+                                       f"1..{ds.count}")
             names = _band_names(ri, ds, per_t, mod.name)
             read_bands, channels, dropped = [], [], []
             for i, name in enumerate(names):
@@ -233,42 +267,59 @@ class RasterStack:
             ds.close()
             raise
 
-    def _check_grid(self) -> None:
-        ref = self._inputs[0]
-        r = ref.dataset
-        for oi in self._inputs[1:]:
-            d = oi.dataset
-            if d.crs != r.crs:
+    def _choose_grid(self, grid: OutputGrid | None, crs: str | None,
+                     resolution: float | None, check_resolution: bool) -> OutputGrid:
+        """The output grid (see the module docstring)."""
+        if grid is not None:
+            return grid
+        r = self._inputs[0].dataset
+        for oi in self._inputs:
+            if oi.dataset.crs is None:
+                raise RasterInputError(f"{oi.source.path}: no CRS; inputs must be georeferenced")
+        shared = all(
+            oi.dataset.crs == r.crs and (oi.dataset.height, oi.dataset.width) == (r.height, r.width)
+            and oi.dataset.transform.almost_equals(r.transform, precision=1e-6 * abs(r.transform.a))
+            for oi in self._inputs[1:]
+        )
+        if shared and crs is None and resolution is None and (
+                not check_resolution or _is_model_grid(r.crs, r.transform)):
+            return OutputGrid(r.crs, r.transform, r.width, r.height)  # the inputs' own grid
+        first = self._inputs[0]
+        fb = transform_bounds(first.dataset.crs, "EPSG:4326", *first.dataset.bounds,
+                              densify_pts=21)
+        for oi in self._inputs[1:]:  # a grid over disjoint files is a mistake, and huge
+            b = transform_bounds(oi.dataset.crs, "EPSG:4326", *oi.dataset.bounds, densify_pts=21)
+            if b[0] >= fb[2] or b[2] <= fb[0] or b[1] >= fb[3] or b[3] <= fb[1]:
                 raise RasterInputError(
-                    f"CRS mismatch: {ref.source.path} is {_crs_name(r.crs)} but "
-                    f"{oi.source.path} is {_crs_name(d.crs)}; reproject all inputs to one grid"
+                    f"{oi.source.path} ({_crs_name(oi.dataset.crs)}) does not overlap "
+                    f"{first.source.path} ({_crs_name(first.dataset.crs)}): the inputs must "
+                    "cover one area (check their CRS and georeferencing)"
                 )
-            if (d.height, d.width) != (r.height, r.width):
-                raise RasterInputError(
-                    f"size mismatch: {ref.source.path} is {r.height}x{r.width} px but "
-                    f"{oi.source.path} is {d.height}x{d.width} px; all inputs must share one grid"
-                )
-            if not d.transform.almost_equals(r.transform, precision=1e-6 * abs(r.transform.a)):
-                raise RasterInputError(
-                    f"transform mismatch: {ref.source.path} has {tuple(r.transform)[:6]} but "
-                    f"{oi.source.path} has {tuple(d.transform)[:6]}; all inputs must share one grid"
-                )
-        if r.crs is None:
-            raise RasterInputError(f"{ref.source.path}: no CRS; inputs must be georeferenced")
+        try:
+            return OutputGrid.covering([(oi.dataset.crs, tuple(oi.dataset.bounds))
+                                        for oi in self._inputs], crs, resolution)
+        except (ValueError, CRSError) as e:
+            raise RasterInputError(f"cannot make the output grid: {e}") from None
 
-    def _check_resolution(self) -> None:
-        ref = self._inputs[0]
-        crs, t = ref.dataset.crs, ref.dataset.transform
-        units = crs.linear_units.lower() if crs.is_projected else "degrees"
-        res = (abs(t.a), abs(t.e))
-        if units not in ("metre", "meter", "metres", "meters") or any(
-            abs(r - BASE_RESOLUTION_M) > 0.01 * BASE_RESOLUTION_M for r in res
-        ):
-            raise RasterInputError(
-                f"{ref.source.path}: pixels are {res[0]:g} x {res[1]:g} {units}, but the model "
-                f"works on a {BASE_RESOLUTION_M:g} m grid; resample / reproject to 10 m pixels "
-                "in a projected (e.g. UTM) CRS first"
-            )
+    def _place_on_grid(self) -> None:
+        """Mark inputs on the output grid (read directly); give the others a data-layer source
+        (warped reads); refuse inputs that do not overlap the grid."""
+        g = self.grid
+        gx0, gy1 = g.transform.c, g.transform.f
+        gx1, gy0 = gx0 + g.width * g.resolution, gy1 - g.height * g.resolution
+        for oi in self._inputs:
+            d = oi.dataset
+            oi.on_grid = d.crs == g.crs and d.transform.almost_equals(
+                g.transform, precision=1e-6 * g.resolution)
+            if oi.on_grid:
+                continue
+            b = transform_bounds(d.crs, g.crs, *d.bounds, densify_pts=21)
+            if b[0] >= gx1 or b[2] <= gx0 or b[1] >= gy1 or b[3] <= gy0:
+                raise RasterInputError(
+                    f"{oi.source.path} does not overlap the output grid ({_crs_name(g.crs)}, "
+                    f"x {gx0:.1f}..{gx1:.1f}, y {gy0:.1f}..{gy1:.1f}); check --align-to / --crs"
+                )
+            oi.scene_source = _scene_source(oi)
 
     def _build_time_axis(self) -> None:
         def key(d: dt.date) -> tuple[int, ...]:
@@ -310,19 +361,19 @@ class RasterStack:
 
     @property
     def height(self) -> int:
-        return int(self._inputs[0].dataset.height)
+        return int(self.grid.height)
 
     @property
     def width(self) -> int:
-        return int(self._inputs[0].dataset.width)
+        return int(self.grid.width)
 
     @property
     def crs(self) -> CRS:
-        return self._inputs[0].dataset.crs
+        return self.grid.crs
 
     @property
     def transform(self) -> Affine:
-        return self._inputs[0].dataset.transform
+        return self.grid.transform
 
     @property
     def num_timesteps(self) -> int:
@@ -396,13 +447,20 @@ class RasterStack:
         c0, c1 = max(col_off, 0), min(col_off + width, vw)
         if r0 >= r1 or c0 >= c1:
             return out
-        win = Window(c0, r0, c1 - c0, r1 - r0)
-        dst_rows = slice(r0 - row_off, r1 - row_off)
-        dst_cols = slice(c0 - col_off, c1 - col_off)
         for oi in self._inputs:
+            if not oi.on_grid:
+                self._read_warped(oi, out, row_off, col_off, height, width, r0, r1, c0, c1)
+                continue
+            # on the grid: a direct windowed read, clipped to this file's own size
+            fr1, fc1 = min(r1, oi.dataset.height), min(c1, oi.dataset.width)
+            if r0 >= fr1 or c0 >= fc1:
+                continue
+            win = Window(c0, r0, fc1 - c0, fr1 - r0)
+            dst_rows = slice(r0 - row_off, fr1 - row_off)
+            dst_cols = slice(c0 - col_off, fc1 - col_off)
             per_t = len(oi.band_names)
             for k, t in enumerate(oi.timesteps):
-                idx = [k * per_t + b + 1 for b in oi.read_bands]  # rasterio bands are 1-based
+                idx = [_file_band(oi, k, per_t, b) for b in oi.read_bands]
                 try:
                     data = oi.dataset.read(idx, window=win, out_dtype=np.float32)
                     mask = oi.dataset.dataset_mask(window=win) == 0 if oi.use_mask else None
@@ -419,6 +477,29 @@ class RasterStack:
                 data[bad] = MISSING_VALUE
                 out[oi.modality][dst_rows, dst_cols, t][..., oi.channels] = np.moveaxis(data, 0, -1)
         return out
+
+    def _read_warped(self, oi: _OpenInput, out: dict[str, np.ndarray], row_off: int,
+                     col_off: int, height: int, width: int, r0: int, r1: int, c0: int,
+                     c1: int) -> None:
+        """Warp ``oi``'s timesteps onto the window through the data layer; pixels outside
+        ``[r0, r1) x [c0, c1)`` (beyond the grid or the valid size) stay missing."""
+        # The part of the window on the grid is warped (the valid part is kept): a raster read
+        # in one piece is then warped over exactly the grid's extent, as a whole-raster warp
+        # by rasterio is; GDAL's approximate transformer (0.125 px) depends on that extent.
+        wr0, wr1 = max(row_off, 0), min(row_off + height, self.height)
+        wc0, wc1 = max(col_off, 0), min(col_off + width, self.width)
+        window = self.grid.window(wr0, wc0, wr1 - wr0, wc1 - wc0)
+        src = oi.scene_source
+        assert src is not None
+        rows, cols = slice(r0 - row_off, r1 - row_off), slice(c0 - col_off, c1 - col_off)
+        for scene, t in zip(src.scenes, oi.timesteps, strict=True):
+            try:
+                layer = read_scene(scene, src, window)  # [C registry, h, w], NaN invalid
+            except SceneReadError as e:
+                raise RasterInputError(f"{e}; the file may be truncated or corrupt") from None
+            layer = layer[oi.channels, r0 - wr0 : r1 - wr0, c0 - wc0 : c1 - wc0]
+            out[oi.modality][rows, cols, t][..., oi.channels] = np.where(
+                np.isnan(layer), np.float32(MISSING_VALUE), layer).transpose(1, 2, 0)
 
     # ------------------------------------------------------------------ lifetime
 
@@ -477,3 +558,122 @@ def _crs_name(crs: CRS | None) -> str:
         return "no CRS"
     epsg = crs.to_epsg()
     return f"EPSG:{epsg}" if epsg else crs.to_string()
+
+
+def _file_band(oi: _OpenInput, k: int, per_t: int, b: int) -> int:
+    """1-based file band of band ``b`` of file timestep ``k``."""
+    if oi.source.indexes is not None:
+        return oi.source.indexes[b]
+    return k * per_t + b + 1
+
+
+def _is_model_grid(crs: CRS, transform: Affine) -> bool:
+    """10 m square pixels in a metre-based CRS: the grid the model works on."""
+    units = crs.linear_units.lower() if crs.is_projected else "degrees"
+    return units in ("metre", "meter", "metres", "meters") and all(
+        abs(r - BASE_RESOLUTION_M) <= 0.01 * BASE_RESOLUTION_M
+        for r in (abs(transform.a), abs(transform.e)))
+
+
+def _scene_source(oi: _OpenInput) -> Source:
+    """The data-layer view of one input file: one scene per file timestep with the used bands,
+    read with the file's own nodata (the data layer's warp and resampling rules apply)."""
+    mod = get_modality(oi.modality)
+    bands = [mod.bands[c] for c in oi.channels]
+    # Built in code, not from a user's YAML: no path globbing or date patterns to validate.
+    cfg = FileSourceConfig.model_construct(
+        name=f"{oi.modality}:{oi.source.path.name}", modality=oi.modality,
+        paths=[str(oi.source.path)], bands=bands)
+    lon = transform_bounds(oi.dataset.crs, "EPSG:4326", *oi.dataset.bounds, densify_pts=21)
+    per_t = len(oi.band_names)
+    scenes = [
+        Scene(f"{oi.source.path.name}#{k}", dt.datetime(d.year, d.month, d.day),
+              {mod.bands[c]: BandAsset(str(oi.source.path), _file_band(oi, k, per_t, b))
+               for b, c in zip(oi.read_bands, oi.channels, strict=True)}, tuple(lon))
+        for k, d in enumerate(oi.source.dates)
+    ]
+    return Source(cfg, tuple(b for b in mod.bands if b in bands), scenes)
+
+
+_STEP_SUFFIX = re.compile(r"^(.+)_(\d+)$")
+
+
+def stack_inputs(
+    path: str | os.PathLike, dates: Sequence[dt.date | str]
+) -> tuple[dict[str, list[RasterInput]], list[str]]:
+    """Split one multi-sensor stack into model inputs (the Earth Engine export convention).
+
+    The band descriptions name each band per timestep: ``NAME`` for the first, ``NAME_1``,
+    ``NAME_2``, ... for the next ones (CropHarvest and many users' exports). Names are assigned
+    to modalities through the registry's names and aliases (the modality recognising the most
+    names first, so ``B2`` .. ``B12`` go to Sentinel-2 rather than Landsat); bands the model does
+    not use (weather, elevation, slope, indices, ...) are ignored, and so are the bands of a
+    bandset the stack holds only in part (e.g. Sentinel-2 ``B9`` without ``B1``: a bandset is
+    one token, the model gets it whole or marks it missing).
+
+    Args:
+        path: the stack GeoTIFF.
+        dates: one date per timestep (``T`` = the largest suffix + 1).
+
+    Returns:
+        ``({modality: [RasterInput per timestep]}, ignored band names without suffix)``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RasterInputError(f"{path}: no such file")
+    try:
+        with rasterio.open(path) as ds:
+            desc = [d.strip() if d else "" for d in ds.descriptions]
+    except RasterioError as e:
+        raise RasterInputError(f"{path}: cannot open as a raster ({e})") from None
+    if not all(desc):
+        raise RasterInputError(
+            f"{path}: --stack needs band descriptions NAME, NAME_1, NAME_2, ... per timestep; "
+            f"{sum(not d for d in desc)} of {len(desc)} bands have none (give the modalities as "
+            "separate files with --s2 / --s1 / --landsat and their bands options instead)"
+        )
+    parsed = []
+    for i, d in enumerate(desc, start=1):
+        m = _STEP_SUFFIX.match(d)
+        parsed.append((m[1], int(m[2]), i) if m and int(m[2]) >= 1 else (d, 0, i))
+    names = list(dict.fromkeys(n for n, _, _ in parsed))
+    encoders = [m for m in MODALITIES.values() if m.encoder_input and m.multitemporal]
+
+    def known(mod, name: str) -> bool:
+        try:
+            mod.band_index(name)
+        except KeyError:
+            return False
+        return True
+
+    ranked = sorted(encoders, key=lambda m: -sum(known(m, n) for n in names))
+    owner: dict[str, str] = {}
+    for mod in ranked:
+        for n in names:
+            if n not in owner and known(mod, n):
+                owner[n] = mod.name
+    for mod in ranked:  # a bandset is tokenized whole: drop the bands of a partial one
+        mine = {mod.band_index(n): n for n, o in owner.items() if o == mod.name}
+        for sl in mod.bandset_slices():
+            have = [mine[c] for c in range(sl.start, sl.stop) if c in mine]
+            if have and len(have) < sl.stop - sl.start:
+                for n in have:
+                    del owner[n]
+    ignored = [n for n in names if n not in owner]
+    steps = sorted({k for n, k, _ in parsed if n in owner})
+    if not steps:
+        raise RasterInputError(f"{path}: no band is a model input (bands {names[:8]}...)")
+    n_t = steps[-1] + 1
+    if len(dates) != n_t:
+        raise RasterInputError(
+            f"--dates has {len(dates)} dates but {path} holds {n_t} timesteps (band suffixes "
+            f"none, _1 .. _{n_t - 1}); give one date per timestep"
+        )
+    out: dict[str, list[RasterInput]] = {}
+    for mod in ranked:
+        for k in range(n_t):
+            bands = [(n, i) for n, kk, i in parsed if kk == k and owner.get(n) == mod.name]
+            if bands:
+                out.setdefault(mod.name, []).append(RasterInput(
+                    path, dates[k], [n for n, _ in bands], [i for _, i in bands]))
+    return out, ignored

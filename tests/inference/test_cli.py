@@ -123,7 +123,7 @@ def test_embed_bad_arguments(small_scene_files, tmp_path, mutate, message) -> No
     assert message in flat(result.output)
 
 
-def test_embed_rejects_reflectance_and_crs_mismatch(small_scene, tmp_path) -> None:
+def test_embed_rejects_reflectance_and_inputs_of_two_places(small_scene, tmp_path) -> None:
     bands = list(MODALITIES[S2].bands)
     refl = (np.moveaxis(small_scene.sentinel2_l2a[:, :, 0], -1, 0) / 10_000).astype(np.float32)
     f = write_tif(
@@ -139,8 +139,10 @@ def test_embed_rejects_reflectance_and_crs_mismatch(small_scene, tmp_path) -> No
         transform=small_scene.transform,
         descriptions=["vv", "vh"],
     )
+    # the same coordinates in another UTM zone: 600 km away, not one area to embed
     result = runner.invoke(app, [*base, "--s2", str(f), "--s1", str(s1)])
-    assert result.exit_code == 2 and "CRS mismatch" in flat(result.output)
+    assert result.exit_code == 2
+    assert f"{s1} (EPSG:32632) does not overlap {f} (EPSG:32633)" in flat(result.output)
     assert not (tmp_path / "o.tif").exists()
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from affine import Affine
 
+from geolatent.data.io.grid import OutputGrid
 from geolatent.inference.raster_io import (
     RasterInput,
     RasterInputError,
@@ -87,37 +88,51 @@ def test_bad_band_sets(tmp_path) -> None:
         RasterStack({S2: [RasterInput(full, ["2024-01-01", "2024-02-01"])]})
 
 
-def test_grid_mismatches_name_the_files(tmp_path) -> None:
-    s1 = np.full((2, 20, 24), -12.0, np.float32)
+def test_inputs_off_one_grid_are_warped_onto_one(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    s1 = rng.uniform(-20, -5, (2, 20, 24)).astype(np.float32)
     ref = write_tif(tmp_path / "ref.tif", s1, descriptions=["vv", "vh"])
-    utm32 = write_tif(tmp_path / "utm32.tif", s1, crs="EPSG:32632", descriptions=["vv", "vh"])
-    small = write_tif(tmp_path / "small.tif", s1[:, :16], descriptions=["vv", "vh"])
     moved = write_tif(
         tmp_path / "moved.tif", s1, descriptions=["vv", "vh"],
         transform=Affine(10.0, 0.0, 465_190.0, 0.0, -10.0, 5_080_260.0),
-    )  # fmt: skip
-    cases = [(utm32, "CRS mismatch.*EPSG:32633.*utm32.tif.*EPSG:32632"), (small, "size mismatch"),
-             (moved, "transform mismatch")]  # fmt: skip
-    for other, pattern in cases:
-        with pytest.raises(RasterInputError, match=pattern) as err:
-            RasterStack({S1: [RasterInput(ref, "2024-01-01"), RasterInput(other, "2024-02-01")]})
-        assert "ref.tif" in str(err.value)
+    )  # fmt: skip: one pixel east of ref
+    inputs = {S1: [RasterInput(ref, "2024-01-01"), RasterInput(moved, "2024-02-01")]}
+    with RasterStack(inputs) as st:
+        assert st.crs.to_epsg() == 32633 and (st.height, st.width) == (20, 25)
+        assert st.transform == Affine(10.0, 0.0, 465_180.0, 0.0, -10.0, 5_080_260.0)
+        w = st.read(0, 0, 20, 25)[S1]
+    np.testing.assert_array_equal(w[:, :24, 0], np.moveaxis(s1, 0, -1))  # ref, read directly
+    assert (w[:, 24, 0] == MISSING_VALUE).all()
+    # the shifted file, warped by the data layer: on the grid one column to the east
+    np.testing.assert_allclose(w[:, 1:, 1], np.moveaxis(s1, 0, -1), rtol=0, atol=1e-4)
+    assert (w[:, 0, 1] == MISSING_VALUE).all()
+
+    far = write_tif(tmp_path / "utm32.tif", s1, crs="EPSG:32632", descriptions=["vv", "vh"])
+    with pytest.raises(RasterInputError, match=r"utm32.tif does not overlap the output grid"):
+        RasterStack({S1: [RasterInput(far, "2024-01-01")]}, grid=OutputGrid.of_raster(ref))
 
 
-def test_grid_must_be_10_m(tmp_path) -> None:
+def test_20_m_and_lonlat_inputs_go_to_the_10_m_utm_grid(tmp_path) -> None:
     s1 = np.full((2, 20, 24), -12.0, np.float32)
     coarse = Affine(20.0, 0.0, 465_180.0, 0.0, -20.0, 5_080_260.0)
     f20 = write_tif(tmp_path / "s1_20m.tif", s1, transform=coarse, descriptions=["vv", "vh"])
-    with pytest.raises(RasterInputError, match="20 x 20 metre.*10 m grid"):
-        RasterStack({S1: [RasterInput(f20, "2024-01-01")]})
+    with RasterStack({S1: [RasterInput(f20, "2024-01-01")]}) as st:
+        assert (st.height, st.width, st.transform.a, st.crs.to_epsg()) == (40, 48, 10.0, 32633)
+        w = st.read(0, 0, 40, 48)[S1]
+        assert np.allclose(w[1:-1, 1:-1], -12.0)  # bilinear inside the footprint
     lonlat = Affine(1e-4, 0.0, 14.5, 0.0, -1e-4, 45.9)
     geo = write_tif(
         tmp_path / "s1_geo.tif", s1, crs="EPSG:4326", transform=lonlat, descriptions=["vv", "vh"]
     )
-    with pytest.raises(RasterInputError, match="degrees"):
-        RasterStack({S1: [RasterInput(geo, "2024-01-01")]})
+    with RasterStack({S1: [RasterInput(geo, "2024-01-01")]}) as st:
+        assert st.crs.to_epsg() == 32633 and st.transform.a == 10.0
+        w = st.read(0, 0, st.height, st.width)[S1]
+        assert np.allclose(w[w != MISSING_VALUE], -12.0) and (w != MISSING_VALUE).mean() > 0.5
     with RasterStack({S1: [RasterInput(f20, "2024-01-01")]}, check_resolution=False) as st:
-        assert st.height == 20
+        assert st.height == 20  # its own 20 m grid, kept on request
+    with RasterStack({S1: [RasterInput(f20, "2024-01-01")]}, crs="EPSG:32632",
+                     resolution=20) as st:
+        assert st.crs.to_epsg() == 32632 and st.transform.a == 20.0
 
 
 def test_truncated_and_missing_files(tmp_path) -> None:
