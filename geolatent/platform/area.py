@@ -28,6 +28,7 @@ from affine import Affine
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+from geolatent.data.io.grid import OutputGrid
 from geolatent.data.window import (
     WGS84,
     Window,
@@ -99,6 +100,8 @@ class PredictionPlan:
         area_wkb: the area in ``crs`` (WKB), nodata outside it.
         time_range: ``(start, end)`` ISO strings.
         tiles: the work items, row-major.
+        origin: CRS coordinates of global pixel ``(0, 0)``: ``(0, 0)`` for the CRS's global
+            grid, a raster's corner for a map on that raster's grid (``--align-to``).
     """
 
     crs: str
@@ -111,6 +114,7 @@ class PredictionPlan:
     area_wkb: bytes
     time_range: tuple[str, str]
     tiles: tuple[AreaTile, ...]
+    origin: tuple[float, float] = (0.0, 0.0)
 
     @property
     def width(self) -> int:
@@ -126,7 +130,8 @@ class PredictionPlan:
         """Output raster transform (pixels of ``resolution * out_scale``)."""
         r = self.resolution
         q = self.out_scale
-        return Affine(r * q, 0.0, self.bounds[0] * r, 0.0, -r * q, -self.bounds[1] * r)
+        x0, y0 = self.origin
+        return Affine(r * q, 0.0, x0 + self.bounds[0] * r, 0.0, -r * q, y0 - self.bounds[1] * r)
 
     @property
     def area(self) -> BaseGeometry:
@@ -143,6 +148,7 @@ class PredictionPlan:
             "crop": self.crop, "stride": self.stride, "tile": self.tile,
             "area": hashlib.sha256(self.area_wkb).hexdigest(), "time": self.time_range,
             "model": model_key,
+            **({"origin": self.origin} if self.origin != (0.0, 0.0) else {}),
         }, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -155,7 +161,9 @@ class PredictionPlan:
         rr, cc = rr.ravel(), cc.ravel()
         # Crops that do not touch the area cannot give it a prediction: skip them.
         r = self.resolution
-        boxes = shapely.box(cc * r, -(rr + self.crop) * r, (cc + self.crop) * r, -rr * r)
+        x0, y0 = self.origin
+        boxes = shapely.box(x0 + cc * r, y0 - (rr + self.crop) * r, x0 + (cc + self.crop) * r,
+                            y0 - rr * r)
         hit = shapely.intersects(boxes, self.area)
         return rr[hit], cc[hit]
 
@@ -177,6 +185,7 @@ def plan_prediction(
     out_scale: int = 1,
     crs: str | None = None,
     resolution: float = 10.0,
+    grid: OutputGrid | None = None,
 ) -> PredictionPlan:
     """Plan predictions over ``area``.
 
@@ -189,6 +198,9 @@ def plan_prediction(
         out_scale: input pixels per output pixel.
         crs: output CRS (default: the UTM zone of the area's centre).
         resolution: input pixel size in metres.
+        grid: put the map on this raster grid instead (its CRS, resolution and pixel edges;
+            ``crs`` and ``resolution`` are then ignored): the map covers the area's part of
+            the grid, its pixels are the grid's pixels (``q`` of them per output pixel).
     """
     q = int(out_scale)
     if crop < 1 or crop % q:
@@ -198,23 +210,47 @@ def plan_prediction(
         raise ValueError(f"stride {stride} must be a multiple of {q} in 1..crop ({crop})")
     tile = max(stride, math.ceil(tile / stride) * stride)
     geom = read_area(area)
-    if crs is None:
+    origin = (0.0, 0.0)
+    if grid is not None:
+        crs, resolution = grid.crs.to_string(), grid.resolution
+        origin = (grid.transform.c, grid.transform.f)
+    elif crs is None:
         c = geom.centroid
         crs = utm_crs_for(c.x, c.y)
     xmin, ymin, xmax, ymax = geom.bounds
     seg = max(xmax - xmin, ymax - ymin, 1e-9) / 64
     projected = reproject_geometry(shapely.segmentize(geom, seg), WGS84, crs)
     px, py0, px1, py1 = projected.bounds
-    c0 = math.floor(px / resolution) // q * q
-    r0 = math.floor(-py1 / resolution) // q * q
-    c1 = -(-math.ceil(px1 / resolution) // q) * q
-    r1 = -(-math.ceil(-py0 / resolution) // q) * q
+    x0, y0 = origin
+    # Round outwards only past a pixel edge by more than a micro-pixel: an area drawn on a
+    # grid's edges (e.g. a raster's bounds) gets exactly that grid's pixels.
+    eps = 1e-6
+    c0 = math.floor((px - x0) / resolution + eps) // q * q
+    r0 = math.floor((y0 - py1) / resolution + eps) // q * q
+    c1 = -(-math.ceil((px1 - x0) / resolution - eps) // q) * q
+    r1 = -(-math.ceil((y0 - py0) / resolution - eps) // q) * q
+    if grid is not None:  # only the grid's own pixels
+        c0, r0 = max(c0, 0), max(r0, 0)
+        c1, r1 = min(c1, grid.width // q * q), min(r1, grid.height // q * q)
+        if c1 <= c0 or r1 <= r0:
+            raise ValueError("the prediction area does not overlap the grid it is aligned to "
+                             f"({grid.crs.to_string()}, origin {x0:.2f}, {y0:.2f}, "
+                             f"{grid.width} x {grid.height} px)")
     c1, r1 = max(c1, c0 + q), max(r1, r0 + q)
     start, end = (str(t) for t in time_range)
+    if origin == (0.0, 0.0):
+        cores = [w.pixel_bounds for w in tile_windows(
+            projected, time_range=(start, end), geometry_crs=crs, crs=crs, tile_size=tile,
+            resolution=resolution)]
+    else:  # tiles of the aligned grid that touch the area
+        cores = [(c, r, c + tile, r + tile) for r in range(r0, r1, tile)
+                 for c in range(c0, c1, tile)
+                 if projected.intersects(shapely.box(x0 + c * resolution,
+                                                     y0 - (r + tile) * resolution,
+                                                     x0 + (c + tile) * resolution,
+                                                     y0 - r * resolution))]
     tiles = []
-    for w in tile_windows(projected, time_range=(start, end), geometry_crs=crs, crs=crs,
-                          tile_size=tile, resolution=resolution):
-        tc0, tr0, tc1, tr1 = w.pixel_bounds
+    for tc0, tr0, tc1, tr1 in cores:
         core = (max(tc0, c0), max(tr0, r0), min(tc1, c1), min(tr1, r1))
         if core[0] >= core[2] or core[1] >= core[3]:
             continue
@@ -222,12 +258,13 @@ def plan_prediction(
         ext_r0 = int(_origins(core[1], core[3], crop, stride)[0])
         ext_c1 = int(_origins(core[0], core[2], crop, stride)[-1]) + crop
         ext_r1 = int(_origins(core[1], core[3], crop, stride)[-1]) + crop
-        window = Window(crs, (ext_c0, ext_r0, ext_c1, ext_r1), (start, end), resolution)
+        window = Window(crs, (ext_c0, ext_r0, ext_c1, ext_r1), (start, end), resolution,
+                        origin=origin)
         tiles.append(AreaTile(len(tiles), core, window))
     if not tiles:
         raise ValueError("the prediction area covers no pixel")
     return PredictionPlan(crs, resolution, (c0, r0, c1, r1), q, crop, stride, tile,
-                          shapely.to_wkb(projected), (start, end), tuple(tiles))
+                          shapely.to_wkb(projected), (start, end), tuple(tiles), origin)
 
 
 def blend_weights(crop: int, stride: int, mode: BlendMode = "linear") -> np.ndarray:

@@ -43,6 +43,9 @@ names a YAML file with a `sources:` list (a data or fine-tuning config works).
 The run is resumable (finished tiles are kept in OUT.work until the COG is
 written; one run per output at a time). The area, tiles, disk needed and a
 rough time are printed first; an area above --max-area-km2 needs --yes.
+The map is on the imagery's grid when the sources are files on one 10 m grid,
+on the grid of --align-to FILE when given, else on the global grid of --crs
+(default: the UTM zone of the area).
 Under torchrun each rank takes a share of the tiles; rank 0 writes.
 """
 
@@ -145,6 +148,8 @@ def predict_command(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="skip finished tiles"),
     keep_parts: bool = typer.Option(False, help="keep the per-tile work store OUT.work"),
     yes: bool = typer.Option(False, "--yes", help="confirm an area above --max-area-km2"),
+    align_to: Path = typer.Option(None, "--align-to", exists=True,
+                                  help="put the map on this raster's grid"),
     max_area_km2: float = typer.Option(2500.0, help="areas above this need --yes"),
 ) -> None:
     from geolatent.platform.predict import predict_area
@@ -161,7 +166,7 @@ def predict_command(
                 precision=precision, executor=executor, workers=workers, scheduler=scheduler,
                 resume=resume, keep_parts=keep_parts, vector_path=vector,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
-                max_area_km2=max_area_km2, confirm=yes,
+                max_area_km2=max_area_km2, confirm=yes, align_to=align_to,
                 report=lambda line: console.print(f"predict: {escape(line)}"),
             )
     except (ValueError, ValidationError, FileNotFoundError, RuntimeError) as e:

@@ -9,9 +9,13 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import rasterio
+from affine import Affine
 from pydantic import TypeAdapter
+from rasterio.crs import CRS
 
 from geolatent.data.config import SourceConfig
+from geolatent.data.io.grid import OutputGrid
 from geolatent.data.run import check_free_space
 from geolatent.data.sources import Source, open_sources
 from geolatent.platform.area import PredictionPlan
@@ -56,6 +60,32 @@ def open_prediction_sources(fm: FinetunedModel, sources) -> list[Source]:
     adapter = TypeAdapter(SourceConfig)
     return open_sources([adapter.validate_python(s) if isinstance(s, dict) else s
                          for s in sources])
+
+
+def single_grid(sources: list[Source], resolution: float) -> OutputGrid | None:
+    """The grid every scene file of ``sources`` shares (CRS, transform, size), when the sources
+    are local files on one grid of the model's ``resolution``: a map of such imagery is put on
+    its grid (pixel for pixel). None otherwise (the map goes on the CRS's global grid)."""
+    files = sorted({f for s in sources for sc in s.scenes for f in sc.files})
+    if not files or any("://" in f for f in files):
+        return None
+    grids = set()
+    for f in files:
+        try:
+            with rasterio.open(f) as src:
+                if src.crs is None:
+                    return None
+                grids.add((src.crs.to_wkt(), tuple(src.transform)[:6], src.width, src.height))
+        except rasterio.errors.RasterioError:
+            return None  # the data layer reports unreadable scenes itself
+        if len(grids) > 1:
+            return None
+    ((wkt, t, w, h),) = grids
+    try:
+        grid = OutputGrid(CRS.from_wkt(wkt), Affine(*t), w, h)
+    except ValueError:  # not square north-up pixels
+        return None
+    return grid if abs(grid.resolution - resolution) <= 1e-6 * resolution else None
 
 
 def model_key(fm: FinetunedModel) -> str:

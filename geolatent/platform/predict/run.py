@@ -16,6 +16,7 @@ from affine import Affine
 
 from geolatent.data.config import SourceConfig
 from geolatent.data.executor import make_executor
+from geolatent.data.io.grid import OutputGrid
 from geolatent.data.run import (
     LOCK_FILE,
     OutputLock,
@@ -39,6 +40,7 @@ from geolatent.platform.predict.plan import (
     open_prediction_sources,
     output_bands,
     output_kind,
+    single_grid,
 )
 from geolatent.platform.predict.tile import TileJob, TilePredictor, materialize_tile
 from geolatent.platform.predict.write import tile_key, write_prediction_cog
@@ -117,6 +119,7 @@ def predict_area(
     confirm: bool = False,
     report: Callable[[str], None] | None = None,
     rank_timeout_s: float = RANK_TIMEOUT_S,
+    align_to: str | os.PathLike | None = None,
 ) -> PredictResult:
     """Predict over ``area`` from ``start`` to ``end`` and write a COG at ``out_path``.
 
@@ -129,6 +132,9 @@ def predict_area(
         sources: imagery (data-layer source configs or opened sources); default: the sources
             recorded in the model folder.
         crs: output CRS (default: UTM zone of the area's centre).
+        align_to: put the map on the grid of this raster (CRS, pixel size and edges). By
+            default a map over local files that share one grid of the model's resolution is
+            on their grid; other imagery gives a map on the global grid of ``crs``.
         crop, stride: model crop side and spacing in pixels (default: the training crop, half).
         tile: tile core side in pixels (memory per work item grows with its square).
         blend: ``linear`` (weighted blend of overlapping crops) or ``trim`` (centre blocks).
@@ -178,8 +184,14 @@ def predict_area(
         raise ValueError(f"stride {stride} must be a multiple of the patch size {p}")
     stride = stride or max(p, (crop // 2) // p * p)
     end = end_exclusive(end)
+    if align_to is not None and crs is not None:
+        raise ValueError("give either align_to (CLI --align-to) or crs (CLI --crs)")
+    if align_to is not None:
+        grid = OutputGrid.of_raster(align_to)
+    else:
+        grid = None if crs is not None else single_grid(srcs, fm.inputs.resolution_m)
     plan = plan_prediction(area, (start, end), crop=crop, stride=stride, tile=tile,
-                           out_scale=q, crs=crs, resolution=fm.inputs.resolution_m)
+                           out_scale=q, crs=crs, resolution=fm.inputs.resolution_m, grid=grid)
     months = len(plan.tiles[0].window.months)
     if months > MAX_TIMESTEPS:
         raise ValueError(f"{start}..{end} covers {months} months; the model takes at most "

@@ -144,6 +144,7 @@ class TilePredictor:
         plan, q = self.plan, self.plan.out_scale
         c0, r0, c1, r1 = tile.core
         res = plan.resolution
-        transform = Affine(res * q, 0, c0 * res, 0, -res * q, -r0 * res)
+        x0, y0 = plan.origin
+        transform = Affine(res * q, 0, x0 + c0 * res, 0, -res * q, y0 - r0 * res)
         shape = ((r1 - r0) // q, (c1 - c0) // q)
         return rasterio.features.geometry_mask([plan.area], shape, transform, invert=True)
