@@ -183,6 +183,7 @@ def _same_outputs(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(x["arrays"]["sentinel1"], y["arrays"]["sentinel1"])
 
 
+@pytest.mark.slow  # >= 5 s (pytest --durations)
 def test_process_pool_and_dask_give_the_serial_result(tmp_path, s1_dir):
     serial = build_dataset(make_config(tmp_path / "serial", s1_dir), executor="serial")
     pool = build_dataset(make_config(tmp_path / "pool", s1_dir), executor="process", workers=2)
@@ -225,6 +226,7 @@ def test_cli_dry_run_and_build(tmp_path, s1_dir):
     assert "sentinel1: [128, 128, 12, 2]" in shown.output
 
 
+@pytest.mark.slow  # >= 5 s (pytest --durations)
 def test_root_cli_mounts_data_build(tmp_path, s1_dir):
     probe = subprocess.run(
         [sys.executable, "-c", "import geolatent.cli"], capture_output=True, text=True

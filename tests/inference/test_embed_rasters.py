@@ -105,6 +105,7 @@ def test_tiles_are_stitched_in_place(nano, small_scene_files, tmp_path) -> None:
         np.testing.assert_allclose(got, fm[k, 1 : 1 + h, 1 : 1 + w], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # >= 5 s (pytest --durations)
 def test_tiled_close_to_untiled(nano, tmp_path) -> None:
     """Tiles are encoded separately (global attention, spatial encodings relative to the tile),
     so the result is close to, not equal to, the untiled one. Measured with random Nano weights
@@ -230,6 +231,7 @@ def eolearn_files(real_data, tmp_path_factory) -> list[RasterInput]:
     return files
 
 
+@pytest.mark.slow  # >= 5 s (pytest --durations)
 def test_real_eolearn_scenes(nano, eolearn_files, tmp_path) -> None:
     with RasterStack({S2: eolearn_files}) as st:
         assert st.summary()[S2].bands_dropped == ("B10",)  # by name; not a model band

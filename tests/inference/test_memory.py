@@ -66,6 +66,7 @@ def _peak_resettable() -> bool:
         return False
 
 
+@pytest.mark.slow  # >= 5 s (pytest --durations)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for peak RSS")
 def test_peak_memory_stays_far_below_raster_size(tmp_path) -> None:
     if not _peak_resettable():

@@ -76,6 +76,7 @@ def _training_polygons(root: Path, path: Path) -> dict[int, str]:
     return {int(i): str(n) for i, n in zip(cols["LULC_ID"], cols["LULC_NAME"], strict=True) if i}
 
 
+@pytest.mark.slow  # >= 5 s (pytest --durations)
 def test_finetune_and_predict_eolearn_patch(eolearn: Path, tmp_path: Path):
     _write_scenes(eolearn, tmp_path / "s2")
     names = _training_polygons(eolearn, tmp_path / "train_labels.gpkg")

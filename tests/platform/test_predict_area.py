@@ -160,6 +160,7 @@ def test_embedding_map_is_on_the_patch_grid(tmp_path: Path, scene_dir):
     assert np.isfinite(data).all(axis=0).mean() > 0.5
 
 
+@pytest.mark.slow  # >= 5 s (pytest --durations)
 def test_ranks_share_tiles_and_dask_materializes(tmp_path: Path, scene_dir):
     folder, scene = scene_dir
     make_bundle(tmp_path / "m", "segmentation", [s2_source(folder)])
