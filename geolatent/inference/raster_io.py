@@ -276,14 +276,16 @@ class RasterStack:
         for oi in self._inputs:
             if oi.dataset.crs is None:
                 raise RasterInputError(f"{oi.source.path}: no CRS; inputs must be georeferenced")
-        shared = all(
-            oi.dataset.crs == r.crs and (oi.dataset.height, oi.dataset.width) == (r.height, r.width)
+        shared = all(  # one grid: same CRS and pixel edges (sizes may differ)
+            oi.dataset.crs == r.crs
             and oi.dataset.transform.almost_equals(r.transform, precision=1e-6 * abs(r.transform.a))
             for oi in self._inputs[1:]
         )
         if shared and crs is None and resolution is None and (
                 not check_resolution or _is_model_grid(r.crs, r.transform)):
-            return OutputGrid(r.crs, r.transform, r.width, r.height)  # the inputs' own grid
+            return OutputGrid(r.crs, r.transform,  # the inputs' own grid, covering them all
+                              max(oi.dataset.width for oi in self._inputs),
+                              max(oi.dataset.height for oi in self._inputs))
         first = self._inputs[0]
         fb = transform_bounds(first.dataset.crs, "EPSG:4326", *first.dataset.bounds,
                               densify_pts=21)

@@ -222,3 +222,18 @@ def test_dates() -> None:
     assert date_from_filename("sentinel2_l2a_2024-01-15.tif") == dt.date(2024, 1, 15)
     assert date_from_filename("s1_20231231.tif") == dt.date(2023, 12, 31)
     assert date_from_filename("tile_99999999_2024-03-01.tif") == dt.date(2024, 3, 1)
+
+
+def test_files_on_one_grid_of_different_sizes_are_read_as_they_are(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    s1 = rng.uniform(-20, -5, (2, 20, 24)).astype(np.float32)
+    off = Affine(10.0, 0.0, 465_181.5, 0.0, -10.0, 5_080_254.5)  # off the global 10 m grid
+    big = write_tif(tmp_path / "big.tif", s1, transform=off, descriptions=["vv", "vh"])
+    small = write_tif(tmp_path / "small.tif", s1[:, :12, :16], transform=off,
+                      descriptions=["vv", "vh"])
+    inputs = {S1: [RasterInput(big, "2024-01-01"), RasterInput(small, "2024-02-01")]}
+    with RasterStack(inputs) as st:
+        assert st.transform == off and (st.height, st.width) == (20, 24)  # no resampling
+        w = st.read(0, 0, 20, 24)[S1]
+    np.testing.assert_array_equal(w[:12, :16, 1], np.moveaxis(s1[:, :12, :16], 0, -1))
+    assert (w[12:, :, 1] == MISSING_VALUE).all() and (w[:, 16:, 1] == MISSING_VALUE).all()
