@@ -3,6 +3,7 @@ with the model in this process and window materialization in the executor."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -219,7 +220,9 @@ def predict_area(
     work = work_dir_for(out_path)
     lock = OutputLock(out_path, "predict", LOCK_FILE if rank == 0 else f"{LOCK_FILE}-rank{rank}")
     try:
-        with lock, drop_empty_work_on_error(work):
+        # only rank 0 owns the work area: other ranks never remove it
+        cleanup = drop_empty_work_on_error(work) if rank == 0 else contextlib.nullcontext()
+        with lock, cleanup:
             if rank == 0:
                 store = WorkStore(work, fingerprint)
                 if not resume:
