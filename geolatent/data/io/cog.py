@@ -235,6 +235,9 @@ class COGWriter:
                 options["PREDICTOR"] = "YES"  # 2 for integers, 3 (floating point) for floats
             rasterio.shutil.copy(vrt, final_tmp, driver="COG", **options)
             os.replace(final_tmp, self.path)
+            # GDAL's sidecar of the replaced raster (statistics, category names) would be
+            # applied to the new one: it goes with the raster it described.
+            self.path.with_name(self.path.name + ".aux.xml").unlink(missing_ok=True)
         finally:
             for p in (self._tmp, final_tmp, vrt, *levels):
                 p.unlink(missing_ok=True)
