@@ -126,3 +126,23 @@ def test_plain_geotiff_is_not_a_cog(tmp_path) -> None:
     ok, problems = is_cloud_optimized(plain)
     assert not ok
     assert any("LAYOUT=COG" in p for p in problems) and any("tiled" in p for p in problems)
+
+
+def test_temporaries_in_temp_dir_and_stale_sidecar_removed(tmp_path) -> None:
+    out = tmp_path / "map.tif"
+    work = tmp_path / "map.tif.work"
+    sidecar = tmp_path / "map.tif.aux.xml"
+    data = np.arange(2 * 40 * 50, dtype=np.float32).reshape(2, 40, 50)
+    for _ in range(2):
+        w = COGWriter(out, width=50, height=40, count=2, dtype="float32", crs="EPSG:32633",
+                      transform=TRANSFORM, nodata=float("nan"), temp_dir=work)
+        w.write(data, 0, 0)
+        assert [p.parent for p in tmp_path.rglob("*.part.tif")] == [work]  # not beside `out`
+        # a sidecar describing the raster about to be replaced (e.g. class names of a map)
+        sidecar.write_text("<PAMDataset><PAMRasterBand band='1'><CategoryNames>"
+                           "<Category>water</Category></CategoryNames></PAMRasterBand>"
+                           "</PAMDataset>")
+        w.close()
+        assert not sidecar.exists() and not list(work.iterdir())
+    with rasterio.open(out) as src:
+        np.testing.assert_array_equal(src.read(), data)
