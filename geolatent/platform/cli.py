@@ -81,6 +81,9 @@ def finetune_command(
     ),
     device: str = typer.Option(None, help="override train.device (cpu, cuda, cuda:1)"),
 ) -> None:
+    from contextlib import nullcontext
+
+    from geolatent.data.run import OutputLock
     from geolatent.platform.bundle import check_model_output
     from geolatent.platform.config import load_finetune_config
     from geolatent.platform.dataset import prepare_training_data
@@ -97,17 +100,20 @@ def finetune_command(
     try:
         if not prepare_only:  # before hours of work: never over the user's files
             check_model_output(cfg.output, "output:")
-        with _progress() as bar:
-            task = bar.add_task("materializing windows", total=None)
-            data = prepare_training_data(
-                cfg, progress=lambda done, total: bar.update(task, completed=done, total=total)
-            )
-        console.print(escape(data.report()))
-        if prepare_only:
-            console.print(f"windows in {data.root}")
-            return
-        result = finetune(cfg, data=data, log=lambda msg: console.print(escape(msg)))
-    except (LabelError, ValueError, FileNotFoundError) as e:
+        # one fine-tuning per model folder (the window preparation locks its own work folder)
+        lock = OutputLock(cfg.output, "finetune") if not prepare_only else nullcontext()
+        with lock:
+            with _progress() as bar:
+                task = bar.add_task("materializing windows", total=None)
+                data = prepare_training_data(
+                    cfg, progress=lambda done, total: bar.update(task, completed=done, total=total)
+                )
+            console.print(escape(data.report()))
+            if prepare_only:
+                console.print(f"windows in {data.root}")
+                return
+            result = finetune(cfg, data=data, log=lambda msg: console.print(escape(msg)))
+    except (LabelError, ValueError, FileNotFoundError, RuntimeError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(1) from e
     console.print(

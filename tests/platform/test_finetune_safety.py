@@ -24,6 +24,7 @@ from shapely.geometry import shape
 from typer.testing import CliRunner
 
 from geolatent.cli import app
+from geolatent.data.run import OutputLock
 from geolatent.platform.bundle import load_bundle, unfinished_model_dir
 
 runner = CliRunner()
@@ -70,6 +71,16 @@ def test_output_on_a_user_folder_or_file_is_refused(tmp_path: Path) -> None:
     assert res.exit_code != 0 and "model.bin is an existing file" in " ".join(res.output.split())
     assert a_file.read_bytes() == b"not a model"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_second_finetune_on_one_output_is_refused(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "model")
+    with OutputLock(tmp_path / "model", "finetune"):
+        res = runner.invoke(app, ["finetune", "--config", str(cfg)])
+    assert res.exit_code == 1
+    assert f"finetune on {tmp_path / 'model'} is already running (pid {os.getpid()})" in " ".join(
+        res.output.split())
+    assert not (tmp_path / "model" / "bundle.json").exists()
 
 
 KILL_SCRIPT = textwrap.dedent(
