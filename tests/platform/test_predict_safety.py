@@ -25,7 +25,13 @@ from platform_fixtures import (  # noqa: F401
 from typer.testing import CliRunner
 
 from geolatent.cli import app
-from geolatent.data.run import OutputConflictError, OutputLock, RunLockedError, work_dir_for
+from geolatent.data.run import (
+    DiskFullError,
+    OutputConflictError,
+    OutputLock,
+    RunLockedError,
+    work_dir_for,
+)
 from geolatent.platform.predict import predict_area
 
 START, END = "2024-01-01", "2024-02-29"
@@ -141,3 +147,49 @@ def test_predict_kill9_then_rerun_is_byte_identical(tmp_path: Path, scene_dir) -
     assert out.read_bytes() == fresh.path.read_bytes()
     assert not work_dir_for(out).exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 16 MiB file system (tmpfs; needs root, as on the project's CI machines)."""
+    mnt = tmp_path / "small_disk"
+    mnt.mkdir()
+    if shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.slow
+def test_full_disk_mid_run_is_one_line_and_resumable(tmp_path: Path, scene_dir,
+                                                     small_disk: Path) -> None:
+    folder, scene = scene_dir
+    make_bundle(tmp_path / "m", "segmentation", [s2_source(folder)])
+    box = scene_box(scene, 2)
+    out = small_disk / "map.tif"
+    filler = small_disk / "filler.bin"
+
+    def fill_after_two(done: int, total: int) -> None:
+        if done == 2 and not filler.exists():  # another program fills the disk mid-run
+            with open(filler, "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 2**20)
+                        f.flush()
+                except OSError:
+                    pass
+
+    with pytest.raises(DiskFullError) as info:
+        predict_area(tmp_path / "m", box, START, END, out, tile=16, progress=fill_after_two)
+    msg = str(info.value)
+    assert "\n" not in msg and "disk full while writing" in msg and str(small_disk) in msg
+    assert "MiB free" in msg and not out.exists()
+    filler.unlink()  # the user frees space and reruns: the finished tiles are kept
+    resumed = predict_area(tmp_path / "m", box, START, END, out, tile=16)
+    assert resumed.tiles_resumed >= 2
+    fresh = predict_area(tmp_path / "m", box, START, END, tmp_path / "fresh.tif", tile=16)
+    assert out.read_bytes() == fresh.path.read_bytes()
