@@ -35,6 +35,31 @@ from geolatent.data.window import Window
 BLOB_STORAGE_DOMAIN = ".blob.core.windows.net"
 
 
+class _Stats:
+    """Process-wide counters of asset windows: fetched over HTTP, served from the cache, and
+    the bytes of fetched window data (decoded float32 arrays; for progress bars)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.fetched = 0
+        self.cache_hits = 0
+        self.fetched_bytes = 0
+
+    def add(self, *, fetched: int = 0, cache_hits: int = 0, fetched_bytes: int = 0) -> None:
+        with self._lock:
+            self.fetched += fetched
+            self.cache_hits += cache_hits
+            self.fetched_bytes += fetched_bytes
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {"fetched": self.fetched, "cache_hits": self.cache_hits,
+                    "fetched_bytes": self.fetched_bytes}
+
+
+STATS = _Stats()
+
+
 class AssetReadError(RuntimeError):
     """An asset window could not be read (after retries); the message names the asset."""
 
@@ -88,7 +113,6 @@ def gdal_http_options(cfg: StacApiSourceConfig) -> dict[str, str]:
         "GDAL_HTTP_RETRY_CODES": "500,502,503,504",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
         "GDAL_HTTP_MULTIPLEX": "YES",
-        "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": "",
         "VSI_CACHE": "FALSE",
     }
 
@@ -189,6 +213,7 @@ def fetch_window(
     """
     hit = cache.get(key)
     if hit is not None:
+        STATS.add(cache_hits=1)
         return hit
     if cfg.offline:
         raise AssetReadError(f"{uri}: offline and this window is not in the cache ({cache.dir})")
@@ -213,5 +238,6 @@ def fetch_window(
             time.sleep(min(wait, 120.0))
             continue
         cache.put(key, arrays)
+        STATS.add(fetched=1, fetched_bytes=sum(int(a.nbytes) for a in arrays.values()))
         return arrays
     raise AssetReadError(f"{uri}: {last}")
