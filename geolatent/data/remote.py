@@ -17,6 +17,10 @@ read of one asset for one window:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import glob
 import hashlib
 import json
 import os
@@ -115,6 +119,29 @@ def gdal_http_options(cfg: StacApiSourceConfig) -> dict[str, str]:
         "GDAL_HTTP_MULTIPLEX": "YES",
         "VSI_CACHE": "FALSE",
     }
+
+
+@functools.lru_cache(maxsize=1)
+def _gdal_lib() -> ctypes.CDLL | None:
+    """The GDAL library rasterio runs on (its bundled copy in wheels), or None."""
+    import rasterio
+
+    here = Path(rasterio.__file__).parent
+    found = sorted(glob.glob(str(here.parent / "rasterio.libs" / "libgdal*.so*")))
+    name = found[0] if found else ctypes.util.find_library("gdal")
+    if not name:
+        return None
+    lib = ctypes.CDLL(name)
+    lib.VSICurlPartialClearCache.argtypes = [ctypes.c_char_p]
+    return lib
+
+
+def forget_http_state(href: str) -> None:
+    """Drop what GDAL cached about ``href`` (size, a failed status): GDAL re-emits the error of
+    a failed open without asking the server again, so a retry must clear it first."""
+    lib = _gdal_lib()
+    if lib is not None:
+        lib.VSICurlPartialClearCache(f"/vsicurl/{href}".encode())
 
 
 _STATUS = re.compile(r"HTTP response code: (\d{3})")
@@ -236,6 +263,7 @@ def fetch_window(
             if status == 429:
                 wait = max(wait, retry_after_s(href, cfg.timeout_s) or 0.0)
             time.sleep(min(wait, 120.0))
+            forget_http_state(href)
             continue
         cache.put(key, arrays)
         STATS.add(fetched=1, fetched_bytes=sum(int(a.nbytes) for a in arrays.values()))
