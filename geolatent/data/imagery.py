@@ -39,6 +39,7 @@ from geolatent.data.window import (
     WGS84,
     Window,
     read_geojson_geometries,
+    reproject_geometry,
     tile_windows,
     to_utc_naive,
     utm_crs_for,
@@ -120,9 +121,78 @@ def imagery_source(
     return cfg
 
 
+def imagery_sources(
+    imagery: str,
+    aoi: str | Path | dict,
+    start: str,
+    end: str,
+    *,
+    modalities: list[str] | None = None,
+    collection: str | None = None,
+    max_cloud: float | None = None,
+    cache_dir: str | Path | None = None,
+    offline: bool = False,
+    **overrides: Any,
+) -> list[StacApiSource]:
+    """``--imagery NAME`` + AOI + dates -> opened sources, already searched over the AOI.
+
+    The one function behind ``--imagery`` on the area commands (``predict``, ``embed``): pass
+    the result as their ``sources``. With ``modalities`` (e.g. those a model was trained on)
+    every collection of the preset feeding one of them is used; else ``collection`` or the
+    preset's Sentinel-2 L2A.
+
+    Raises:
+        ValueError: a bad name / AOI / date range, a modality the preset cannot supply (saying
+            why), or no scene at all over the AOI in the dates (instead of an all-nodata map).
+
+    ``overrides`` are ``stac_api`` fields set on every source (``url`` for a mirror, ...).
+    """
+    from geolatent.data.sources import open_source
+
+    geom = read_aoi(aoi)
+    t0, t1 = _time_range(start, end)
+    if collection or not modalities or imagery not in PRESETS:
+        configs = [imagery_source(imagery, collection=collection, max_cloud=max_cloud,
+                                  cache_dir=cache_dir, offline=offline, **overrides)]
+    else:
+        configs = []
+        for name, entry in PRESETS[imagery]["collections"].items():
+            if "error" in entry or entry["modality"] not in modalities:
+                continue
+            configs.append(imagery_source(imagery, collection=name, max_cloud=max_cloud,
+                                          cache_dir=cache_dir, offline=offline, **overrides))
+        lacking = set(modalities) - {c.modality for c in configs}
+        if lacking:
+            raise ValueError(
+                f"--imagery {imagery} supplies no collection for {sorted(lacking)}; give "
+                "--sources with a source for them (or a model without them)"
+            )
+    out: list[StacApiSource] = []
+    total = 0
+    for cfg in configs:
+        src = open_source(cfg)
+        assert isinstance(src, StacApiSource)
+        total += len(src.search_area(tuple(geom.bounds), (t0, t1)))  # type: ignore[arg-type]
+        out.append(src)
+    if total == 0:
+        raise ValueError(
+            f"--imagery {imagery}: no scene of {[c.collections[0] for c in configs]} over the "
+            f"AOI between {t0:%Y-%m-%d} and {t1:%Y-%m-%d}; check the area and dates"
+        )
+    return out
+
+
 def read_aoi(aoi: str | Path | dict) -> shapely.Geometry:
-    """The union (lon/lat) of an AOI GeoJSON's geometries; a clear error when empty."""
-    geoms = [g for g, _ in read_geojson_geometries(aoi)]
+    """The union (lon/lat) of an AOI's geometries (GeoJSON, or any vector file GDAL reads:
+    GeoPackage, Shapefile, ...); a clear error when empty or not lon/lat."""
+    if isinstance(aoi, dict) or str(aoi).lower().endswith((".geojson", ".json")):
+        geoms = [g for g, _ in read_geojson_geometries(aoi)]
+    else:
+        import pyogrio
+
+        meta, _, wkb, _ = pyogrio.read(aoi, read_geometry=True)
+        geoms = [reproject_geometry(shapely.from_wkb(g), meta["crs"] or WGS84, WGS84)
+                 for g in wkb if g is not None]
     if not geoms:
         raise ValueError(f"AOI {aoi}: no geometry found")
     geom = shapely.union_all(geoms)

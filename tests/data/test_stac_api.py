@@ -388,3 +388,44 @@ def test_files_source_bands_from_descriptions_and_empty_glob(tmp_path):
                             date_pattern=r"_(\d{8})")
     with pytest.raises(ValueError, match=r"matches no file"):
         open_file_source(none)
+
+
+# -- the presets through data build and --imagery ------------------------------------------------
+@pytest.mark.slow
+def test_data_build_with_a_preset_source_and_imagery_sources(env, tmp_path):
+    from geolatent.data.build import build_dataset
+    from geolatent.data.config import load_data_config
+    from geolatent.data.h5samples import read_sample
+    from geolatent.data.imagery import imagery_sources
+
+    cfg_path = tmp_path / "data.yaml"
+    cfg_path.write_text(
+        "output_dir: out\n"
+        "area: {bbox: [14.5540, 45.8665, 14.5595, 45.8720]}\n"
+        "start: 2015-08-01\nend: 2015-09-01\n"
+        "tile_size: 128\nsample_size: 128\n"
+        "sources:\n"
+        f"  - {{preset: earth-search, url: '{env['es']}', cache_dir: cache, retries: 2,"
+        " backoff_s: 0.05}\n"
+    )
+    cfg = load_data_config(cfg_path)
+    assert cfg.sources[0].name == "earth-search/sentinel-2-l2a"
+    assert cfg.sources[0].cache_dir == str(tmp_path / "cache")
+    summary = build_dataset(cfg, executor="serial")
+    assert summary.built and not summary.failed and summary.samples_written >= 1
+    rec = json.loads((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()[0])
+    s2 = read_sample(tmp_path / "out" / rec["file"])["arrays"]["sentinel2_l2a"]
+    valid = s2[..., 0] != -99999
+    assert valid.mean() > 0.2 and 100 < np.median(s2[..., 0][valid]) < 3000  # DN, not 0-1
+
+    aoi = _aoi(tmp_path)
+    srcs = imagery_sources("planetary-computer", aoi, "2015-07-01", "2015-10-01",
+                           modalities=["sentinel2_l2a", "sentinel1"], url=env["pc"],
+                           cache_dir=tmp_path / "c")
+    assert [s.config.collections for s in srcs] == [["sentinel-2-l2a"], ["sentinel-1-rtc"]]
+    with pytest.raises(ValueError, match="supplies no collection for \\['landsat'\\]"):
+        imagery_sources("earth-search", aoi, "2015-07-01", "2015-10-01", modalities=["landsat"],
+                        url=env["es"], cache_dir=tmp_path / "c")
+    with pytest.raises(ValueError, match="no scene of"):
+        imagery_sources(env["es"], aoi, "2019-07-01", "2019-10-01", collection="sentinel-2-l2a",
+                        cache_dir=tmp_path / "c")
