@@ -429,3 +429,15 @@ def test_data_build_with_a_preset_source_and_imagery_sources(env, tmp_path):
     with pytest.raises(ValueError, match="no scene of"):
         imagery_sources(env["es"], aoi, "2019-07-01", "2019-10-01", collection="sentinel-2-l2a",
                         cache_dir=tmp_path / "c")
+
+
+@pytest.mark.slow
+def test_predict_imagery_flag_errors_are_clear(tmp_path):
+    aoi = _aoi(tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "geolatent.cli", "predict", "--model", str(tmp_path), "--aoi",
+         str(aoi), "--start", "2015-07-01", "--end", "2015-09-30", "-o", str(tmp_path / "m.tif"),
+         "--imagery", "sentinel"],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "COLUMNS": "200"},
+        timeout=120)
+    assert r.returncode == 1 and "unknown imagery 'sentinel'" in r.stdout + r.stderr
