@@ -144,6 +144,14 @@ def forget_http_state(href: str) -> None:
         lib.VSICurlPartialClearCache(f"/vsicurl/{href}".encode())
 
 
+def clear_http_cache() -> None:
+    """Drop everything GDAL cached of remote files in this process (headers, blocks, failed
+    opens): the next reads go to the servers again."""
+    lib = _gdal_lib()
+    if lib is not None:
+        lib.VSICurlClearCache()
+
+
 _STATUS = re.compile(r"HTTP response code: (\d{3})")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import operator
 import os
 from dataclasses import dataclass, field
@@ -331,7 +332,9 @@ class StacApiSource(Source):
 
     def scenes_for(self, window: Window, bbox_wgs84: BBox | None = None) -> list[Scene]:
         bbox = bbox_wgs84 or window.bounds_wgs84
-        self.search_area(bbox, window.time_range)
+        if not self._covered(bbox, *window.time_range):
+            # One search per grid cell, not per window: neighbouring windows reuse it.
+            self.search_area(snap_bbox(bbox), window.time_range)
         scenes = super().scenes_for(window, bbox)
         cfg = self.config
         assert isinstance(cfg, StacApiSourceConfig)
@@ -344,6 +347,18 @@ class StacApiSource(Source):
         assert isinstance(out, StacApiSource)
         out.frozen = True
         return out
+
+
+SEARCH_CELL_DEG = 0.25
+
+
+def snap_bbox(bbox: BBox, cell: float = SEARCH_CELL_DEG) -> BBox:
+    """``bbox`` grown to the ``cell``-degree grid (clamped to the globe)."""
+    x0 = max(-180.0, math.floor(bbox[0] / cell) * cell)
+    y0 = max(-90.0, math.floor(bbox[1] / cell) * cell)
+    x1 = min(180.0, math.ceil(bbox[2] / cell) * cell)
+    y1 = min(90.0, math.ceil(bbox[3] / cell) * cell)
+    return (x0, y0, x1, y1)
 
 
 def coverage(scene: Scene, bbox: BBox) -> float:

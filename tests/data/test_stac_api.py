@@ -18,7 +18,7 @@ import rasterio
 
 from geolatent.data.config import CloudMaskConfig, DataConfig
 from geolatent.data.imagery import fetch_composites, imagery_source, search_scenes
-from geolatent.data.remote import WindowCache
+from geolatent.data.remote import WindowCache, clear_http_cache
 from geolatent.data.stac_presets import preset_source
 
 from .helpers import REAL
@@ -252,6 +252,7 @@ def test_faults_retried_or_named_in_the_report_and_the_rest_done(env, tmp_path):
     aug30 = _es_item_hrefs(env, 3)  # 2015-08-30
     jul11 = _es_item_hrefs(env, 4)  # 2015-07-11
     sep09 = _es_item_hrefs(env, 2)  # 2015-09-09
+    clear_http_cache()  # GDAL keeps remote blocks per process: earlier tests read these files
     server.inject(aug20["red"], "500")  # then success
     server.inject(aug20["nir"], "429:1", "429:1")  # 429 with Retry-After: 1 s
     server.inject(aug30["blue"], "drop")  # connection dropped mid-body... of the header read
@@ -293,14 +294,15 @@ def test_expired_signature_is_re_signed(env, tmp_path):
     server: AssetServer = env["server"]
     src = imagery_source("planetary-computer", url=env["pc"], cache_dir=tmp_path / "c",
                          **_fast())
-    before = len(server.state.issued_tokens)
+    clear_http_cache()  # GDAL keeps remote blocks per process: earlier tests read these files
     res1 = fetch_composites([src], _aoi(tmp_path), "2015-07-01", "2015-08-01", tmp_path / "a")
-    assert not any(res1.report.values()) and len(server.state.issued_tokens) == before + 1
+    assert not any(res1.report.values()) and server.state.issued_tokens
+    before = len(server.state.issued_tokens)
     server.revoke_tokens()  # every token the client holds now answers 403
     server.clear_log()
     res2 = fetch_composites([src], _aoi(tmp_path), "2015-08-01", "2015-09-01", tmp_path / "b")
     assert not any(res2.report.values()), res2.report
-    assert len(server.state.issued_tokens) == before + 2
+    assert len(server.state.issued_tokens) == before + 1  # re-signed once, then reused
     statuses = [r.status for r in server.requests(PC_ACCOUNT)]
     assert 403 in statuses and statuses[-1] in (200, 206)
     _check_composite(tmp_path / "b", 8)
