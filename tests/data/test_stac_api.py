@@ -161,6 +161,23 @@ def test_window_cache_is_bounded(tmp_path):
     assert cache.get("one") is None and cache.get("two") is not None
 
 
+def test_scene_choice_per_month_prefers_covering_then_least_cloudy():
+    from datetime import datetime
+
+    from geolatent.data.sources import BandAsset, Scene
+    from geolatent.data.stac_api import choose_scenes
+
+    def scene(i, day, cloud, bbox=(0.0, 0.0, 1.0, 1.0)):
+        return Scene(f"s{i}", datetime(2020, 5 + day // 40, 1 + day % 28),
+                     {"B04": BandAsset("x")}, bbox, cloud_cover=cloud)
+
+    scenes = [scene(0, 1, 50.0), scene(1, 2, 5.0), scene(2, 3, 1.0, (0.0, 0.0, 0.5, 1.0)),
+              scene(3, 4, 20.0), scene(4, 45, 90.0)]
+    kept = choose_scenes(scenes, (0.1, 0.1, 0.9, 0.9), per_month=2)
+    # May: the partial scene (1 %) loses to covering ones; June keeps its only scene
+    assert [s.id for s in kept] == ["s1", "s3", "s4"]
+
+
 # -- search -------------------------------------------------------------------------------------
 def test_search_lists_scenes_client_side_query_and_footprints(env, tmp_path):
     aoi = _aoi(tmp_path)
@@ -326,6 +343,9 @@ def test_kill9_mid_fetch_resumes_identically_and_fetches_nothing_twice(env, tmp_
                          text=True, cwd=REPO, env=cfg_env, timeout=300)
     assert ref.returncode == 0, ref.stderr + ref.stdout
     ref_paths = [r.path for r in server.requests() if r.path.endswith(".tif")]
+    # a plain STAC API URL: assets mapped to all 12 bands by their eo:bands names
+    a, _ = _read(tmp_path / "ref" / "sentinel2_l2a_2015-09.tif")
+    assert all((a[b] != -99999).any() for b in range(12))
 
     server.state.delay_s = 0.02  # a slower link, so the kill lands mid-fetch
     server.clear_log()
