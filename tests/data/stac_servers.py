@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.error import HTTPError
 from urllib.parse import parse_qs, urlparse
+from urllib.request import Request as Request_
 from urllib.request import urlopen
 
 
@@ -272,3 +274,77 @@ class StacApi:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
+
+
+class FaultProxy:
+    """A loopback reverse proxy in front of a STAC API that injects faults into its answers
+    (``"500"``, ``"429:SECONDS"``) for paths starting with a prefix, and rewrites the upstream's
+    absolute links to itself (so clients that follow links keep going through it)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.faults: dict[str, list[str]] = defaultdict(list)
+        self.log: list[tuple[str, str, int]] = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                with proxy.lock:
+                    proxy.log.append((self.command, urlparse(self.path).path, status))
+
+            def _forward(self) -> None:
+                path = urlparse(self.path).path
+                length = int(self.headers.get("Content-Length") or 0)
+                data = self.rfile.read(length) if length else None  # always consume the body
+                fault = None
+                with proxy.lock:
+                    for prefix, queue in proxy.faults.items():
+                        if path.startswith(prefix) and queue:
+                            fault = queue.pop(0)
+                            break
+                if fault == "500":
+                    return self._send(500, b"{}", {"Content-Type": "application/json"})
+                if fault and fault.startswith("429"):
+                    return self._send(429, b"{}", {"Content-Type": "application/json",
+                                                   "Retry-After": fault.split(":")[1]})
+                req = Request_(proxy.upstream + self.path, data=data, method=self.command,
+                               headers={"Content-Type": self.headers.get("Content-Type",
+                                                                         "application/json")})
+                try:
+                    with urlopen(req, timeout=30) as r:  # noqa: S310 (loopback)
+                        status, body, ctype = r.status, r.read(), r.headers.get("Content-Type")
+                except HTTPError as e:
+                    status, body, ctype = e.code, e.read(), e.headers.get("Content-Type")
+                body = body.replace(proxy.upstream.encode(), proxy.url.encode())
+                self._send(status, body, {"Content-Type": ctype or "application/json"})
+
+            do_GET = _forward  # noqa: N815
+            do_POST = _forward  # noqa: N815
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> FaultProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

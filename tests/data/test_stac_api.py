@@ -179,6 +179,7 @@ def test_scene_choice_per_month_prefers_covering_then_least_cloudy():
 
 
 # -- search -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_search_lists_scenes_client_side_query_and_footprints(env, tmp_path):
     aoi = _aoi(tmp_path)
     cfg = imagery_source("earth-search", url=env["es"], cache_dir=tmp_path / "c")
@@ -463,3 +464,24 @@ def test_predict_imagery_flag_errors_are_clear(tmp_path):
         capture_output=True, text=True, cwd=REPO, env={**os.environ, "COLUMNS": "200"},
         timeout=120)
     assert r.returncode == 1 and "unknown imagery 'sentinel'" in r.stdout + r.stderr
+
+
+def test_search_retries_5xx_and_429_of_the_stac_api(env, tmp_path):
+    from .stac_servers import FaultProxy
+
+    with FaultProxy(env["es"]) as proxy:
+        proxy.faults["/search"] = ["500", "429:1"]
+        cfg = imagery_source("earth-search", url=proxy.url, cache_dir=tmp_path / "c",
+                             retries=3, backoff_s=0.05)
+        t = time.monotonic()
+        scenes = search_scenes(cfg, _aoi(tmp_path), "2015-07-01", "2015-10-01")
+        assert len(scenes) == 5 and time.monotonic() - t >= 0.95  # waited for Retry-After
+        statuses = [s for _, p, s in proxy.log if p.startswith("/search")]
+        assert statuses[:3] == [500, 429, 200]
+        proxy.faults["/search"] = ["500"] * 5
+        bad = imagery_source("earth-search", url=proxy.url, cache_dir=tmp_path / "d",
+                             retries=2, backoff_s=0.05)
+        from geolatent.data.stac_api import StacSearchError
+
+        with pytest.raises(StacSearchError, match="search of http://127.0.0.1"):
+            search_scenes(bad, _aoi(tmp_path), "2015-07-01", "2015-10-01")
