@@ -26,7 +26,7 @@ import rasterio
 import rasterio.shutil
 import shapely
 from affine import Affine
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 from rasterio.windows import Window as RioWindow
 from shapely.geometry import box, mapping, shape
 
@@ -116,7 +116,12 @@ def imagery_source(
             f"unknown imagery {imagery!r}: give a preset ({', '.join(sorted(PRESETS))}) or the "
             "http(s) URL of a STAC API"
         )
-    cfg = TypeAdapter(SourceConfig).validate_python(spec)
+    try:
+        cfg = TypeAdapter(SourceConfig).validate_python(spec)
+    except ValidationError as e:
+        detail = "; ".join(f"{err['loc'][-1]}: {err['msg']}" if err["loc"] else err["msg"]
+                           for err in e.errors())
+        raise ValueError(f"imagery {imagery!r}: {detail}") from None
     assert isinstance(cfg, StacApiSourceConfig)
     return cfg
 

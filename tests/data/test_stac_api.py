@@ -142,6 +142,8 @@ def test_presets_expand_and_landsat_level2_is_a_clear_error():
         imagery_source("http://127.0.0.1:1/api")
     with pytest.raises(ValueError, match="unknown imagery"):
         imagery_source("sentinel")
+    with pytest.raises(ValueError, match="max_cloud: Input should be less than or equal to 100"):
+        imagery_source("earth-search", max_cloud=200)
 
 
 def test_landsat_qa_pixel_bits_mask_clouds():
