@@ -332,7 +332,7 @@ def fetch_composites(
             s.search_area(tuple(geom.bounds), (t0, t1))  # one search for the whole AOI
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = out_dir / ".work"
+    work = out_dir / ".geolatent-fetch.work"  # our own name: nothing of the user is removed
     if work.exists():
         shutil.rmtree(work)  # partial files of an interrupted run: rebuilt from the cache
     work.mkdir()
