@@ -122,6 +122,9 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             rel = url.path.lstrip("/")
             with state.lock:
                 fault = state.faults[rel].pop(0) if state.faults.get(rel) else None
+            if fault and fault.startswith("stall"):
+                time.sleep(float(fault.split(":")[1]))  # the client should give up first
+                return self._error(503)
             if fault == "500":
                 return self._error(500)
             if fault and fault.startswith("429"):
@@ -201,7 +204,8 @@ class AssetServer:
         self.httpd.server_close()
 
     def inject(self, rel_path: str, *faults: str) -> None:
-        """Queue faults for the next requests of ``rel_path`` ("500", "429:SECONDS", "drop")."""
+        """Queue faults for the next requests of ``rel_path`` ("500", "429:SECONDS", "drop",
+        "stall:SECONDS": no answer for that long)."""
         with self.state.lock:
             self.state.faults[rel_path].extend(faults)
 

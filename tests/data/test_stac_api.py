@@ -275,6 +275,7 @@ def test_faults_retried_or_named_in_the_report_and_the_rest_done(env, tmp_path):
     clear_http_cache()  # GDAL keeps remote blocks per process: earlier tests read these files
     server.inject(aug20["red"], "500")  # then success
     server.inject(aug20["nir"], "429:1", "429:1")  # 429 with Retry-After: 1 s
+    server.inject(aug30["green"], "stall:4")  # no answer: the 2 s timeout, then a retry
     server.inject(aug30["blue"], "drop")  # connection dropped mid-body... of the header read
     # a truncated COG: its header survives, its pixel tiles do not
     trunc = env["root"] / "assets" / jul11["swir16"]
@@ -285,7 +286,8 @@ def test_faults_retried_or_named_in_the_report_and_the_rest_done(env, tmp_path):
     missing.rename(moved)
     server.clear_log()
     try:
-        src = imagery_source("earth-search", url=env["es"], cache_dir=tmp_path / "c", **_fast())
+        src = imagery_source("earth-search", url=env["es"], cache_dir=tmp_path / "c",
+                             **_fast() | {"timeout_s": 2})
         res = fetch_composites([src], _aoi(tmp_path), "2015-07-01", "2015-10-01",
                                tmp_path / "out")
     finally:
@@ -300,6 +302,8 @@ def test_faults_retried_or_named_in_the_report_and_the_rest_done(env, tmp_path):
     assert [r.status for r in reqs[:2]] == [429, 429]
     assert reqs[2].time - reqs[1].time >= 0.95  # waited for Retry-After
     assert [r.status for r in server.requests(aug20["red"])][:2] == [500, 200]
+    stalled = server.requests(aug30["green"])
+    assert any(r.status in (200, 206) for r in stalled)  # answered after the timed-out try
     # July: its clear scene is the truncated one (the other is all cloud in the real mask);
     # September: its only scene lost an asset. Both months are missing, August is complete.
     assert [Path(f).name for f in res.files] == ["sentinel2_l2a_2015-08.tif"]
