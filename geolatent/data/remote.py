@@ -206,6 +206,8 @@ class WindowCache:
         """Remove least recently used entries until the cache fits ``max_bytes``."""
         entries = []
         for p in self.dir.glob("*.npz"):
+            if p.name.startswith("."):
+                continue  # another writer's file in progress
             try:
                 st = p.stat()
             except FileNotFoundError:
