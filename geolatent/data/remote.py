@@ -17,6 +17,7 @@ read of one asset for one window:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -174,6 +175,9 @@ def retry_after_s(url: str, timeout: float) -> float | None:
 
 
 # -- the window cache ---------------------------------------------------------------------------
+STALE_TMP_S = 600.0  # a cache temp file this old was left by a killed run
+
+
 class WindowCache:
     """Fetched asset windows on disk: ``root/windows/<key>.npz``, bounded by ``max_mb``."""
 
@@ -207,7 +211,11 @@ class WindowCache:
         entries = []
         for p in self.dir.glob("*.npz"):
             if p.name.startswith("."):
-                continue  # another writer's file in progress
+                # another writer's file in progress, or left by a killed run (then old)
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - p.stat().st_mtime > STALE_TMP_S:
+                        p.unlink()
+                continue
             try:
                 st = p.stat()
             except FileNotFoundError:
