@@ -11,6 +11,7 @@ import sys
 import typer
 
 from geolatent.data.cli import app as data_app
+from geolatent.data.imagery_cli import register as register_imagery
 from geolatent.evals.cli import register as register_evals
 from geolatent.inference.cli import register as register_inference
 from geolatent.platform.cli import register as register_platform
@@ -31,6 +32,7 @@ register_pretrain(app)  # pretrain
 register_evals(app)  # eval
 register_platform(app)  # finetune, predict
 app.add_typer(data_app, name="data", help="Build pretraining samples and windows from rasters.")
+register_imagery(app)  # imagery search, imagery fetch
 
 
 def main() -> None:

@@ -65,6 +65,9 @@ def cloud_invalid(mask_values: np.ndarray, cfg: CloudMaskConfig) -> np.ndarray:
     Pixels where the mask itself is NaN (outside the mask raster) count as invalid.
     """
     invalid = np.isnan(mask_values)
+    if cfg.kind == "bits":
+        qa = np.nan_to_num(mask_values).astype(np.int64)
+        return invalid | ((qa & cfg.bit_mask()) != 0)
     values = cfg.invalid()
     if values is None:
         return invalid | (np.nan_to_num(mask_values) != 0)

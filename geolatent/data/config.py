@@ -11,9 +11,16 @@ import json
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from geolatent.modalities import BASE_RESOLUTION_M, MODALITIES, canonical_band_name
 from geolatent.yaml_io import read_yaml_mapping
@@ -23,6 +30,10 @@ Resampling = Literal["nearest", "bilinear", "average", "cubic", "mode"]
 SCL_INVALID_CLASSES = (0, 1, 3, 8, 9, 10)
 """Sentinel-2 SCL classes that are not a clear observation: no data, saturated/defective,
 cloud shadow, cloud medium / high probability, thin cirrus. Snow (11) and water are kept."""
+
+LANDSAT_QA_INVALID_BITS = (0, 1, 2, 3, 4)
+"""Landsat Collection 2 QA_PIXEL bits that mark a pixel unusable: fill, dilated cloud, cirrus,
+cloud, cloud shadow."""
 
 
 class _Strict(BaseModel):
@@ -37,16 +48,29 @@ class CloudMaskConfig(_Strict):
     - ``scl``: Sentinel-2 Scene Classification; invalid classes default to
       :data:`SCL_INVALID_CLASSES`;
     - ``binary``: any non-zero value is cloud;
-    - ``values``: the listed ``invalid_values`` are cloud.
+    - ``values``: the listed ``invalid_values`` are cloud;
+    - ``bits``: a bit-packed QA band (Landsat ``QA_PIXEL``): a pixel with any of
+      ``invalid_bits`` set is cloud (default :data:`LANDSAT_QA_INVALID_BITS`).
     """
 
     band: str
-    kind: Literal["scl", "binary", "values"] = "scl"
+    kind: Literal["scl", "binary", "values", "bits"] = "scl"
     invalid_values: list[int] | None = None
+    invalid_bits: list[int] | None = None
+
+    def bit_mask(self) -> int:
+        """The OR of the invalid bits (``bits`` kind)."""
+        bits = self.invalid_bits if self.invalid_bits is not None else LANDSAT_QA_INVALID_BITS
+        out = 0
+        for b in bits:
+            if not 0 <= b < 32:
+                raise ValueError(f"cloud_mask invalid_bits: bit {b} is not in 0..31")
+            out |= 1 << b
+        return out
 
     def invalid(self) -> tuple[int, ...] | None:
-        """Invalid class values, or None for ``binary`` (non-zero = invalid)."""
-        if self.kind == "binary":
+        """Invalid class values, or None for ``binary`` / ``bits`` (see :meth:`bit_mask`)."""
+        if self.kind in ("binary", "bits"):
             return None
         if self.invalid_values is not None:
             return tuple(self.invalid_values)
@@ -113,7 +137,9 @@ class FileSourceConfig(_SourceBase):
 
     Bands: ``bands`` lists the band of each file band in order (a multi-band file), or
     ``band_pattern`` (regex, first group = band name) takes the band from the file name, files
-    of one scene differing only by that part (Landsat ``..._B2.TIF``, ``..._B3.TIF``). Band names
+    of one scene differing only by that part (Landsat ``..._B2.TIF``, ``..._B3.TIF``). With
+    neither, each file's own band descriptions name its bands (self-describing GeoTIFFs, as
+    ``embed`` reads them); a file without descriptions is then a clear error. Band names
     are registry band names of ``modality`` (aliases such as ``B2`` for ``B02`` work) or the
     cloud-mask band. Static map sources (WorldCover, SRTM, ...) need no date.
     """
@@ -131,8 +157,6 @@ class FileSourceConfig(_SourceBase):
     def _check(self) -> FileSourceConfig:
         if bool(self.paths) == bool(self.table):
             raise ValueError(f"source {self.name!r}: give either 'paths' or 'table'")
-        if self.bands is None and self.band_pattern is None and not self.table:
-            raise ValueError(f"source {self.name!r}: give 'bands' or 'band_pattern'")
         for pat in (self.band_pattern, self.date_pattern):
             if pat is not None and re.compile(pat).groups < 1:
                 raise ValueError(f"source {self.name!r}: pattern {pat!r} needs a capture group")
@@ -159,7 +183,76 @@ class StacSourceConfig(_SourceBase):
     assets: dict[str, str] | None = None
 
 
-SourceConfig = Annotated[FileSourceConfig | StacSourceConfig, Field(discriminator="type")]
+class StacApiSourceConfig(_SourceBase):
+    """A STAC API searched with ``pystac-client``; assets are read by windowed HTTP range reads.
+
+    Attributes:
+        url: the API's root URL.
+        collections: collections to search.
+        query: STAC query-extension filters, e.g. ``{"eo:cloud_cover": {"lt": 40}}``; applied
+            by the server when it supports the extension, else on the returned items.
+        max_cloud: shorthand for ``eo:cloud_cover < max_cloud`` (percent).
+        sort_by: item property to sort by (``-`` prefix = descending), server- or client-side.
+        max_items: at most this many items per search (a clear error, not a silent cut, when a
+            window's search reaches it).
+        assets: band -> asset key (``"key"`` or ``"key:band_index"``); without it assets are
+            mapped by their ``eo:bands`` names / common names, then by asset key.
+        signing: ``planetary-computer`` signs asset URLs with SAS tokens from the
+            ``planetary-computer`` package (its token cache; settings from ``PC_SDK_SAS_URL`` /
+            ``PC_SDK_SUBSCRIPTION_KEY``); re-signed when the storage answers 403.
+        harmonize: remove the +1000 offset of Sentinel-2 processing baseline 04.00 and later
+            (``s2:processing_baseline``), so both baselines give the same values.
+        scenes_per_month: per window and month, composite only this many least cloudy scenes
+            (those covering the window first); None = all.
+        cache_dir: local cache of fetched asset windows and searches (default
+            ``$XDG_CACHE_HOME/geolatent/stac``); ``cache_max_mb`` bounds its size (oldest
+            entries are evicted); ``offline`` uses only the cache and names what is missing.
+        timeout_s, retries, backoff_s: per request timeout; attempts on 429 / 5xx / dropped
+            connections, waiting ``backoff_s * 2**attempt`` (at least the server's Retry-After).
+    """
+
+    type: Literal["stac_api"] = "stac_api"
+    url: str
+    collections: list[str] = Field(min_length=1)
+    query: dict[str, dict[str, Any]] | None = None
+    max_cloud: float | None = Field(default=None, ge=0, le=100)
+    sort_by: str | None = None
+    max_items: int = Field(default=2000, gt=0)
+    assets: dict[str, str] | None = None
+    signing: Literal["none", "planetary-computer"] = "none"
+    harmonize: bool = False
+    scenes_per_month: int | None = Field(default=4, gt=0)
+    cache_dir: str | None = None
+    cache_max_mb: float = Field(default=4096.0, gt=0)
+    offline: bool = False
+    timeout_s: float = Field(default=30.0, gt=0)
+    retries: int = Field(default=4, ge=0)
+    backoff_s: float = Field(default=1.0, ge=0)
+    on_bad_scene: Literal["fail", "skip"] = "skip"
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://", v):
+            raise ValueError(f"url must be an http(s) STAC API URL, got {v!r}")
+        return v.rstrip("/")
+
+
+def _expand_preset(value: Any) -> Any:
+    """A ``preset:`` source (``{preset: earth-search, collection: ..., ...}``) as the
+    ``stac_api`` source it stands for; other values pass through unchanged."""
+    if isinstance(value, dict) and "preset" in value:
+        from geolatent.data.stac_presets import preset_source
+
+        return preset_source(value)
+    return value
+
+
+SourceConfig = Annotated[
+    FileSourceConfig | StacSourceConfig | StacApiSourceConfig,
+    Field(discriminator="type"),
+    BeforeValidator(_expand_preset),
+]
 
 
 class AreaConfig(_Strict):
@@ -250,8 +343,10 @@ def resolve_paths(config: DataConfig, base_dir: Path) -> DataConfig:
             src.paths = [_resolve(base_dir, p) for p in src.paths]
             if src.table:
                 src.table = _resolve(base_dir, src.table)
-        else:
+        elif isinstance(src, StacSourceConfig):
             src.catalog = _resolve(base_dir, src.catalog)
+        elif src.cache_dir:
+            src.cache_dir = _resolve(base_dir, src.cache_dir)
     return out
 
 

@@ -42,7 +42,16 @@ from geolatent.data.composite import (
     mosaic_first_valid,
     nanmedian_stack,
 )
+from geolatent.data.config import StacApiSourceConfig
+from geolatent.data.remote import (
+    AssetReadError,
+    WindowCache,
+    fetch_window,
+    gdal_http_options,
+    window_key,
+)
 from geolatent.data.sources import Scene, Source, group_by_day
+from geolatent.data.stac_api import cache_dir_of
 from geolatent.data.window import Window
 from geolatent.modalities import MISSING_VALUE, MODALITIES
 
@@ -172,13 +181,74 @@ def _warp(
     return dst
 
 
+def _read_file(
+    uri: str, entries: list[tuple[str, int]], source: Source, window: Window
+) -> dict[str, np.ndarray]:
+    """Warp the bands ``entries`` (band, 1-based index) of one file onto the window grid.
+
+    Returns band -> float32 ``[H, W]`` (NaN invalid); empty when the file misses the window.
+    The mask band is read with nearest resampling and without nodata.
+    """
+    cfg = source.config
+    mask_band = source.mask_band
+    out: dict[str, np.ndarray] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        src = rasterio.open(uri)
+    with src:
+        if src.crs is None or src.transform.is_identity:
+            raise SceneReadError(f"{uri}: no CRS or no geotransform; cannot place it")
+        for band, idx in entries:
+            if not 1 <= idx <= src.count:
+                raise SceneReadError(
+                    f"{uri}: band {band!r} is absent (band {idx} requested, the file "
+                    f"has {src.count})"
+                )
+        if not _overlaps(src, window):
+            return out
+        nodata = cfg.nodata if cfg.nodata is not None else src.nodata
+        data = [(b, i) for b, i in entries if b != mask_band]
+        if data:
+            warped = _warp(
+                src, [i for _, i in data], window, nodata, _resampling_for(source, src, window)
+            )
+            for k, (band, _) in enumerate(data):
+                out[band] = warped[k]
+        for band, idx in entries:
+            if band == mask_band:
+                out[band] = _warp(src, [idx], window, None, Resampling.nearest)[0]
+    return out
+
+
+def _read_remote(
+    uri: str, entries: list[tuple[str, int]], source: Source, window: Window
+) -> dict[str, np.ndarray]:
+    """:func:`_read_file` for a STAC API asset: cached, signed, retried (see ``remote``)."""
+    cfg = source.config
+    assert isinstance(cfg, StacApiSourceConfig)
+    cache = WindowCache(cache_dir_of(cfg), cfg.cache_max_mb)
+    key = window_key(
+        uri, [i for _, i in entries], window,
+        {"bands": [b for b, _ in entries], "nodata": cfg.nodata, "resampling": cfg.resampling,
+         "modality": cfg.modality, "mask": source.mask_band},
+    )
+    with rasterio.Env(**gdal_http_options(cfg)):
+        try:
+            return fetch_window(
+                cfg, cache, key, uri, lambda href: _read_file(href, entries, source, window)
+            )
+        except AssetReadError as e:
+            raise SceneReadError(str(e)) from e
+
+
 def read_scene(scene: Scene, source: Source, window: Window) -> np.ndarray:
     """Read one scene onto the window grid.
 
     Returns:
         float32 ``[C, H, W]`` with ``C`` the modality's registry channels; NaN marks invalid
         pixels and the bands the source does not provide. Values are in the modality's units
-        (``scale``/``offset`` applied, Sentinel-1 linear converted to dB, clouds removed).
+        (``scale``/``offset`` applied, the scene's harmonization offset removed, Sentinel-1
+        linear converted to dB, clouds removed).
 
     Raises:
         SceneReadError: naming the file, when it cannot be opened or read, lacks a geotransform,
@@ -196,43 +266,25 @@ def read_scene(scene: Scene, source: Source, window: Window) -> np.ndarray:
     by_file: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for band, asset in scene.assets.items():
         by_file[asset.uri].append((band, asset.band_index))
+    reader = _read_remote if isinstance(cfg, StacApiSourceConfig) else _read_file
 
     for uri, entries in by_file.items():
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                src = rasterio.open(uri)
-            with src:
-                if src.crs is None or src.transform.is_identity:
-                    raise SceneReadError(f"{uri}: no CRS or no geotransform; cannot place it")
-                for band, idx in entries:
-                    if not 1 <= idx <= src.count:
-                        raise SceneReadError(
-                            f"{uri}: band {band!r} is absent (band {idx} requested, the file "
-                            f"has {src.count})"
-                        )
-                if not _overlaps(src, window):
-                    continue
-                nodata = cfg.nodata if cfg.nodata is not None else src.nodata
-                data = [(b, i) for b, i in entries if b != mask_band]
-                if data:
-                    warped = _warp(
-                        src,
-                        [i for _, i in data],
-                        window,
-                        nodata,
-                        _resampling_for(source, src, window),
-                    )
-                    for k, (band, _) in enumerate(data):
-                        out[mod.band_index(band)] = warped[k]
-                for band, idx in entries:
-                    if band == mask_band:
-                        mask_values = _warp(src, [idx], window, None, Resampling.nearest)[0]
+            bands = reader(uri, entries, source, window)
         except SceneReadError:
             raise
         except (RasterioError, OSError, ValueError) as e:
             raise SceneReadError(f"{uri}: {_error_detail(e)}") from e
+        for band, values in bands.items():
+            if band == mask_band:
+                mask_values = values
+            else:
+                out[mod.band_index(band)] = values
 
+    if scene.offset:
+        # Sentinel-2 baseline >= 04.00: reflectance DN carry +1000; values below the offset
+        # are clamped to 0 as rslearn's harmonize does.
+        out = np.maximum(out - np.float32(scene.offset), np.float32(0))
     if cfg.scale != 1.0 or cfg.offset != 0.0:
         out = out * np.float32(cfg.scale) + np.float32(cfg.offset)
     if cfg.units == "linear":

@@ -28,6 +28,7 @@ from rasterio.warp import transform_bounds
 from geolatent.data.config import (
     FileSourceConfig,
     SourceConfig,
+    StacApiSourceConfig,
     StacSourceConfig,
     source_band_names,
 )
@@ -57,6 +58,10 @@ class Scene:
         bbox_wgs84: ``(lon_min, lat_min, lon_max, lat_max)`` footprint in degrees.
         absent_bands: bands the source provides but this scene lacks -> why (reading the scene
             then fails, naming the scene and band).
+        cloud_cover: percent cloud of the whole scene (STAC ``eo:cloud_cover``), when known.
+        offset: raw value subtracted from every data band after reading (the Sentinel-2
+            processing-baseline 04.00 offset of 1000 DN; see ``harmonize``).
+        footprint: GeoJSON geometry (lon/lat) of the scene, when known (else the bbox).
     """
 
     id: str
@@ -64,6 +69,9 @@ class Scene:
     assets: dict[str, BandAsset]
     bbox_wgs84: BBox
     absent_bands: dict[str, str] = field(default_factory=dict)
+    cloud_cover: float | None = None
+    offset: float = 0.0
+    footprint: dict | None = None
 
     @property
     def files(self) -> list[str]:
@@ -95,7 +103,7 @@ class Source:
         problems: scenes that could not be indexed (not used).
     """
 
-    config: FileSourceConfig | StacSourceConfig
+    config: FileSourceConfig | StacSourceConfig | StacApiSourceConfig
     bands: tuple[str, ...]
     scenes: list[Scene]
     problems: list[SceneProblem] = field(default_factory=list)
@@ -259,8 +267,16 @@ def _collect_file_scenes(cfg: FileSourceConfig) -> tuple[list[_FileScene], list[
                 problems.append(SceneProblem(cfg.name, path, str(e)))
         return list(scenes.values()), problems
 
-    paths = sorted({p for pattern in cfg.paths for p in glob.glob(pattern)})
-    for path in paths:
+    paths = set()
+    for pattern in cfg.paths:
+        found = glob.glob(pattern)
+        if not found:
+            raise ValueError(
+                f"source {cfg.name!r}: paths pattern {pattern!r} matches no file; fix the path "
+                "(relative paths are relative to the config file)"
+            )
+        paths |= set(found)
+    for path in sorted(paths):
         try:
             when = _date_from_name(cfg, path)
             if cfg.band_pattern:
@@ -271,11 +287,40 @@ def _collect_file_scenes(cfg: FileSourceConfig) -> tuple[list[_FileScene], list[
                 if cfg.bands and canonical_band_name(band) not in keep:
                     continue  # a band the source does not use (e.g. B8 when bands: [B2, B3, B4])
                 add(key, path, source_band_names(cfg.modality, [band], mask), when)
+            elif cfg.bands:
+                add(path, path, source_band_names(cfg.modality, cfg.bands, mask), when)
             else:
-                add(path, path, source_band_names(cfg.modality, cfg.bands or [], mask), when)
+                add(path, path, described_bands(cfg, path), when)
         except ValueError as e:
             problems.append(SceneProblem(cfg.name, path, str(e)))
     return list(scenes.values()), problems
+
+
+def described_bands(cfg: FileSourceConfig, path: str) -> list[str]:
+    """Registry band names of a file's bands from its band descriptions (no ``bands`` given).
+
+    Raises ValueError naming the file when a band has no description or a description is not
+    a band of the modality (nor the cloud-mask band).
+    """
+    mask = _mask_name(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            with rasterio.open(path) as src:
+                descriptions = list(src.descriptions)
+        except (RasterioError, OSError) as e:
+            raise ValueError(f"cannot read band descriptions: {e}") from e
+    if not descriptions or any(not d for d in descriptions):
+        raise ValueError(
+            f"bands without descriptions ({descriptions}); give 'bands' in source {cfg.name!r} "
+            "(the band name of each file band, in order)"
+        )
+    try:
+        return source_band_names(cfg.modality, [str(d) for d in descriptions], mask)
+    except ValueError as e:
+        raise ValueError(
+            f"band description {e}; give 'bands' in source {cfg.name!r} to name the file's bands"
+        ) from None
 
 
 def open_file_source(cfg: FileSourceConfig) -> Source:
@@ -390,9 +435,13 @@ def _finish(
 
 
 def open_source(cfg: SourceConfig) -> Source:
-    """Index one configured source (files or STAC)."""
+    """Index one configured source (files, a STAC catalog, or a STAC API searched lazily)."""
     if isinstance(cfg, FileSourceConfig):
         return open_file_source(cfg)
+    if isinstance(cfg, StacApiSourceConfig):
+        from geolatent.data.stac_api import open_stac_api_source
+
+        return open_stac_api_source(cfg)
     return open_stac_source(cfg)
 
 

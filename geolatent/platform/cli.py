@@ -139,6 +139,8 @@ def predict_command(
     end: str = typer.Option(..., help="end date (ISO), inclusive"),
     out: Path = typer.Option(..., "--out", "-o", help="output COG (.tif)"),
     sources: Path = typer.Option(None, exists=True, help="YAML with a `sources:` list"),
+    imagery: str = typer.Option(None, "--imagery", help="STAC preset (earth-search, "
+                                "planetary-computer) or STAC API URL instead of --sources"),
     vector: Path = typer.Option(None, help="also write class polygons to this GeoJSON"),
     crs: str = typer.Option(None, help="output CRS (default: UTM zone of the area)"),
     crop: int = typer.Option(None, help="crop size in pixels (default: the training crop)"),
@@ -164,6 +166,12 @@ def predict_command(
     rank = int(os.environ.get("RANK", "0"))
     try:
         srcs = _read_sources(sources) if sources else None
+        if imagery:
+            from geolatent.data.imagery import imagery_sources
+
+            if sources:
+                raise ValueError("give either --sources or --imagery, not both")
+            srcs = imagery_sources(imagery, aoi, start, end)
         with _progress() as bar:
             task = bar.add_task("predicting tiles", total=None, visible=rank == 0)
             result = predict_area(
