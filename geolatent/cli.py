@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from geolatent.archive.cli import app as archive_app
 from geolatent.data.cli import app as data_app
 from geolatent.evals.cli import register as register_evals
 from geolatent.inference.cli import register as register_inference
@@ -26,6 +27,7 @@ register_pretrain(app)  # pretrain
 register_evals(app)  # eval
 register_platform(app)  # finetune, predict
 app.add_typer(data_app, name="data", help="Build pretraining samples and windows from rasters.")
+app.add_typer(archive_app, name="archive", help="Embedding archives and similar-place search.")
 
 
 def main() -> None:
