@@ -142,3 +142,58 @@ def create_zone(root: zarr.Group, grid: ZoneGrid, dims: int, dtype: str,
     g.create_array("tiles_done", shape=planned.shape, dtype="uint8", chunks=(1, 1),
                    fill_value=0)  # fmt: skip
     return g
+
+
+def create_archive(path: str | Path, *, model: dict, dims: int, dtype: str, patch_size: int = 4,
+                   time_range: tuple[str, str] = ("", ""), extra: dict | None = None
+                   ) -> zarr.Group:
+    """A new, empty archive store with its root attributes (no projection, no zones).
+
+    :func:`geolatent.archive.build` uses its own path; this is for archives whose vectors come
+    from elsewhere (synthetic benchmarks, tests, conversions), written with
+    :func:`write_zone_vectors`.
+    """
+    from geolatent.archive.quantize import quantization_attrs
+    from geolatent.modalities import BASE_RESOLUTION_M
+
+    root = zarr.open_group(str(path), mode="w-", zarr_format=3)
+    root.attrs.update({
+        "geolatent:format": FORMAT, "geolatent:format_version": FORMAT_VERSION,
+        "geolatent:build": {"model": model.get("id"), "revision": model.get("revision"),
+                            "dims": dims, "dtype": dtype, "patch_size": patch_size},
+        "geoemb:model": model, "geoemb:dims": dims,
+        "geoemb:matryoshka_prefixes": [d for d in (16, 32, 64, 128) if d <= dims],
+        "geoemb:quantization": quantization_attrs(dtype),
+        "geoemb:time_range": list(time_range), "geoemb:patch_size": patch_size,
+        "geoemb:pixel_size_m": BASE_RESOLUTION_M * patch_size, "geolatent:complete": True,
+        **(extra or {}),
+    })  # fmt: skip
+    return root
+
+
+def write_zone_vectors(root: zarr.Group, crs: str, col0: int, row0: int, rows: int, cols: int,
+                       strips, *, tile_out: int = 64) -> ZoneGrid:
+    """Add a zone of ``rows x cols`` output pixels filled from ``strips``.
+
+    Args:
+        root: an archive from :func:`create_archive`.
+        crs: the zone's CRS; ``col0``, ``row0``: its upper-left 10 m pixel on the global grid.
+        strips: iterable of float unit vectors ``[tile_out, cols, dims]`` (NaN = nodata), top to
+            bottom (the last may be shorter); encoded with the archive's dtype.
+        tile_out: chunk side in output pixels.
+    """
+    from geolatent.archive.quantize import encode
+
+    p = int(root.attrs["geoemb:patch_size"])
+    dims = int(root.attrs["geoemb:dims"])
+    dtype = root.attrs["geoemb:quantization"]["dtype"]
+    tr, tc = -(-rows // tile_out), -(-cols // tile_out)
+    grid = ZoneGrid(crs, col0, row0, tr, tc, tile_out * p, p, 10.0)
+    g = create_zone(root, grid, dims, dtype, np.ones((tr, tc), np.uint8))
+    arr = g["embeddings"]
+    r = 0
+    for block in strips:
+        arr[r:r + block.shape[0], :block.shape[1]] = encode(block, dtype)
+        r += block.shape[0]
+    g["tiles_done"][:] = 1
+    return grid
