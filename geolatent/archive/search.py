@@ -17,7 +17,7 @@ Results: GeoJSON points (pixel centres, lon/lat) or polygons (pixel footprints) 
 ``rank``, ``crs``, ``row``, ``col``; the collection carries ``geoemb:model`` so results can be
 fed back as examples only into an archive of the same model. Heatmap: a float32 COG of the score
 per pixel (NaN nodata) in the zone's CRS and grid; one file per zone, suffixed with the EPSG
-code when the archive spans several zones.
+code (geolatent archives) or the file name (COG layouts) when the archive has several zones.
 """
 
 from __future__ import annotations
@@ -105,11 +105,11 @@ class SearchResult:
             z = self.archive.zones[m.zone]
             to_ll = Transformer.from_crs(z.crs, "OGC:CRS84", always_xy=True)
             if geometry == "point":
-                x, y = z.transform * (m.col + 0.5, m.row + 0.5)
+                x, y = z.transform @ (m.col + 0.5, m.row + 0.5)
                 geom = shapely.Point(*to_ll.transform(x, y))
             else:
-                x0, y0 = z.transform * (m.col, m.row)
-                x1, y1 = z.transform * (m.col + 1, m.row + 1)
+                x0, y0 = z.transform @ (m.col, m.row)
+                x1, y1 = z.transform @ (m.col + 1, m.row + 1)
                 ring = shapely.segmentize(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1),
                                                       max(y0, y1)), abs(x1 - x0) / 4)
                 geom = shapely.transform(ring, lambda c, t=to_ll: np.column_stack(
@@ -153,7 +153,7 @@ class Archive:
         for zi, z in enumerate(self.zones):
             tr = Transformer.from_crs("OGC:CRS84", z.crs, always_xy=True)
             x, y = tr.transform(lonlat[:, 0], lonlat[:, 1])
-            c, r = ~z.transform * (np.asarray(x), np.asarray(y))
+            c, r = ~z.transform @ (np.asarray(x), np.asarray(y))
             r, c = np.floor(r).astype(int), np.floor(c).astype(int)
             inside = (r >= 0) & (r < z.shape[0]) & (c >= 0) & (c < z.shape[1])
             idx = [i for i in np.nonzero(inside)[0] if out[i] is None]
@@ -179,7 +179,7 @@ class Archive:
         for z in self.zones:
             tr = Transformer.from_crs(z.crs, "OGC:CRS84", always_xy=True)
             h, w = z.shape
-            xs, ys = z.transform * (np.array([0, w, 0, w]), np.array([0, 0, h, h]))
+            xs, ys = z.transform @ (np.array([0, w, 0, w]), np.array([0, 0, h, h]))
             lon, lat = tr.transform(xs, ys)
             parts.append(f"lon {min(lon):.5f}..{max(lon):.5f}, lat {min(lat):.5f}..{max(lat):.5f}"
                          f" ({z.crs})")
@@ -321,7 +321,7 @@ class Archive:
         out = []
         for z in self.zones:
             p = heatmap if len(self.zones) == 1 else heatmap.with_name(
-                f"{heatmap.stem}_{z.crs.split(':')[-1]}{heatmap.suffix}")
+                f"{heatmap.stem}_{z.name}{heatmap.suffix}")
             out.append(COGWriter(p, width=z.shape[1], height=z.shape[0], count=1,
                                  dtype="float32", crs=z.crs, transform=z.transform,
                                  nodata=float("nan"), band_descriptions=[f"similarity_{kind}"],
