@@ -231,3 +231,15 @@ def test_kill_9_then_resume_gives_identical_arrays(sample, fixture_dir, tmp_path
         np.testing.assert_array_equal(a["zones"]["32633"][name][:], b["zones"]["32633"][name][:])
     for name in ("mean", "components"):
         np.testing.assert_array_equal(a["projection"][name][:], b["projection"][name][:])
+
+
+@pytest.mark.slow
+def test_dask_materialization_gives_the_same_archive(built, sample, fixture_dir, tmp_path):
+    """Imagery materialized on a Dask LocalCluster (the large-area path) -> the same arrays."""
+    pytest.importorskip("dask.distributed")
+    r = ga.build(fixture_dir, sample["aoi"], "2024-01-01", "2024-03-31", tmp_path / "d.zarr",
+                 config=sample["config"], executor="dask", workers=1)
+    assert r.tiles_run == 4
+    a = zarr.open_group(str(built), mode="r")["zones"]["32633"]["embeddings"][:]
+    b = zarr.open_group(str(tmp_path / "d.zarr"), mode="r")["zones"]["32633"]["embeddings"][:]
+    np.testing.assert_array_equal(a, b)
