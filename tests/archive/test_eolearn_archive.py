@@ -23,9 +23,6 @@ from geolatent.archive.quantize import decode
 from geolatent.data.config import FileSourceConfig
 from geolatent.data.window import WGS84, reproject_geometry
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-EOLEARN = SHARED / "data" / "real" / "eolearn"
-NANO = SHARED / "fixtures" / "olmoearth_v1_nano"
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
          "B12")
 DATES = ("2015-08-20", "2015-07-31", "2015-09-09", "2015-08-30", "2015-07-11")
@@ -35,11 +32,13 @@ NAMES = {1: "cultivated land", 2: "forest", 3: "grassland", 4: "shrubland", 8: "
 
 
 @pytest.fixture(scope="module")
-def eolearn(tmp_path_factory) -> dict:
-    if not (EOLEARN / "REFERENCE_SCENES.npy").exists() or not (NANO / "weights.pth").exists():
-        pytest.skip(f"eo-learn data or Nano fixture not found under {SHARED}")
+def eolearn(tmp_path_factory, real_data: Path, fixture_dir: Path) -> dict:
+    """Both builds (int8, float32) of the patch; shared data located by tests/conftest.py."""
+    eolearn_dir = real_data / "eolearn"
+    if not (eolearn_dir / "REFERENCE_SCENES.npy").exists():
+        pytest.skip(f"eo-learn real data not found at {eolearn_dir}")
     d = tmp_path_factory.mktemp("eolearn")
-    scenes = np.load(EOLEARN / "REFERENCE_SCENES.npy")  # [5, 101, 100, 13] reflectance 0-1
+    scenes = np.load(eolearn_dir / "REFERENCE_SCENES.npy")  # [5, 101, 100, 13] reflectance 0-1
     keep = [i for i, b in enumerate(BANDS) if b != "B10"]
     (d / "s2").mkdir()
     for t, date in enumerate(DATES):
@@ -58,12 +57,12 @@ def eolearn(tmp_path_factory) -> dict:
     (d / "area.geojson").write_text(json.dumps(shapely.geometry.mapping(area)))
     out = {}
     for dtype in ("int8", "float32"):
-        r = ga.build(NANO, d / "area.geojson", "2015-07-01", "2015-09-30", d / f"{dtype}.zarr",
-                     sources=[src], dtype=dtype, tile_size=32)
+        r = ga.build(fixture_dir, d / "area.geojson", "2015-07-01", "2015-09-30",
+                     d / f"{dtype}.zarr", sources=[src], dtype=dtype, tile_size=32)
         print(f"\neo-learn {dtype}: {r.vectors} vectors, {r.tiles_total} tiles, "
               f"{r.area_km2:.2f} km2 in {r.seconds:.1f} s ({r.km2_per_s:.3f} km2/s)")
         out[dtype] = r
-    lulc = np.load(EOLEARN / "TestEOPatch" / "mask_timeless" / "LULC.npy")[..., 0]
+    lulc = np.load(eolearn_dir / "TestEOPatch" / "mask_timeless" / "LULC.npy")[..., 0]
     return {"dir": d, "lulc": lulc, "builds": out}
 
 
