@@ -173,7 +173,7 @@ def plan_zones(area_wgs84, windows: Sequence[Window], tile_size: int, patch_size
 def area_mask(area_wgs84, window: Window, patch_size: int) -> np.ndarray:
     """bool ``[H/p, W/p]``: output pixels whose centre lies inside the area."""
     geom = reproject_geometry(shapely.segmentize(area_wgs84, 0.001), WGS84, window.crs)
-    t = window.transform * window.transform.scale(patch_size)
+    t = window.transform @ window.transform.scale(patch_size)
     h, w = window.height // patch_size, window.width // patch_size
     return rasterio.features.geometry_mask([geom], (h, w), t, invert=True, all_touched=False)
 
@@ -218,10 +218,11 @@ def _open_or_create(path: Path, sig: dict, attrs: dict) -> zarr.Group:
 
 
 def _fit_projection(root: zarr.Group, samples: list[np.ndarray], dims: int) -> None:
-    from sklearn.decomposition import PCA
-
+    """PCA of the sampled feature vectors (float64 SVD of the centred data), stored in
+    ``projection/``. Signs are fixed (largest-magnitude loading of each component positive) so
+    a refit gives the same components."""
     x = np.concatenate([s.reshape(-1, s.shape[-1]) for s in samples])
-    x = x[~np.isnan(x).any(axis=1)]
+    x = x[~np.isnan(x).any(axis=1)].astype(np.float64)
     if len(x) < dims:
         raise ArchiveError(
             f"only {len(x)} embedded locations in the sampled tiles, fewer than --dims {dims}: "
@@ -230,12 +231,19 @@ def _fit_projection(root: zarr.Group, samples: list[np.ndarray], dims: int) -> N
         )
     if dims > x.shape[1]:
         raise ArchiveError(f"--dims {dims} exceeds the model's embedding size {x.shape[1]}")
-    pca = PCA(n_components=dims, svd_solver="full").fit(x.astype(np.float64))
+    mean = x.mean(axis=0)
+    # numpy's SVD rather than scikit-learn's PCA: the same decomposition, without importing
+    # scikit-learn (and SciPy) into every build.
+    _, sv, vt = np.linalg.svd(x - mean, full_matrices=False)
+    comps = vt[:dims]
+    flip = np.sign(comps[np.arange(dims), np.abs(comps).argmax(axis=1)])
+    comps *= flip[:, None]
+    var = sv**2
     g = root.require_group("projection")
-    g.create_array("mean", data=pca.mean_.astype(np.float32), overwrite=True)
-    g.create_array("components", data=pca.components_.astype(np.float32), overwrite=True)
-    g.create_array("explained_variance_ratio",
-                   data=pca.explained_variance_ratio_.astype(np.float32), overwrite=True)
+    g.create_array("mean", data=mean.astype(np.float32), overwrite=True)
+    g.create_array("components", data=comps.astype(np.float32), overwrite=True)
+    g.create_array("explained_variance_ratio", data=(var[:dims] / var.sum()).astype(np.float32),
+                   overwrite=True)
 
 
 def _projection(root: zarr.Group, require_complete: bool = True
