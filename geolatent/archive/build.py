@@ -349,6 +349,10 @@ def build(
     root = _open_or_create(out, sig, attrs)
     for crs, (grid, ws) in zones.items():
         if "zones" in root and grid.name in root["zones"]:
+            if not {"embeddings", "tiles_planned", "tiles_done"} <= set(
+                    root["zones"][grid.name].array_keys()):
+                del root["zones"][grid.name]  # interrupted while being created: recreate it
+        if "zones" in root and grid.name in root["zones"]:
             if grid_from_attrs(dict(root["zones"][grid.name].attrs)) != grid:
                 raise ArchiveError(f"{out}: zone {crs} grid differs from the plan; "
                                    f"choose another --out")  # fmt: skip
