@@ -99,6 +99,7 @@ def test_index_search_matches_exact(planted):
     assert [m.row for m in again.matches] == [m.row for m in res.matches[:5]]
 
 
+@pytest.mark.slow  # the first scikit-learn import takes several seconds here
 def test_negatives_train_a_classifier(planted):
     d, v, rc = planted
     a = ga.open(d / "int8.zarr")
