@@ -243,3 +243,15 @@ def test_dask_materialization_gives_the_same_archive(built, sample, fixture_dir,
     a = zarr.open_group(str(built), mode="r")["zones"]["32633"]["embeddings"][:]
     b = zarr.open_group(str(tmp_path / "d.zarr"), mode="r")["zones"]["32633"]["embeddings"][:]
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_an_area_too_small_for_the_pca_is_a_clear_error(sample, fixture_dir, tmp_path):
+    from archive_fixtures import pixel_lonlat
+
+    lon, lat = pixel_lonlat([(10, 10)], col0=40_000, row0=-510_080)[0]
+    tiny = {"type": "Polygon", "coordinates": [[[lon, lat], [lon + 0.001, lat],
+                                                [lon + 0.001, lat + 0.001], [lon, lat]]]}
+    with pytest.raises(ArchiveError, match=r"fewer than --dims 128.*use a larger --aoi"):
+        ga.build(fixture_dir, tiny, "2024-01-01", "2024-03-31", tmp_path / "t.zarr",
+                 config=sample["config"])
