@@ -57,7 +57,7 @@ def write_samples(root: zarr.Group, path: str | os.PathLike, samples_max: int) -
             rows, cols = rows[keep], cols[keep]
             if not len(rows):
                 continue
-            x, y = grid.transform * (cols + 0.5, rows + r0 + 0.5)
+            x, y = grid.transform @ (cols + 0.5, rows + r0 + 0.5)
             lon, lat = to_ll.transform(np.asarray(x), np.asarray(y))
             vec = v[rows, cols].astype(np.float32)
             dims = vec.shape[1]
