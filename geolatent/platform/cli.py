@@ -121,6 +121,8 @@ def _init_distributed() -> None:
 def predict_command(
     model: Path = typer.Option(..., "--model", "-m", exists=True, help="fine-tuned model folder"),
     aoi: Path = typer.Option(..., "--aoi", exists=True, help="area: GeoJSON / GeoPackage / .shp"),
+    aoi_crs: str = typer.Option(None, "--aoi-crs", help="CRS of the area's coordinates when the "
+                                "file does not store one (default: lon/lat)"),
     start: str = typer.Option(..., help="start date (ISO), inclusive"),
     end: str = typer.Option(..., help="end date (ISO), inclusive"),
     out: Path = typer.Option(..., "--out", "-o", help="output COG (.tif)"),
@@ -140,16 +142,19 @@ def predict_command(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="skip finished tiles"),
     keep_parts: bool = typer.Option(False, help="keep per-tile part files"),
 ) -> None:
+    from geolatent.platform.area import read_area
     from geolatent.platform.predict import predict_area
 
+    _check_predict_options(start=start, end=end, batch_size=batch_size, out=out, tile=tile)
     _init_distributed()
     rank = int(os.environ.get("RANK", "0"))
     try:
+        area = read_area(aoi, crs=aoi_crs)
         srcs = _read_sources(sources) if sources else None
         with _progress() as bar:
             task = bar.add_task("predicting tiles", total=None, visible=rank == 0)
             result = predict_area(
-                model, aoi, start, end, out, sources=srcs, crs=crs, crop=crop, stride=stride,
+                model, area, start, end, out, sources=srcs, crs=crs, crop=crop, stride=stride,
                 tile=tile, blend=blend, batch_size=batch_size, device=device,  # type: ignore[arg-type]
                 precision=precision, executor=executor, workers=workers, scheduler=scheduler,
                 resume=resume, keep_parts=keep_parts, vector_path=vector,
@@ -167,6 +172,32 @@ def predict_command(
         )
         if result.vector_path:
             console.print(f"polygons: {result.vector_path}")
+
+
+def _fail(message: str) -> None:
+    """Print a usage error naming the option and exit 2 (bad command line)."""
+    console.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(2)
+
+
+def _check_predict_options(*, start: str, end: str, batch_size: int, out: Path,
+                           tile: int) -> None:
+    """Refuse option values that would fail later with an unclear message or a traceback."""
+    from geolatent.data.window import to_utc_naive
+
+    for flag, value in (("--start", start), ("--end", end)):
+        try:
+            to_utc_naive(value)
+        except (ValueError, TypeError) as e:
+            _fail(f"{flag} {value!r} is not a date: give an ISO date such as 2024-01-31 ({e})")
+    if to_utc_naive(end) < to_utc_naive(start):
+        _fail(f"--end {end} is before --start {start}")
+    if batch_size < 1:
+        _fail(f"--batch-size must be at least 1 (got {batch_size})")
+    if tile < 1:
+        _fail(f"--tile must be at least 1 pixel (got {tile})")
+    if out.is_dir():
+        _fail(f"--out {out} is a folder; give the path of the .tif file to write")
 
 
 def register(app: typer.Typer) -> None:

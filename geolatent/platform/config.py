@@ -36,15 +36,17 @@ class LabelsConfig(_Strict):
     ``classes`` fixes the class order (and reports declared classes without labels);
     ``class_names`` / ``colors`` map label values to display names / RGB; ``ignore_values``
     are label values meaning "no label"; ``background`` is the class of unlabelled pixels inside
-    segmentation windows (default: unlabelled pixels are ignored).
+    segmentation windows (default: unlabelled pixels are ignored). ``time_column`` is the column
+    holding each label's time (with ``end_time_column``: a range); default none: every label
+    takes ``windows.start`` / ``windows.end`` (a date-like column is never used unasked).
     """
 
     path: str
     format: LabelFormat = "auto"
     field: str | None = None
     layer: str | int | None = None
-    start_field: str | None = None
-    end_field: str | None = None
+    time_column: str | None = None
+    end_time_column: str | None = None
     split_field: str | None = None
     lat_field: str | None = None
     lon_field: str | None = None
