@@ -76,9 +76,14 @@ def finetune_command(
     ),
     device: str = typer.Option(None, help="override train.device (cpu, cuda, cuda:1)"),
 ) -> None:
+    from geolatent.modalities import get_modality
     from geolatent.platform.config import load_finetune_config
-    from geolatent.platform.dataset import prepare_training_data
-    from geolatent.platform.finetune import finetune
+    from geolatent.platform.finetune import (
+        config_source_names,
+        finetune,
+        inspect_windows,
+        prepare_checked,
+    )
     from geolatent.platform.labels import LabelError
 
     try:
@@ -91,11 +96,17 @@ def finetune_command(
     try:
         with _progress() as bar:
             task = bar.add_task("materializing windows", total=None)
-            data = prepare_training_data(
+            data = prepare_checked(
                 cfg, progress=lambda done, total: bar.update(task, completed=done, total=total)
             )
         console.print(escape(data.report()))
         if prepare_only:
+            mods = sorted({m for r in data.records for m in r.bands
+                           if get_modality(m).encoder_input})
+            coverage = inspect_windows(data, mods, task=cfg.task,
+                                       min_imagery_fraction=cfg.windows.min_imagery_fraction,
+                                       source_names=config_source_names(cfg))
+            console.print(escape(coverage.summary()))
             console.print(f"windows in {data.root}")
             return
         result = finetune(cfg, data=data, log=lambda msg: console.print(escape(msg)))
