@@ -44,11 +44,15 @@ class Fix:
     source: str | None = None
     flag: str | None = None
 
+    @property
+    def _source(self) -> str:
+        return f"source {self.source!r}" if self.source else "the source of these values"
+
     def scale(self, scale: float, offset: float = 0.0, convert: str = "") -> str:
         """How to rescale the values (``value = raw * scale + offset``)."""
         off = f" and `offset: {offset:g}`" if offset else ""
         if self.where == "config":
-            return f"set `scale: {scale:g}`{off} on source {self.source!r} in the config"
+            return f"set `scale: {scale:g}`{off} on {self._source} in the config"
         how = convert or f"multiply by {scale:g}" + (f" and add {offset:g}" if offset else "")
         if self.where == "cli":
             return f"convert the file given to {self.flag or 'the input flag'} ({how})"
@@ -56,7 +60,7 @@ class Fix:
 
     def linear(self) -> str:
         if self.where == "config":
-            return f"set `units: linear` on source {self.source!r} in the config (-> dB)"
+            return f"set `units: linear` on {self._source} in the config (-> dB)"
         if self.where == "cli":
             return f"convert the file given to {self.flag or 'the input flag'} to dB " \
                    "(10*log10(linear))"
@@ -64,7 +68,7 @@ class Fix:
 
     def nodata(self, value: str) -> str:
         if self.where == "config":
-            return f"set `nodata: {value}` on source {self.source!r} in the config"
+            return f"set `nodata: {value}` on {self._source} in the config"
         if self.where == "cli":
             return f"set the nodata value of the file given to {self.flag or 'the input'} " \
                    f"(e.g. gdal_edit.py -a_nodata {value})"
@@ -74,7 +78,7 @@ class Fix:
         if self.where == "python":
             return "pass check_units=False to use them as they are"
         if self.where == "config":
-            return f"fix the files or the `modality:` of source {self.source!r}"
+            return f"fix the files, or the `modality:` / `scale:` of {self._source}"
         return f"give this product to another flag than {self.flag or 'this one'}, or convert it"
 
 
@@ -263,7 +267,7 @@ def check_file_metadata(
             shown = ", ".join(f"band {i + 1} is described as {d} but given as {b}"
                               for i, (d, b) in enumerate(zip(descriptions, bands, strict=False))
                               if (d, b) in wrong)
-            where = {"config": f"the `bands:` of source {fix.source!r}",
+            where = {"config": f"the `bands:` of {fix._source}",
                      "cli": f"the band list given with {fix.flag or 'the bands flag'}",
                      "python": "the band names passed"}[fix.where]
             raise UnitError(f"{path}: {shown}; fix {where} (or the file's descriptions)")
@@ -288,3 +292,35 @@ def check_source_files(sources: Sequence, *, max_files: int = 64) -> None:
                 descs = [ds.descriptions[i - 1] for i, _ in sorted(members)]
             check_file_metadata(src.modality, uri, tags=tags, descriptions=descs,
                                 bands=[b for _, b in sorted(members)], fix=fix)
+
+
+def check_bandsets(sources: Sequence) -> None:
+    """Every encoder modality fed by ``sources`` must get at least one complete bandset.
+
+    A bandset is tokenized as a whole: with a band missing, its tokens are masked. Sources
+    whose bands together complete no bandset of their modality would give samples the model
+    cannot see at all, so that is a configuration error, raised here before any work.
+
+    Args:
+        sources: indexed data-layer sources (``.name``, ``.modality``, ``.bands``).
+
+    Raises:
+        ValueError: naming the sources, their bands and the bandsets that could be formed.
+    """
+    by_modality: dict[str, list] = {}
+    for s in sources:
+        by_modality.setdefault(s.modality, []).append(s)
+    for modality, group in by_modality.items():
+        mod = get_modality(modality)
+        if not mod.encoder_input:
+            continue
+        have = {canonical_band_name(b) for s in group for b in s.bands}
+        if any(all(canonical_band_name(b) in have for b in bs) for bs in mod.bandsets):
+            continue
+        names = ", ".join(repr(s.name) for s in group)
+        given = sorted({b for s in group for b in s.bands})
+        raise ValueError(
+            f"source(s) {names} give {modality} bands {given}, which complete none of its "
+            f"bandsets {[list(bs) for bs in mod.bandsets]}: the model would see nothing (a "
+            "bandset is used only when all its bands are present); add the missing bands to "
+            "`bands:` (and their files)")

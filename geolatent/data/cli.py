@@ -55,6 +55,9 @@ def build(
     console = Console()
     try:
         cfg = load_data_config(config)
+        if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
+            raise ValueError(f"output_dir {cfg.output_dir} is an existing file; give the path "
+                             "of a folder (new, or one of an earlier build)")
         plan = plan_build(cfg)
     except (ValueError, OSError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")

@@ -48,7 +48,7 @@ from geolatent.platform.metrics import (
     metrics_from_confusion,
 )
 from geolatent.platform.windows import CLASS_TASKS, PIXEL_TASKS
-from geolatent.units import Fix, check_source_files, check_values
+from geolatent.units import Fix, check_bandsets, check_source_files, check_values
 
 Log = Callable[[str], None]
 DEFAULT_METRIC = {"classification": "accuracy", "segmentation": "miou", "regression": "rmse",
@@ -255,6 +255,7 @@ def prepare_checked(cfg: FinetuneConfig, *,
             where = getattr(src.config, "paths", None) or getattr(src.config, "catalog", "")
             raise ValueError(f"source {src.name!r} has no scene: nothing matches {where}; "
                              "check the paths in `sources:`")
+    check_bandsets(sources)
     check_source_files(sources)
     return prepare_training_data(cfg, sources=sources, progress=progress)
 

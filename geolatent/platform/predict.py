@@ -44,7 +44,6 @@ from geolatent.data.sources import Source, open_sources
 from geolatent.data.window import Window
 from geolatent.inference.cog import COGWriter
 from geolatent.modalities import MAX_TIMESTEPS, MISSING_VALUE
-from geolatent.model.embed import check_value_units
 from geolatent.platform.area import (
     AreaLike,
     AreaTile,
@@ -58,6 +57,7 @@ from geolatent.platform.classes import NODATA_CLASS
 from geolatent.platform.encoder_inputs import batch_from_normalized, normalize_arrays
 from geolatent.platform.finetune import resolve_device
 from geolatent.platform.windows import CLASS_TASKS
+from geolatent.units import Fix, check_values
 
 Progress = Callable[[int, int], None]
 PLAN_FILE = "plan.json"
@@ -179,7 +179,8 @@ class TilePredictor:
         rows, cols = plan.crop_origins(tile)
         mods = [m for m in self.fm.inputs.modalities if m in arrays]
         for m in mods:  # once per tile, on a subsample: crops overlap, the check need not
-            check_value_units(m, torch.from_numpy(arrays[m][::4, ::4]), normalized=False)
+            check_values(m, arrays[m][::4, ::4], what=f"tile {tile.index} ({m})",
+                         fix=Fix("config"))
         # Normalized once per tile rather than once per overlapping crop.
         normed = normalize_arrays(arrays, mods, check_units=False) if mods else {}
         if mods:

@@ -112,6 +112,18 @@ def _finetune(tmp: Path, *, scene: dict | None = None, labels: Path | None = Non
     return ["finetune", "--config", str(path)] + (["--prepare-only"] if prepare_only else [])
 
 
+def _data_build(tmp: Path, *, scene: dict | None = None, **changes) -> list[str]:
+    """A working ``data build`` config (the scene's area, its two months) with ``changes``."""
+    scene = scene or _scene_files(tmp / "s2")
+    cfg = dict(output_dir=str(tmp / "samples"), area=dict(bbox=list(scene["box"].bounds)),
+               start="2024-01-01", end="2024-03-01", tile_size=32, sample_size=32,
+               sources=[scene["source"]])
+    cfg.update(changes)
+    path = tmp / "data.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return ["data", "build", "--config", str(path), "--executor", "serial"]
+
+
 def _model_folder(tmp: Path) -> Path:
     """A folder for --model: the probes below fail before any model is read."""
     (tmp / "model").mkdir(exist_ok=True)
@@ -204,6 +216,25 @@ PROBES: list[Probe] = [
     Probe("Sentinel-2 L1C file given as L2A", lambda t: _finetune(
         t, scene=_scene_files(t / "s2", tags={"PRODUCT_TYPE": "S2MSI1C"}), prepare_only=True), 1,
         ("Level-1C", "my_s2")),
+    # data build (#12 items 6, 7, 8)
+    Probe("data build: tile_size 0", lambda t: _data_build(t, tile_size=0), 2, ("tile_size",)),
+    Probe("data build: sample_size 0", lambda t: _data_build(t, sample_size=0), 2,
+          ("sample_size",)),
+    Probe("data build: resolution_m -10", lambda t: _data_build(t, resolution_m=-10), 2,
+          ("resolution_m",)),
+    Probe("data build: bbox in metres", lambda t: _data_build(
+        t, area=dict(bbox=[465181, 5079244, 466180, 5080254])), 2, ("not a lon/lat box",)),
+    Probe("data build: invalid date_pattern", lambda t: _data_build(
+        t, scene=_with_source(t, date_pattern="(((")), 2,
+        ("date_pattern", "not a valid regular expression")),
+    Probe("data build: reflectance 0-1 written as samples", lambda t: _data_build(
+        t, scene=_scene_files(t / "s2", transform_values=lambda a: a / 10000)), 1,
+        ("reflectance in 0-1", "scale: 10000` on source 'my_s2'")),
+    Probe("data build: bands that complete no bandset", lambda t: _data_build(
+        t, scene=_with_source(t, bands=S2_BANDS[:3])), 2, ("complete none of its bandsets",)),
+    Probe("data build: output_dir an existing file", lambda t: _data_build(
+        t, output_dir=str(_write(t / "notes.txt", "my notes"))), 2,
+        ("is an existing file",), keeps=("notes.txt",)),
     Probe("band descriptions contradict bands:", lambda t: _finetune(
         t, scene=_scene_files(t / "s2", descriptions=[S2_BANDS[1], S2_BANDS[0], *S2_BANDS[2:]]),
         prepare_only=True), 1, ("described as B03 but given as B02", "`bands:`")),
@@ -237,5 +268,5 @@ def test_probe(probe: Probe, tmp_path: Path):
 
 def test_probe_table_is_counted():
     """The campaign's figures for the note: every probe expects a clear error."""
-    assert len(PROBES) == 22
+    assert len(PROBES) == 30
     assert len({p.name for p in PROBES}) == len(PROBES)
