@@ -124,6 +124,16 @@ def _data_build(tmp: Path, *, scene: dict | None = None, **changes) -> list[str]
     return ["data", "build", "--config", str(path), "--executor", "serial"]
 
 
+def _pretrain_on_empty_folder(tmp: Path) -> list[str]:
+    """``pretrain`` on a sample folder that holds no sample file."""
+    (tmp / "no_samples").mkdir()
+    path = _write(tmp / "pt.yaml", yaml.safe_dump(dict(
+        model=dict(size="nano"), data=dict(root=str(tmp / "no_samples"), num_workers=0),
+        schedule=dict(max_steps=1, warmup_steps=0),
+        train=dict(global_batch_size=2, micro_batch_size=2, device="cpu"))))
+    return ["pretrain", "--config", str(path), "--run-dir", str(tmp / "run")]
+
+
 def _model_folder(tmp: Path) -> Path:
     """A folder for --model: the probes below fail before any model is read."""
     (tmp / "model").mkdir(exist_ok=True)
@@ -235,6 +245,8 @@ PROBES: list[Probe] = [
     Probe("data build: output_dir an existing file", lambda t: _data_build(
         t, output_dir=str(_write(t / "notes.txt", "my notes"))), 2,
         ("is an existing file",), keeps=("notes.txt",)),
+    Probe("pretrain: no usable samples", _pretrain_on_empty_folder, 1,
+          ("no usable sample",)),
     Probe("band descriptions contradict bands:", lambda t: _finetune(
         t, scene=_scene_files(t / "s2", descriptions=[S2_BANDS[1], S2_BANDS[0], *S2_BANDS[2:]]),
         prepare_only=True), 1, ("described as B03 but given as B02", "`bands:`")),
@@ -268,5 +280,5 @@ def test_probe(probe: Probe, tmp_path: Path):
 
 def test_probe_table_is_counted():
     """The campaign's figures for the note: every probe expects a clear error."""
-    assert len(PROBES) == 30
+    assert len(PROBES) == 31
     assert len({p.name for p in PROBES}) == len(PROBES)
