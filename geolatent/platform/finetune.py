@@ -499,7 +499,7 @@ def finetune(
                 continue
             if not bool(torch.isfinite(loss)):
                 stems = [train_set.records[int(i)].stem for i in order[s : s + tc.batch_size]]
-                raise TrainingError(_nan_loss_cause(items, stems, float(loss), epoch,
+                raise TrainingError(_nan_loss_cause(items, stems, float(loss.detach()), epoch,
                                                     opt.param_groups[0]["lr"]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
