@@ -11,6 +11,7 @@ inference pass exactly.
 from __future__ import annotations
 
 import datetime as _dt
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -201,7 +202,9 @@ def check_value_units(name: str, x: torch.Tensor, normalized: bool) -> None:
     """
     valid = ~((x == MISSING_VALUE) | torch.isnan(x))
     n = int(valid.sum())
-    if n == 0:
+    if n == 0:  # every token masked: alone, this input gives NaN embeddings
+        warnings.warn(f"{name}: every value is missing (NaN / {MISSING_VALUE:g} / nodata); its "
+                      "tokens are all masked", UserWarning, stacklevel=4)
         return
     vals = x[valid]
     if normalized:

@@ -110,3 +110,10 @@ def test_embed_uses_the_same_rules(s2_dn: np.ndarray):
     with pytest.raises(InputError, match="reflectance in 0-1.*check_units=False"):
         model.embed({"sentinel2_l2a": x / 10000}, ts)
     model.embed({"sentinel2_l2a": x}, ts)  # DN pass
+
+
+def test_embed_warns_when_an_input_is_all_missing():
+    model = geolatent.build_model("nano")
+    x = torch.full((1, 8, 8, 1, 12), float("nan"))
+    with pytest.warns(UserWarning, match="sentinel2_l2a: every value is missing"):
+        model.embed({"sentinel2_l2a": x}, torch.tensor([[[1, 5, 2024]]]))
