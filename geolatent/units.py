@@ -294,19 +294,22 @@ def check_source_files(sources: Sequence, *, max_files: int = 64) -> None:
                                 bands=[b for _, b in sorted(members)], fix=fix)
 
 
-def check_bandsets(sources: Sequence) -> None:
-    """Every encoder modality fed by ``sources`` must get at least one complete bandset.
+def check_bandsets(sources: Sequence, *, strict: bool = True) -> list[str]:
+    """Every encoder modality fed by ``sources`` should get at least one complete bandset.
 
     A bandset is tokenized as a whole: with a band missing, its tokens are masked. Sources
-    whose bands together complete no bandset of their modality would give samples the model
-    cannot see at all, so that is a configuration error, raised here before any work.
+    whose bands together complete no bandset of their modality give inputs the model cannot
+    see at all: for fine-tuning a configuration error, raised before any work; a data build
+    (whose samples other tools may use) reports it (``strict=False``).
 
     Args:
         sources: indexed data-layer sources (``.name``, ``.modality``, ``.bands``).
+        strict: raise on the first such modality (else return the messages).
 
     Raises:
         ValueError: naming the sources, their bands and the bandsets that could be formed.
     """
+    messages = []
     by_modality: dict[str, list] = {}
     for s in sources:
         by_modality.setdefault(s.modality, []).append(s)
@@ -319,8 +322,12 @@ def check_bandsets(sources: Sequence) -> None:
             continue
         names = ", ".join(repr(s.name) for s in group)
         given = sorted({b for s in group for b in s.bands})
-        raise ValueError(
+        message = (
             f"source(s) {names} give {modality} bands {given}, which complete none of its "
             f"bandsets {[list(bs) for bs in mod.bandsets]}: the model would see nothing (a "
             "bandset is used only when all its bands are present); add the missing bands to "
             "`bands:` (and their files)")
+        if strict:
+            raise ValueError(message)
+        messages.append(message)
+    return messages

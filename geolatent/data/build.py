@@ -31,7 +31,7 @@ from geolatent.data.materialize import MaterializedWindow, WindowError, material
 from geolatent.data.sources import Scene, SceneProblem, Source, open_sources
 from geolatent.data.window import Window, windows_from_bbox, windows_from_geojson
 from geolatent.modalities import MAX_TIMESTEPS, MISSING_VALUE
-from geolatent.units import Fix, check_bandsets, check_values
+from geolatent.units import Fix, check_values
 
 WindowStatus = Literal["built", "empty", "failed", "skipped"]
 
@@ -122,7 +122,6 @@ def plan_build(config: DataConfig, sources: list[Source] | None = None) -> Build
             f"{MAX_TIMESTEPS} monthly timesteps"
         )
     sources = sources if sources is not None else open_sources(config.sources)
-    check_bandsets(sources)  # a source the model cannot see is a config error, not empty samples
     plans = []
     for w in config_windows(config):
         bbox = w.bounds_wgs84

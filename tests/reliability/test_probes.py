@@ -36,7 +36,8 @@ class Probe:
     Attributes:
         name: what is wrong, as a user would say it.
         make: writes the inputs under ``tmp`` and returns the ``geolatent`` arguments.
-        exit_code: the expected exit status (2: bad command line / config, 1: bad data).
+        exit_code: the expected exit status (2: bad command line / config, 1: bad data; 0
+            where the run goes on after a warning).
         says: substrings the output must contain (the option, file or value to change).
         keeps: files (relative to ``tmp``) that must be unchanged afterwards.
     """
@@ -240,8 +241,11 @@ PROBES: list[Probe] = [
     Probe("data build: reflectance 0-1 written as samples", lambda t: _data_build(
         t, scene=_scene_files(t / "s2", transform_values=lambda a: a / 10000)), 1,
         ("reflectance in 0-1", "scale: 10000` on source 'my_s2'")),
-    Probe("data build: bands that complete no bandset", lambda t: _data_build(
-        t, scene=_with_source(t, bands=S2_BANDS[:3])), 2, ("complete none of its bandsets",)),
+    Probe("data build: bands that complete no bandset (warned, builds)", lambda t: _data_build(
+        t, scene=_with_source(t, bands=S2_BANDS[:3])), 0,
+        ("warning:", "complete none of its bandsets")),
+    Probe("finetune: bands that complete no bandset", lambda t: _finetune(
+        t, scene=_with_source(t, bands=S2_BANDS[:3])), 1, ("complete none of its bandsets",)),
     Probe("data build: output_dir an existing file", lambda t: _data_build(
         t, output_dir=str(_write(t / "notes.txt", "my notes"))), 2,
         ("is an existing file",), keeps=("notes.txt",)),
@@ -279,6 +283,7 @@ def test_probe(probe: Probe, tmp_path: Path):
 
 
 def test_probe_table_is_counted():
-    """The campaign's figures for the note: every probe expects a clear error."""
-    assert len(PROBES) == 31
+    """The campaign's figures for the note: every probe expects a clear error (one: a clear
+    warning, the run going on)."""
+    assert len(PROBES) == 32
     assert len({p.name for p in PROBES}) == len(PROBES)
