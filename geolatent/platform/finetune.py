@@ -214,6 +214,7 @@ def inspect_windows(data: PreparedData, modalities: Sequence[str], *, task: str,
     splits = {s: {"windows": 0, "labelled_pixels": 0, "dropped_no_imagery": 0,
                   "skipped_windows": 0} for s in ("train", "val", "test")}
     skipped, warnings, kept = [], [], []
+    seen: dict[tuple[str, int], bool] = {}  # (modality, bandset) -> valid somewhere
     pixel = task in PIXEL_TASKS
     for rec in data.records:
         sample = read_sample(data.root / "windows" / f"{rec.stem}.h5", list(modalities))
@@ -222,8 +223,10 @@ def inspect_windows(data: PreparedData, modalities: Sequence[str], *, task: str,
         if check_units:
             for m, a in arrays.items():
                 fix = Fix("config", source=(source_names or {}).get(m, m))
-                warnings += check_values(m, a, fix=fix, what=f"window "
-                                         f"{rec.window.get('name', rec.stem)} ({m})")
+                check_values(m, a, fix=fix, what=f"window {rec.window.get('name', rec.stem)} ({m})")
+                for k, sl in enumerate(get_modality(m).bandset_slices()):
+                    seen[(m, k)] = seen.get((m, k), False) or bool(
+                        ((a[..., sl] != MISSING_VALUE) & np.isfinite(a[..., sl])).any())
         hw = next(iter(arrays.values())).shape[:2] if arrays else target.shape[:2]
         mask = imagery_mask(arrays, hw)
         if pixel:
@@ -242,6 +245,10 @@ def inspect_windows(data: PreparedData, modalities: Sequence[str], *, task: str,
         row["labelled_pixels"] += n_ok
         row["dropped_no_imagery"] += n_lab - n_ok
         kept.append(rec.stem)
+    for (m, k), ok in seen.items():  # one line per bandset, not one per window
+        if not ok:
+            warnings.append(f"{m} bandset {list(get_modality(m).bandsets[k])} has no valid "
+                            "value in any window: its tokens are masked everywhere")
     return Coverage(splits, skipped, warnings, kept)
 
 

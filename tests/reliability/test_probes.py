@@ -244,6 +244,9 @@ PROBES: list[Probe] = [
     Probe("data build: bands that complete no bandset (warned, builds)", lambda t: _data_build(
         t, scene=_with_source(t, bands=S2_BANDS[:3])), 0,
         ("warning:", "complete none of its bandsets")),
+    Probe("finetune: a bandset all NaN in the files (warned)", lambda t: _finetune(
+        t, scene=_scene_files(t / "s2", transform_values=_nan_b01_b09), prepare_only=True), 0,
+        ("warning:", "bandset ['B01', 'B09'] has no valid value in any window")),
     Probe("finetune: bands that complete no bandset", lambda t: _finetune(
         t, scene=_with_source(t, bands=S2_BANDS[:3])), 1, ("complete none of its bandsets",)),
     Probe("data build: output_dir an existing file", lambda t: _data_build(
@@ -255,6 +258,12 @@ PROBES: list[Probe] = [
         t, scene=_scene_files(t / "s2", descriptions=[S2_BANDS[1], S2_BANDS[0], *S2_BANDS[2:]]),
         prepare_only=True), 1, ("described as B03 but given as B02", "`bands:`")),
 ]
+
+
+def _nan_b01_b09(a: np.ndarray) -> np.ndarray:
+    a = a.copy()
+    a[[S2_BANDS.index("B01"), S2_BANDS.index("B09")]] = np.nan
+    return a
 
 
 def _one_inf(a: np.ndarray) -> np.ndarray:
@@ -283,7 +292,7 @@ def test_probe(probe: Probe, tmp_path: Path):
 
 
 def test_probe_table_is_counted():
-    """The campaign's figures for the note: every probe expects a clear error (one: a clear
+    """The campaign's figures for the note: every probe expects a clear error (two: a clear
     warning, the run going on)."""
-    assert len(PROBES) == 32
+    assert len(PROBES) == 33
     assert len({p.name for p in PROBES}) == len(PROBES)
