@@ -22,6 +22,28 @@ BASE_RESOLUTION_M = 10.0
 
 
 @dataclass(frozen=True)
+class UnitSpec:
+    """Plausible raw values of a modality, as :mod:`geolatent.units` checks them.
+
+    Attributes:
+        valid_range: ``(lo, hi)``: values outside are impossible in these units (a few are
+            tolerated: ``max_outside`` share of the valid values).
+        median_range: ``(lo, hi)`` of the median of one band's valid values over a scene.
+        band_medians: per-band overrides of ``median_range`` (e.g. Landsat thermal bands).
+        wrong_products: substrings of file metadata (tags, descriptions) that name a product
+            these units do not describe, with the product's name (e.g. ``MSIL1C`` -> L1C).
+        decibels: values are dB (a linear-power input is detected and named).
+    """
+
+    valid_range: tuple[float, float]
+    median_range: tuple[float, float]
+    band_medians: tuple[tuple[str, float, float], ...] = ()
+    wrong_products: tuple[tuple[str, str], ...] = ()
+    decibels: bool = False
+    max_outside: float = 0.01
+
+
+@dataclass(frozen=True)
 class Modality:
     """One input or target modality.
 
@@ -34,6 +56,7 @@ class Modality:
         encoder_input: False for decode-only map products (never fed to the encoder).
         units: what raw values mean, as a user should supply them.
         categorical: True when values are class ids (warp with nearest).
+        unit_spec: plausible raw values (None: not checked), see :class:`UnitSpec`.
     """
 
     name: str
@@ -43,6 +66,7 @@ class Modality:
     encoder_input: bool
     units: str
     categorical: bool = False
+    unit_spec: UnitSpec | None = None
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -115,6 +139,14 @@ _REGISTRY: tuple[Modality, ...] = (
         multitemporal=True,
         encoder_input=True,
         units="Sentinel-2 L2A digital numbers (reflectance x 10000)",
+        # L2A DN: 0-10000 over land, bright cloud / snow up to ~20000 (with the 1000 offset of
+        # processing baseline 04.00); band medians of a scene lie between ~50 and ~8000.
+        unit_spec=UnitSpec(
+            (0.0, 25000.0), (2.0, 12000.0),
+            wrong_products=(("MSIL1C", "Sentinel-2 Level-1C (top of atmosphere)"),
+                            ("MSI1C", "Sentinel-2 Level-1C (top of atmosphere)"),
+                            ("LEVEL-1C", "Sentinel-2 Level-1C (top of atmosphere)"),
+                            ("L1C", "Sentinel-2 Level-1C (top of atmosphere)"))),
     ),
     Modality(
         "sentinel1",
@@ -123,6 +155,8 @@ _REGISTRY: tuple[Modality, ...] = (
         multitemporal=True,
         encoder_input=True,
         units="Sentinel-1 backscatter in dB (10*log10 of linear)",
+        # dB: land and water lie in about -35..+5 dB; medians of a scene around -25..-3.
+        unit_spec=UnitSpec((-80.0, 40.0), (-45.0, 5.0), decibels=True),
     ),
     Modality(
         "landsat",
@@ -131,6 +165,15 @@ _REGISTRY: tuple[Modality, ...] = (
         multitemporal=True,
         encoder_input=True,
         units="Landsat 8/9 Collection 2 Level-1 digital numbers",
+        # Level-1 DN (16-bit, fill 0): optical medians ~6000-20000 (pretraining means
+        # 10,000-14,000); thermal B10 / B11 around 18,000-30,000. Collection-2 surface
+        # reflectance scaled to 0-10000 (medians 400-5000) or temperatures (K or K x 10)
+        # fall below these ranges.
+        unit_spec=UnitSpec(
+            (0.0, 65535.0), (4500.0, 40000.0),
+            band_medians=(("B10", 12000.0, 45000.0), ("B11", 12000.0, 45000.0)),
+            wrong_products=(("L2SP", "Landsat Collection-2 Level-2 (surface reflectance)"),
+                            ("L2SR", "Landsat Collection-2 Level-2 (surface reflectance)"))),
     ),
     Modality("worldcover", (("B1",),), (10.0,), False, False, "ESA WorldCover class id", True),
     Modality("srtm", (("srtm",),), (30.0,), False, False, "elevation in metres"),

@@ -35,6 +35,7 @@ from geolatent.data.run import OutputLock, clean_temporaries, write_atomic, writ
 from geolatent.data.sources import Scene, SceneProblem, Source, open_sources
 from geolatent.data.window import Window, windows_from_bbox, windows_from_geojson
 from geolatent.modalities import MAX_TIMESTEPS, MISSING_VALUE
+from geolatent.units import Fix, check_values
 
 WindowStatus = Literal["built", "empty", "failed", "skipped"]
 
@@ -195,6 +196,9 @@ def build_window(task: WindowTask) -> WindowResult:
                 (out / rec["file"]).unlink(missing_ok=True)
             _marker_path(out, w.name).unlink(missing_ok=True)
         mw = materialize_window(w, task.sources, gdal_cache_mb=task.gdal_cache_mb)
+        for m, arr in mw.arrays.items():  # units from the registry, before anything is written
+            names = " / ".join(s.name for s in task.sources if s.modality == m)
+            check_values(m, arr, what=f"window {w.name} ({m})", fix=Fix("config", source=names))
         records = []
         for r, c, sub in w.split(task.sample_size):
             crop = mw.crop(r, c, task.sample_size, task.sample_size)

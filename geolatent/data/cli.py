@@ -11,6 +11,7 @@ from rich.markup import escape
 from geolatent.data.build import BuildPlan, build_dataset, plan_build
 from geolatent.data.config import load_data_config
 from geolatent.data.h5samples import read_sample
+from geolatent.units import check_bandsets
 
 app = typer.Typer(
     help="Build pretraining samples and windows from rasters and STAC catalogs.",
@@ -55,10 +56,15 @@ def build(
     console = Console(soft_wrap=True)
     try:
         cfg = load_data_config(config)
+        if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
+            raise ValueError(f"output_dir {cfg.output_dir} is an existing file; give the path "
+                             "of a folder (new, or one of an earlier build)")
         plan = plan_build(cfg)
     except (ValueError, OSError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from e
+    for message in check_bandsets(plan.sources, strict=False):
+        console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
     if dry_run:
         _print_plan(plan, console)
         return

@@ -157,9 +157,16 @@ class FileSourceConfig(_SourceBase):
     def _check(self) -> FileSourceConfig:
         if bool(self.paths) == bool(self.table):
             raise ValueError(f"source {self.name!r}: give either 'paths' or 'table'")
-        for pat in (self.band_pattern, self.date_pattern):
-            if pat is not None and re.compile(pat).groups < 1:
-                raise ValueError(f"source {self.name!r}: pattern {pat!r} needs a capture group")
+        for key, pat in (("band_pattern", self.band_pattern), ("date_pattern", self.date_pattern)):
+            if pat is None:
+                continue
+            try:
+                groups = re.compile(pat).groups
+            except re.error as e:  # not a ValueError: pydantic would let it escape raw
+                raise ValueError(f"source {self.name!r}: {key} {pat!r} is not a valid regular "
+                                 f"expression ({e})") from None
+            if groups < 1:
+                raise ValueError(f"source {self.name!r}: {key} {pat!r} needs a capture group")
         multitemporal = MODALITIES[self.modality].multitemporal
         if multitemporal and self.paths and not (self.date_pattern or self.date_tag):
             raise ValueError(
@@ -266,6 +273,12 @@ class AreaConfig(_Strict):
     def _one(self) -> AreaConfig:
         if (self.bbox is None) == (self.geojson is None):
             raise ValueError("area: give exactly one of 'bbox' or 'geojson'")
+        if self.bbox is not None:
+            x0, y0, x1, y1 = self.bbox
+            if not (-180 <= x0 < x1 <= 180 and -90 <= y0 < y1 <= 90):
+                raise ValueError(f"area.bbox {list(self.bbox)} is not a lon/lat box "
+                                 "[lon_min, lat_min, lon_max, lat_max] in degrees (metres? "
+                                 "give the area as a geojson file with its CRS)")
         return self
 
 
@@ -288,9 +301,9 @@ class DataConfig(_Strict):
     year: int | None = None
     start: datetime | None = None
     end: datetime | None = None
-    resolution_m: float = BASE_RESOLUTION_M
-    tile_size: int = 256
-    sample_size: int = 128
+    resolution_m: float = Field(BASE_RESOLUTION_M, gt=0)
+    tile_size: int = Field(256, ge=1)
+    sample_size: int = Field(128, ge=1)
     sources: list[SourceConfig]
     required_modalities: list[str] = Field(default_factory=list)
     gdal_cache_mb: int = 64

@@ -26,7 +26,9 @@ def _parse_set(items: list[str]) -> dict:
 
 
 def eval_command(
-    task: str = typer.Option(None, "--task", help="Task name (see --list)."),
+    task: str = typer.Option(
+        None, "--task", help="Task name (see --list), or your dataset file (.yaml, docs/evals.md)."
+    ),
     model: str = typer.Option(
         None, "--model", help="Checkpoint folder (any path load_model takes)."
     ),
@@ -88,7 +90,8 @@ def eval_command(
     )  # fmt: skip
     console.print(markdown_table(results))
     if out is not None:
-        files = write_report(f"{task}-{spec.label}-{protocol}", results, [], out)
+        name = results[0].task if results else Path(task).stem
+        files = write_report(f"{name}-{spec.label}-{protocol}", results, [], out)
         console.print(json.dumps({k: str(v) for k, v in files.items()}))
 
 

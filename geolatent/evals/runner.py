@@ -277,6 +277,7 @@ def run_eval(
 
     dataset: EvalDataset = t.build(data_root, **(dataset_options or {}))
     tt = dataset.task_type
+    check_class_labels(t.name, dataset)
     if protocol == "knn" and tt == "segmentation":
         raise ValueError("kNN is not defined for segmentation; use linear or finetune")
     if spec.baseline and protocol == "finetune":
@@ -343,6 +344,23 @@ def run_eval(
     finally:
         if own_bar:
             bar.stop()
+
+
+def check_class_labels(name: str, dataset: EvalDataset) -> None:
+    """Class ids of a class task must lie in ``0..num_classes-1`` (besides ``ignore_index``):
+    anything else (often regression targets given to a class adapter) is named here instead of
+    failing deep inside a loss."""
+    if dataset.task_type not in ("classification", "segmentation"):
+        return
+    for split in ("train", "test"):
+        y = np.asarray(dataset.split(split).labels)
+        y = y[y != dataset.ignore_index]
+        if y.size and (y.min() < 0 or y.max() >= dataset.num_classes or
+                       not np.allclose(y, np.round(y))):
+            raise ValueError(
+                f"task {name!r}: {split} labels range {y.min():g}..{y.max():g} but the task has "
+                f"{dataset.num_classes} classes (ids 0..{dataset.num_classes - 1}); these look "
+                "like values, not class ids: evaluate them as a regression task")
 
 
 def _features(net, spec: ModelSpec, dataset: EvalDataset, dfp: str, name: str,

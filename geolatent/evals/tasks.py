@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from geolatent.evals.datasets import (
     MADOS,
@@ -76,7 +77,16 @@ TASKS: dict[str, EvalTask] = {
 
 
 def get_task(name: str) -> EvalTask:
+    """A named benchmark task, or the user's own dataset from a dataset YAML file path
+    (:func:`~geolatent.evals.datasets.custom.load_custom_task`)."""
+    if name.lower().endswith((".yaml", ".yml")):
+        from geolatent.evals.datasets.custom import load_custom_task
+
+        if not Path(name).is_file():
+            raise FileNotFoundError(f"dataset file {name} does not exist")
+        return load_custom_task(name)
     try:
         return TASKS[name]
     except KeyError:
-        raise KeyError(f"unknown eval task {name!r}; known: {sorted(TASKS)}") from None
+        raise KeyError(f"unknown eval task {name!r}; known: {sorted(TASKS)}, or the path of "
+                       "your own dataset file (.yaml, see docs/evals.md)") from None

@@ -295,6 +295,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"preview:   {res.preview_path} (PCA 1-3 as RGB), {res.labels_preview_path} (classes)"
         )
+        typer.echo(f"overview:  {res.overview_path} (input true colour | embedding | classes)")
+        typer.echo(f"note:      {res.note}")
         typer.echo(f"total:     {res.seconds:.1f} s")
 
 

@@ -13,8 +13,15 @@ import torch
 
 from geolatent.data.synthetic import CLASS_COLORS, make_sample_scene, write_scene_geotiffs
 from geolatent.inference.embed_rasters import EmbedResult, ProgressCallback, embed_geotiffs
-from geolatent.inference.preview import pca_rgb, upscale, write_png
+from geolatent.inference.preview import (
+    pca_rgb,
+    position_variance_share,
+    true_colour,
+    upscale,
+    write_png,
+)
 from geolatent.inference.raster_io import RasterInput
+from geolatent.modalities import MODALITIES
 
 RANDOM_WEIGHTS_NOTE = "random weights (no checkpoint given)"
 
@@ -39,6 +46,8 @@ class DemoResult:
     embedding_path: Path
     preview_path: Path
     labels_preview_path: Path
+    overview_path: Path
+    note: str
     scene_shape: tuple[int, int, int]  # (H, W, T)
     embedding: EmbedResult
     weights: str
@@ -94,13 +103,49 @@ def run_demo(
     palette = np.array(CLASS_COLORS, dtype=np.uint8)
     label_factor = max(1, 256 // size)
     labels_png = write_png(out / "labels.png", upscale(palette[scene.labels], label_factor))
+    share = position_variance_share(features)
+    note = (f"pixel position explains {share:.0%} of the embedding variance")
+    if weights == RANDOM_WEIGHTS_NOTE:
+        note = (f"random weights give position-dominated embeddings ({note}): the PCA picture "
+                "shows the token grid, not the scene; pass a checkpoint for meaningful ones")
+    rgb = true_colour(scene.modalities["sentinel2_l2a"], MODALITIES["sentinel2_l2a"].bands)
+    overview = write_overview(out / "overview.png", rgb, pca_rgb(features),
+                              palette[scene.labels], note, weights)
     return DemoResult(
         scene_dir=out / "scene",
         embedding_path=result.path,
         preview_path=preview,
         labels_preview_path=labels_png,
+        overview_path=overview,
+        note=note,
         scene_shape=(scene.height, scene.width, scene.num_timesteps),
         embedding=result,
         weights=weights,
         seconds=time.perf_counter() - start,
     )
+
+
+def write_overview(path: Path, rgb: np.ndarray, pca: np.ndarray, labels_rgb: np.ndarray,
+                   note: str, weights: str) -> Path:
+    """One picture to check the pipeline by eye: the input (true colour), the embedding (PCA
+    1-3 as RGB) and the scene's classes side by side, titled with ``note``.
+
+    ``rgb``, ``pca``, ``labels_rgb``: uint8 ``[H, W, 3]`` (the embedding at ``H/p``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6))
+    panels = ((rgb, "input: Sentinel-2 true colour (median)"),
+              (pca, "embedding: PCA 1-3 as RGB"), (labels_rgb, "scene classes"))
+    for ax, (img, title) in zip(axes, panels, strict=True):
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_axis_off()
+    title = f"geolatent demo ({weights})\n{note}"
+    fig.suptitle(title, fontsize=10, wrap=True)
+    fig.tight_layout(rect=(0, 0, 1, 0.86))  # room for the two-line title
+    fig.savefig(path, dpi=80, metadata={"Title": title})
+    plt.close(fig)
+    return Path(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -40,6 +41,46 @@ def pca_rgb(features: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0)
     out[:, :k] = scaled
     rgb[valid] = np.rint(out * 255).astype(np.uint8)
     return rgb.reshape(h, w, 3)
+
+
+def true_colour(s2: np.ndarray, bands: list[str] | tuple[str, ...], *,
+                white_dn: float = 3000.0) -> np.ndarray:
+    """A true-colour picture of Sentinel-2 L2A DN.
+
+    Args:
+        s2: ``[H, W, T, C]`` DN (reflectance x 10000); -99999 / NaN / 0 are missing.
+        bands: the band names of ``C`` (must hold B04, B03, B02).
+        white_dn: DN shown as full brightness (3000 = reflectance 0.3, a usual land stretch).
+
+    Returns:
+        uint8 ``[H, W, 3]``: the per-pixel median over time of B04, B03, B02, scaled linearly
+        from 0 to ``white_dn``; pixels without any valid value are black.
+    """
+    idx = [list(bands).index(b) for b in ("B04", "B03", "B02")]
+    x = s2[..., idx].astype(np.float64)
+    x[(x == -99999.0) | (x <= 0)] = np.nan
+    with warnings.catch_warnings():  # all-NaN pixels (no valid date) are expected: black
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(x, axis=2)  # [H, W, 3]
+    rgb = np.clip(np.nan_to_num(med / white_dn, nan=0.0), 0.0, 1.0)
+    return np.rint(rgb * 255).astype(np.uint8)
+
+
+def position_variance_share(features: np.ndarray) -> float:
+    """Share of an embedding map's variance explained by pixel position alone.
+
+    Fits each feature as ``row effect + column effect`` (an additive two-way layout, by the
+    row and column means) and returns ``1 - residual variance / total variance`` over valid
+    pixels of ``features`` ``[H, W, D]``. Near 1: the map shows the grid, not the scene (what
+    random weights give); trained encoders depend on the content.
+    """
+    x = features.astype(np.float64)
+    if np.isnan(x).any():
+        x = np.where(np.isnan(x), np.nanmean(x, axis=(0, 1), keepdims=True), x)
+    mean = x.mean(axis=(0, 1), keepdims=True)
+    fit = x.mean(axis=1, keepdims=True) + x.mean(axis=0, keepdims=True) - mean
+    total = float(((x - mean) ** 2).sum())
+    return 1.0 - float(((x - fit) ** 2).sum()) / total if total > 0 else 0.0
 
 
 def upscale(image: np.ndarray, factor: int) -> np.ndarray:

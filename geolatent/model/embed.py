@@ -11,6 +11,7 @@ inference pass exactly.
 from __future__ import annotations
 
 import datetime as _dt
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -201,7 +202,9 @@ def check_value_units(name: str, x: torch.Tensor, normalized: bool) -> None:
     """
     valid = ~((x == MISSING_VALUE) | torch.isnan(x))
     n = int(valid.sum())
-    if n == 0:
+    if n == 0:  # every token masked: alone, this input gives NaN embeddings
+        warnings.warn(f"{name}: every value is missing (NaN / {MISSING_VALUE:g} / nodata); its "
+                      "tokens are all masked", UserWarning, stacklevel=4)
         return
     vals = x[valid]
     if normalized:
@@ -211,24 +214,13 @@ def check_value_units(name: str, x: torch.Tensor, normalized: bool) -> None:
                 "exceed 50: these look like raw units; use normalize=True"
             )
         return
-    small = float((vals.abs() <= 1.5).float().mean())
-    if name in ("sentinel2_l2a", "landsat") and small > 0.99:
-        unit = (
-            "Sentinel-2 L2A digital numbers (0-10000)"
-            if name == "sentinel2_l2a"
-            else ("Landsat Level-1 digital numbers")
-        )
-        raise InputError(
-            f"{name}: {small:.1%} of values are within [-1.5, 1.5]: this looks like reflectance "
-            f"in 0-1 (or already-normalized values), but geolatent expects {unit}. Multiply "
-            "reflectance by 10000, pass normalize=False for normalized values, or "
-            "check_units=False to override."
-        )
-    if name == "sentinel1" and float((vals >= 0).float().mean()) > 0.95:
-        raise InputError(
-            "sentinel1: values are almost all >= 0: this looks like linear backscatter, but "
-            "geolatent expects decibels (10*log10(linear)); convert, or pass check_units=False"
-        )
+    # Raw units: the registry's rules, shared with every other entry (geolatent.units).
+    from geolatent.units import UnitError, check_values
+
+    try:
+        check_values(name, x)
+    except UnitError as e:
+        raise InputError(str(e)) from None
 
 
 def token_missing(x: torch.Tensor, patch_size: int, bandset_slices: list[slice]) -> torch.Tensor:

@@ -84,10 +84,15 @@ def finetune_command(
     from contextlib import nullcontext
 
     from geolatent.data.run import OutputLock
+    from geolatent.modalities import get_modality
     from geolatent.platform.bundle import check_model_output
     from geolatent.platform.config import load_finetune_config
-    from geolatent.platform.dataset import prepare_training_data
-    from geolatent.platform.finetune import finetune
+    from geolatent.platform.finetune import (
+        config_source_names,
+        finetune,
+        inspect_windows,
+        prepare_checked,
+    )
     from geolatent.platform.labels import LabelError
 
     try:
@@ -105,11 +110,17 @@ def finetune_command(
         with lock:
             with _progress() as bar:
                 task = bar.add_task("materializing windows", total=None)
-                data = prepare_training_data(
+                data = prepare_checked(
                     cfg, progress=lambda done, total: bar.update(task, completed=done, total=total)
                 )
             console.print(escape(data.report()))
             if prepare_only:
+                mods = sorted({m for r in data.records for m in r.bands
+                               if get_modality(m).encoder_input})
+                coverage = inspect_windows(data, mods, task=cfg.task,
+                                           min_imagery_fraction=cfg.windows.min_imagery_fraction,
+                                           source_names=config_source_names(cfg))
+                console.print(escape(coverage.summary()))
                 console.print(f"windows in {data.root}")
                 return
             result = finetune(cfg, data=data, log=lambda msg: console.print(escape(msg)))
@@ -135,6 +146,8 @@ def _init_distributed() -> None:
 def predict_command(
     model: Path = typer.Option(..., "--model", "-m", exists=True, help="fine-tuned model folder"),
     aoi: Path = typer.Option(..., "--aoi", exists=True, help="area: GeoJSON / GeoPackage / .shp"),
+    aoi_crs: str = typer.Option(None, "--aoi-crs", help="CRS of the area's coordinates when the "
+                                "file does not store one (default: lon/lat)"),
     start: str = typer.Option(..., help="start date (ISO), inclusive"),
     end: str = typer.Option(..., help="end date (ISO), inclusive"),
     out: Path = typer.Option(..., "--out", "-o", help="output COG (.tif)"),
@@ -160,11 +173,14 @@ def predict_command(
                                   help="put the map on this raster's grid"),
     max_area_km2: float = typer.Option(2500.0, help="areas above this need --yes"),
 ) -> None:
+    from geolatent.platform.area import read_area
     from geolatent.platform.predict import predict_area
 
+    _check_predict_options(start=start, end=end, batch_size=batch_size, out=out, tile=tile)
     _init_distributed()
     rank = int(os.environ.get("RANK", "0"))
     try:
+        area = read_area(aoi, crs=aoi_crs)
         srcs = _read_sources(sources) if sources else None
         if imagery:
             from geolatent.data.imagery import imagery_sources
@@ -175,7 +191,7 @@ def predict_command(
         with _progress() as bar:
             task = bar.add_task("predicting tiles", total=None, visible=rank == 0)
             result = predict_area(
-                model, aoi, start, end, out, sources=srcs, crs=crs, crop=crop, stride=stride,
+                model, area, start, end, out, sources=srcs, crs=crs, crop=crop, stride=stride,
                 tile=tile, blend=blend, batch_size=batch_size, device=device,  # type: ignore[arg-type]
                 precision=precision, executor=executor, workers=workers, scheduler=scheduler,
                 resume=resume, keep_parts=keep_parts, vector_path=vector,
@@ -195,6 +211,32 @@ def predict_command(
         )
         if result.vector_path:
             console.print(f"polygons: {result.vector_path}")
+
+
+def _fail(message: str) -> None:
+    """Print a usage error naming the option and exit 2 (bad command line)."""
+    console.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(2)
+
+
+def _check_predict_options(*, start: str, end: str, batch_size: int, out: Path,
+                           tile: int) -> None:
+    """Refuse option values that would fail later with an unclear message or a traceback."""
+    from geolatent.data.window import to_utc_naive
+
+    for flag, value in (("--start", start), ("--end", end)):
+        try:
+            to_utc_naive(value)
+        except (ValueError, TypeError) as e:
+            _fail(f"{flag} {value!r} is not a date: give an ISO date such as 2024-01-31 ({e})")
+    if to_utc_naive(end) < to_utc_naive(start):
+        _fail(f"--end {end} is before --start {start}")
+    if batch_size < 1:
+        _fail(f"--batch-size must be at least 1 (got {batch_size})")
+    if tile < 1:
+        _fail(f"--tile must be at least 1 pixel (got {tile})")
+    if out.is_dir():
+        _fail(f"--out {out} is a folder; give the path of the .tif file to write")
 
 
 def register(app: typer.Typer) -> None:

@@ -36,15 +36,17 @@ class LabelsConfig(_Strict):
     ``classes`` fixes the class order (and reports declared classes without labels);
     ``class_names`` / ``colors`` map label values to display names / RGB; ``ignore_values``
     are label values meaning "no label"; ``background`` is the class of unlabelled pixels inside
-    segmentation windows (default: unlabelled pixels are ignored).
+    segmentation windows (default: unlabelled pixels are ignored). ``time_column`` is the column
+    holding each label's time (with ``end_time_column``: a range); default none: every label
+    takes ``windows.start`` / ``windows.end`` (a date-like column is never used unasked).
     """
 
     path: str
     format: LabelFormat = "auto"
     field: str | None = None
     layer: str | int | None = None
-    start_field: str | None = None
-    end_field: str | None = None
+    time_column: str | None = None
+    end_time_column: str | None = None
     split_field: str | None = None
     lat_field: str | None = None
     lon_field: str | None = None
@@ -58,14 +60,28 @@ class LabelsConfig(_Strict):
 
 
 class WindowsConfig(_Strict):
-    """Training windows: side in pixels, grid, and the default time range of labels without one."""
+    """Training windows: side in pixels, grid, and the default time range of labels without one.
+
+    ``min_imagery_fraction``: windows whose share of pixels with any valid input is below this
+    are listed in the report and skipped (labelled pixels without input never count anyway).
+    """
 
     size_px: int = Field(32, ge=1)
-    resolution_m: float = 10.0
+    resolution_m: float = Field(10.0, gt=0)
+    min_imagery_fraction: float = Field(0.25, ge=0, le=1)
     crs: str | None = None
     start: datetime | None = None
     end: datetime | None = None
     instant_months: int = Field(12, ge=1, le=12)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WindowsConfig:
+        if (self.start is None) != (self.end is None):
+            raise ValueError("give both windows.start and windows.end (or neither)")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError(f"windows.end {self.end:%Y-%m-%d} is not after windows.start "
+                             f"{self.start:%Y-%m-%d}")
+        return self
 
     @property
     def time_range(self) -> tuple[datetime, datetime] | None:
@@ -78,10 +94,20 @@ class SplitConfig(_Strict):
     """Spatial split: cells of ``cell_size_m`` hashed into train / val / test shares."""
 
     cell_size_m: float = Field(2560.0, gt=0)
-    train: float = 0.8
-    val: float = 0.1
-    test: float = 0.1
+    train: float = Field(0.8, ge=0, le=1)
+    val: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split.train + split.val + split.test must add up to 1 (got "
+                             f"{self.train} + {self.val} + {self.test} = {total:g})")
+        if self.train == 0:
+            raise ValueError("split.train is 0: training needs a training share")
+        return self
 
     @property
     def fractions(self) -> dict[str, float]:
@@ -99,19 +125,19 @@ class TrainConfig(_Strict):
 
     epochs: int = Field(10, ge=1)
     freeze_epochs: int | None = None
-    lr: float = 1e-3
-    encoder_lr_scale: float = 0.1
-    weight_decay: float = 0.01
+    lr: float = Field(1e-3, gt=0)
+    encoder_lr_scale: float = Field(0.1, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
     batch_size: int = Field(16, ge=1)
     patch_size: int = Field(4, ge=1, le=8)
     crop_size: int | None = None
     class_weighting: Literal["balanced", "sqrt", "none"] = "sqrt"
     head_hidden: int | None = None
-    dropout: float = 0.1
+    dropout: float = Field(0.1, ge=0, lt=1)
     augment: bool = True
-    grad_clip: float = 1.0
-    plateau_factor: float = 0.2
-    plateau_patience: int = 2
+    grad_clip: float = Field(1.0, gt=0)
+    plateau_factor: float = Field(0.2, gt=0, lt=1)
+    plateau_patience: int = Field(2, ge=0)
     select_metric: str | None = None
     device: str = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"

@@ -177,7 +177,7 @@ def load_label_set(cfg: FinetuneConfig) -> tuple[LabelSet, list[LabelProblem]]:
         raise ValueError(f"task {cfg.task!r} needs labels")
     kind = "class" if cfg.task in CLASS_TASKS or cfg.task == "embedding" else "value"
     labels = read_labels(lc.path, kind=kind, format=lc.format, field=lc.field,  # type: ignore[arg-type]
-                         start_field=lc.start_field, end_field=lc.end_field,
+                         time_column=lc.time_column, end_time_column=lc.end_time_column,
                          split_field=lc.split_field, layer=lc.layer, lat_field=lc.lat_field,
                          lon_field=lc.lon_field, csv_crs=lc.csv_crs)
     return check_labels(labels, ignore_values=lc.ignore_values, repair_invalid=lc.repair_invalid)

@@ -13,6 +13,8 @@ is one, is scored once with the best weights.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import math
 import os
 import time
@@ -54,6 +56,7 @@ from geolatent.platform.metrics import (
     metrics_from_confusion,
 )
 from geolatent.platform.windows import CLASS_TASKS, PIXEL_TASKS
+from geolatent.units import Fix, check_bandsets, check_source_files, check_values
 
 Log = Callable[[str], None]
 DEFAULT_METRIC = {"classification": "accuracy", "segmentation": "miou", "regression": "rmse",
@@ -146,6 +149,8 @@ def collate(
         stamps.append(ts)
         if pixel:
             fill = IGNORE_INDEX if target.dtype.kind in "iu" else np.nan
+            # A label where no input has a value teaches "no data -> this class": never used.
+            target = np.where(imagery_mask(inputs, target.shape), target, fill)
             targets.append(_dihedral(fit_array(target, size, off, fill), k))  # type: ignore[arg-type]
         else:
             targets.append(target.reshape(-1)[:1])
@@ -153,6 +158,155 @@ def collate(
                           patch_size, modalities)
     y = torch.as_tensor(np.stack(targets))
     return batch, (y if pixel else y[:, 0])
+
+
+def imagery_mask(inputs: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """bool ``[H, W]``: pixels where some modality, timestep and band holds a valid value
+    (not -99999, finite). ``inputs``: ``{modality: [H, W, T, C]}``; ``shape`` is ``(H, W)``."""
+    out = np.zeros(shape[:2], dtype=bool)
+    for a in inputs.values():
+        out |= ((a != MISSING_VALUE) & np.isfinite(a)).any(axis=(2, 3))
+    return out
+
+
+# -- coverage: what the labels really train and score on ----------------------------------------
+@dataclass
+class Coverage:
+    """Per split, labelled pixels used and dropped; windows skipped for too little imagery.
+
+    ``splits[name]`` holds ``windows`` (used), ``labelled_pixels`` (labelled pixels with
+    imagery: the only ones reaching a loss or a metric), ``dropped_no_imagery`` (labelled pixels
+    without any valid input, in used windows) and ``skipped_windows`` (windows below
+    ``windows.min_imagery_fraction``, whose labelled pixels are not counted above). For window
+    tasks a window is one labelled sample, dropped when its centre pixel has no imagery.
+    """
+
+    splits: dict[str, dict[str, int]]
+    skipped: list[dict]
+    warnings: list[str]
+    kept: list[str]
+
+    def summary(self) -> str:
+        lines = ["labelled pixels used (dropped: no imagery) per split: " + ", ".join(
+            f"{k} {v['labelled_pixels']} ({v['dropped_no_imagery']})"
+            for k, v in self.splits.items())]
+        if self.skipped:
+            lines.append(f"{len(self.skipped)} windows skipped (imagery below the minimum "
+                         "share, windows.min_imagery_fraction):")
+            lines += [f"  {w['window']} ({w['split']}): {w['imagery_fraction']:.0%} imagery, "
+                      f"{w['labelled_pixels']} labelled pixels" for w in self.skipped[:10]]
+            if len(self.skipped) > 10:
+                lines.append(f"  ... and {len(self.skipped) - 10} more (see report.json)")
+        lines += [f"warning: {w}" for w in self.warnings[:5]]
+        return "\n".join(lines)
+
+
+def inspect_windows(data: PreparedData, modalities: Sequence[str], *, task: str,
+                    min_imagery_fraction: float, check_units: bool = True,
+                    source_names: dict[str, str] | None = None) -> Coverage:
+    """Read every materialized window once: check its units (:mod:`geolatent.units`, before
+    any training) and count what the labels will really train and score on.
+    ``source_names``: modality -> the config source(s) feeding it (named in unit hints).
+
+    Raises:
+        UnitError: a window's values are in the wrong units (the message names the window).
+    """
+    from geolatent.data.h5samples import read_sample
+
+    splits = {s: {"windows": 0, "labelled_pixels": 0, "dropped_no_imagery": 0,
+                  "skipped_windows": 0} for s in ("train", "val", "test")}
+    skipped, warnings, kept = [], [], []
+    seen: dict[tuple[str, int], bool] = {}  # (modality, bandset) -> valid somewhere
+    pixel = task in PIXEL_TASKS
+    for rec in data.records:
+        sample = read_sample(data.root / "windows" / f"{rec.stem}.h5", list(modalities))
+        arrays = sample["arrays"]
+        target = load_target(data, rec)
+        if check_units:
+            for m, a in arrays.items():
+                fix = Fix("config", source=(source_names or {}).get(m, m))
+                check_values(m, a, fix=fix, what=f"window {rec.window.get('name', rec.stem)} ({m})")
+                for k, sl in enumerate(get_modality(m).bandset_slices()):
+                    seen[(m, k)] = seen.get((m, k), False) or bool(
+                        ((a[..., sl] != MISSING_VALUE) & np.isfinite(a[..., sl])).any())
+        hw = next(iter(arrays.values())).shape[:2] if arrays else target.shape[:2]
+        mask = imagery_mask(arrays, hw)
+        if pixel:
+            labelled = target != IGNORE_INDEX if target.dtype.kind in "iu" else np.isfinite(target)
+            n_lab, n_ok = int(labelled.sum()), int((labelled & mask).sum())
+        else:
+            n_lab, n_ok = 1, int(mask[hw[0] // 2, hw[1] // 2])
+        row = splits[rec.split]
+        fraction = float(mask.mean()) if mask.size else 0.0
+        if fraction < min_imagery_fraction or n_ok == 0:
+            row["skipped_windows"] += 1
+            skipped.append({"window": rec.window.get("name", rec.stem), "split": rec.split,
+                            "imagery_fraction": round(fraction, 4), "labelled_pixels": n_lab})
+            continue
+        row["windows"] += 1
+        row["labelled_pixels"] += n_ok
+        row["dropped_no_imagery"] += n_lab - n_ok
+        kept.append(rec.stem)
+    for (m, k), ok in seen.items():  # one line per bandset, not one per window
+        if not ok:
+            warnings.append(f"{m} bandset {list(get_modality(m).bandsets[k])} has no valid "
+                            "value in any window: its tokens are masked everywhere")
+    return Coverage(splits, skipped, warnings, kept)
+
+
+def prepare_checked(cfg: FinetuneConfig, *,
+                    progress: Callable[[int, int], None] | None = None) -> PreparedData:
+    """:func:`prepare_training_data` after checking the source files' metadata (product level,
+    band descriptions against ``bands:``; :func:`geolatent.units.check_source_files`)."""
+    sources = open_sources(cfg.all_sources())
+    for src in sources:
+        if not src.scenes and not src.problems:  # would only give "no window overlaps"
+            where = getattr(src.config, "paths", None) or getattr(src.config, "catalog", "")
+            raise ValueError(f"source {src.name!r} has no scene: nothing matches {where}; "
+                             "check the paths in `sources:`")
+    check_bandsets(sources)
+    check_source_files(sources)
+    return prepare_training_data(cfg, sources=sources, progress=progress)
+
+
+def config_source_names(cfg: FinetuneConfig) -> dict[str, str]:
+    """modality -> the names of the config's sources feeding it (for hints)."""
+    names: dict[str, list[str]] = {}
+    for s in cfg.all_sources():
+        names.setdefault(s.modality, []).append(s.name)
+    return {m: " / ".join(v) for m, v in names.items()}
+
+
+REPORT_FILE = "report.json"
+
+
+def write_report(path: Path, payload: dict) -> Path:
+    """Write ``payload`` as JSON atomically (a reader never sees half a report)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+class TrainingError(ValueError):
+    """Training cannot go on (a non-finite loss); the message names the cause."""
+
+
+def _nan_loss_cause(items, stems: Sequence[str], loss: float, epoch: int, lr: float) -> str:
+    bad = []
+    for (inputs, _, target), stem in zip(items, stems, strict=True):
+        for m, a in inputs.items():
+            n = int((~np.isfinite(a)).sum())
+            if n:
+                bad.append(f"window {stem}: {n} non-finite {m} values")
+        if target.dtype.kind == "f" and np.isinf(target).any():
+            bad.append(f"window {stem}: infinite target values")
+    where = f"training loss is {loss} at epoch {epoch + 1} (windows {', '.join(stems)})"
+    if bad:
+        return f"{where}: " + "; ".join(bad) + ": mask them as nodata (`nodata:` on the source)"
+    return (f"{where}: the inputs and targets are finite, so the optimization diverged; lower "
+            f"train.lr (now {lr:g}) or train.grad_clip")
 
 
 # -- losses and weights -------------------------------------------------------------------------
@@ -278,12 +432,18 @@ def finetune(
     tc = cfg.train
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
-    data = data or prepare_training_data(cfg, progress=progress)
+    data = data or prepare_checked(cfg, progress=progress)
     say(data.report())
     device = resolve_device(tc.device)
     encoder, model_cfg = load_encoder(cfg.encoder)
     mods, bands = _modalities_with_data(data, [m for m in model_cfg.modalities
                                                if get_modality(m).encoder_input])
+    coverage = inspect_windows(data, mods, task=cfg.task,
+                               min_imagery_fraction=cfg.windows.min_imagery_fraction,
+                               source_names=config_source_names(cfg))
+    say(coverage.summary())
+    kept = set(coverage.kept)
+    data = dataclasses.replace(data, records=[r for r in data.records if r.stem in kept])
     classes = data.classes
     spec = head_spec_for(cfg.task, model_cfg.embedding_size, classes.num_classes if classes else 1,
                          mods, tc.head_hidden, tc.dropout)
@@ -347,6 +507,10 @@ def finetune(
                              data.target_std)
             if loss is None:
                 continue
+            if not bool(torch.isfinite(loss)):
+                stems = [train_set.records[int(i)].stem for i in order[s : s + tc.batch_size]]
+                raise TrainingError(_nan_loss_cause(items, stems, float(loss.detach()), epoch,
+                                                    opt.param_groups[0]["lr"]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -381,6 +545,14 @@ def finetune(
     fm.metrics = {"select_metric": metric, "best_epoch": best_epoch, "val": _brief(best_val),
                   "test": _brief(test), "history": history}
     save_bundle(fm, cfg.output)
+    write_report(Path(cfg.output) / REPORT_FILE, {
+        "task": cfg.task, "select_metric": metric, "best_epoch": best_epoch,
+        "splits": coverage.splits, "skipped_windows": coverage.skipped,
+        "val": best_val, "test": test,
+        "problems": {k: sum(p.kind == k for p in data.problems)
+                     for k in sorted({p.kind for p in data.problems})},
+    })
+    say(f"report: {Path(cfg.output) / REPORT_FILE}")
     return FinetuneResult(cfg.output, best_epoch, float(best if best is not None else "nan"),
                           metric, history, best_val, test, data,
                           time.perf_counter() - t_start)

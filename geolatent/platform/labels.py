@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -42,8 +43,9 @@ STUDIO_TASKS = "annotation_task_features.geojson"
 _FIELD_GUESSES = (
     "label", "class", "category", "class_name", "classname", "lulc", "value", "target",
 )
-_START_GUESSES = ("start_time", "start", "start_date", "oe_start_time", "date", "observation_time")
-_END_GUESSES = ("end_time", "end", "end_date", "oe_end_time")
+_DATE_LIKE_NAMES = ("start_time", "start", "start_date", "date", "time", "datetime",
+                    "observation_time", "acquired", "end_time", "end", "end_date", "year")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ].*)?$")
 _LAT_GUESSES = ("lat", "latitude", "y")
 _LON_GUESSES = ("lon", "lng", "long", "longitude", "x")
 NaT = np.datetime64("NaT", "s")
@@ -117,6 +119,7 @@ class LabelSet:
     class_names: dict[str | int, str] = field(default_factory=dict)
     source: str = ""
     problems: list[LabelProblem] = field(default_factory=list)
+    time_column: str | None = None
 
     def __len__(self) -> int:
         return len(self.geometries)
@@ -215,22 +218,39 @@ def _assemble(
     *,
     kind: LabelKind,
     field_name: str | None,
-    start_field: str | None,
-    end_field: str | None,
+    time_column: str | None,
+    end_time_column: str | None,
     split_field: str | None,
     source: str,
 ) -> LabelSet:
-    columns = sorted({k for p in props for k in p}) if props else []
+    if not props:
+        raise LabelError(f"{source}: the label file holds no labels (0 features); check the "
+                         "file (and the layer, for a GeoPackage)")
+    columns = sorted({k for p in props for k in p})
     col = _pick(columns, field_name, _FIELD_GUESSES, "label", required=True)
-    start_col = _pick(columns, start_field, _START_GUESSES, "start time", required=False)
-    end_col = _pick(columns, end_field, _END_GUESSES, "end time", required=False)
+    if end_time_column is not None and time_column is None:
+        raise LabelError(f"end_time_column {end_time_column!r} needs time_column (the start)")
+    # Label time is never guessed: a column that merely looks like a date (a survey or edit
+    # date, say) would silently override the windows' time range.
+    start_col = _pick(columns, time_column, (), "time", required=True) if time_column else None
+    end_col = _pick(columns, end_time_column, (), "end time", required=True) \
+        if end_time_column else None
     split_col = _pick(columns, split_field, (), "split", required=False) if split_field else None
     rows = np.arange(len(props), dtype=np.int64)
     problems: list[LabelProblem] = []
-    start = _times([p.get(start_col) for p in props], rows, "start time", problems) if start_col \
+    if start_col is None:
+        unused = [c for c in columns if c != col and _looks_like_dates(c, props)]
+        if unused:
+            problems.append(LabelProblem(
+                "unused_time_column", -1,
+                f"column {unused[0]!r} looks like dates but label time is not taken from it: "
+                "every label uses the windows' start/end; set labels.time_column: "
+                f"{unused[0]} to use it", "warning"))
+    what = f"time column {start_col!r} value"
+    start = _times([p.get(start_col) for p in props], rows, what, problems) if start_col \
         else np.full(len(props), NaT)
-    end = _times([p.get(end_col) for p in props], rows, "end time", problems) if end_col else \
-        start.copy()  # one time column: the label is an instant
+    end = _times([p.get(end_col) for p in props], rows, f"end time column {end_col!r} value",
+                 problems) if end_col else start.copy()  # one time column: the label is an instant
     splits = None
     if split_col:
         splits = np.array([_split_name(p.get(split_col)) for p in props], dtype=object)
@@ -244,7 +264,18 @@ def _assemble(
         splits=splits,
         source=source,
         problems=problems,
+        time_column=start_col,
     )
+
+
+def _looks_like_dates(column: str, props: list[dict]) -> bool:
+    """A column named like a time, or whose first values are dates / ISO date strings."""
+    if column.lower() in _DATE_LIKE_NAMES:
+        return True
+    values = [p.get(column) for p in props[:20] if not _is_missing(p.get(column))]
+    return bool(values) and all(
+        isinstance(v, datetime | date | np.datetime64) or
+        (isinstance(v, str) and _ISO_DATE.match(v.strip()) is not None) for v in values)
 
 
 def _split_name(v: object) -> str | None:
@@ -295,19 +326,19 @@ def _shapes(feats: list[dict]) -> np.ndarray:
 
 
 def read_geojson_labels(path: str | Path, *, kind: LabelKind = "class", field: str | None = None,
-                        start_field: str | None = None, end_field: str | None = None,
+                        time_column: str | None = None, end_time_column: str | None = None,
                         split_field: str | None = None) -> LabelSet:
     """Labels from a GeoJSON FeatureCollection (lon/lat, RFC 7946)."""
     path = Path(path)
     feats, crs = _geojson_features(path)
     geoms = _to_wgs84(_shapes(feats), crs)
     props = [dict(f.get("properties") or {}) for f in feats]
-    return _assemble(geoms, props, kind=kind, field_name=field, start_field=start_field,
-                     end_field=end_field, split_field=split_field, source=str(path))
+    return _assemble(geoms, props, kind=kind, field_name=field, time_column=time_column,
+                     end_time_column=end_time_column, split_field=split_field, source=str(path))
 
 
 def read_ogr_labels(path: str | Path, *, kind: LabelKind = "class", field: str | None = None,
-                    start_field: str | None = None, end_field: str | None = None,
+                    time_column: str | None = None, end_time_column: str | None = None,
                     split_field: str | None = None, layer: str | int | None = None) -> LabelSet:
     """Labels from a GeoPackage or Shapefile (any CRS; read with pyogrio)."""
     try:
@@ -327,12 +358,12 @@ def read_ogr_labels(path: str | Path, *, kind: LabelKind = "class", field: str |
     props = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in p.items()}
              for p in props]
     geoms = _to_wgs84(geoms, meta.get("crs") or WGS84)
-    return _assemble(geoms, props, kind=kind, field_name=field, start_field=start_field,
-                     end_field=end_field, split_field=split_field, source=str(path))
+    return _assemble(geoms, props, kind=kind, field_name=field, time_column=time_column,
+                     end_time_column=end_time_column, split_field=split_field, source=str(path))
 
 
 def read_csv_labels(path: str | Path, *, kind: LabelKind = "class", field: str | None = None,
-                    start_field: str | None = None, end_field: str | None = None,
+                    time_column: str | None = None, end_time_column: str | None = None,
                     split_field: str | None = None, lat_field: str | None = None,
                     lon_field: str | None = None, crs: str = WGS84) -> LabelSet:
     """Point labels from a CSV with latitude / longitude columns (or x / y in ``crs``)."""
@@ -360,8 +391,8 @@ def read_csv_labels(path: str | Path, *, kind: LabelKind = "class", field: str |
     geoms[np.isnan(x) | np.isnan(y)] = None
     props = [{k: v for k, v in r.items() if k not in (lat_col, lon_col)} for r in rows]
     return _assemble(_to_wgs84(geoms, crs), props, kind=kind, field_name=field,
-                     start_field=start_field, end_field=end_field, split_field=split_field,
-                     source=str(path))
+                     time_column=time_column, end_time_column=end_time_column,
+                     split_field=split_field, source=str(path))
 
 
 def read_studio_export(path: str | Path, *, kind: LabelKind = "class", field: str | None = None,
@@ -482,8 +513,8 @@ def read_labels(
     kind: LabelKind = "class",
     format: LabelFormat = "auto",
     field: str | None = None,
-    start_field: str | None = None,
-    end_field: str | None = None,
+    time_column: str | None = None,
+    end_time_column: str | None = None,
     split_field: str | None = None,
     layer: str | int | None = None,
     lat_field: str | None = None,
@@ -497,7 +528,9 @@ def read_labels(
         kind: ``class`` (string or integer classes) or ``value`` (numbers, for regression).
         format: ``auto`` detects it from the path.
         field: the label column (``oe_labels`` key for Studio); guessed when None.
-        start_field, end_field: optional time columns (guessed: ``start_time``, ``end_time``...).
+        time_column: the column holding each label's time (an instant, or the start of a range
+            with ``end_time_column``). Never guessed (default: none, labels take the windows'
+            time range); a date-like column left unused is reported as ``unused_time_column``.
         split_field: optional column with an explicit ``train`` / ``val`` / ``test`` split.
         layer: GeoPackage layer (name or index; default the first).
         lat_field, lon_field, csv_crs: CSV coordinate columns and their CRS.
@@ -512,7 +545,7 @@ def read_labels(
     common = dict(kind=kind, field=field)
     if fmt == "studio":
         return read_studio_export(path, **common)  # type: ignore[arg-type]
-    times = dict(start_field=start_field, end_field=end_field, split_field=split_field)
+    times = dict(time_column=time_column, end_time_column=end_time_column, split_field=split_field)
     if fmt == "geojson":
         return read_geojson_labels(path, **common, **times)  # type: ignore[arg-type]
     if fmt in ("gpkg", "shapefile"):

@@ -63,6 +63,9 @@ def register(app: typer.Typer) -> None:
         except (ConfigError, FileNotFoundError, FileExistsError) as e:
             console.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from None
+        except (ValueError, FloatingPointError) as e:  # bad data (no usable sample, NaN loss)
+            console.print(f"[red]error:[/] {e}")
+            raise typer.Exit(1) from None
         if os.environ.get("RANK", "0") != "0":
             return  # under torchrun only the main rank reports
         if records:

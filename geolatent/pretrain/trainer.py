@@ -305,6 +305,13 @@ class Trainer:
                                 inputs, batch.timestamps, batch.patch_size,
                                 va.token_mask, vb.token_mask, timer=timer,
                             )  # fmt: skip
+                        if not bool(torch.isfinite(out["loss"].detach())):
+                            # Name the samples: one bad file must not cost a search.
+                            files = [str(manifest.path(int(i))) for i in batch.indices.tolist()]
+                            raise FloatingPointError(
+                                f"step {step + 1}: loss is {float(out['loss'])} on the samples "
+                                f"{files}; check them with `geolatent data inspect FILE` "
+                                "(non-finite or out-of-range values)")
                         with timer.section("backward"):
                             (out["loss"] / n_micro).backward()
                     sums[: len(LOSS_KEYS)] += torch.stack([out[k].detach() for k in LOSS_KEYS])

@@ -40,8 +40,8 @@ def _write(path: Path, feats: list[tuple]) -> Path:
     return path
 
 
-def _labels(tmp_path: Path, feats: list[tuple]) -> LabelSet:
-    return check_labels(read_labels(_write(tmp_path / "l.geojson", feats)))[0]
+def _labels(tmp_path: Path, feats: list[tuple], **kw) -> LabelSet:
+    return check_labels(read_labels(_write(tmp_path / "l.geojson", feats), **kw))[0]
 
 
 def _utm_point_lonlat(x: float, y: float) -> shapely.Point:
@@ -54,7 +54,7 @@ def test_point_windows_are_centred_and_timed(tmp_path: Path):
         (_utm_point_lonlat(400_305, 5_099_695), {"label": "b", "start": "2024-02-10",
                                                   "end": "2024-04-20"}),
         (_utm_point_lonlat(400_505, 5_099_495), {"label": "a"}),
-    ])
+    ], time_column="start", end_time_column="end")
     default = (datetime(2023, 1, 1), datetime(2024, 1, 1))
     windows, problems = make_label_windows(labels, "classification", size_px=16,
                                            default_time_range=default)

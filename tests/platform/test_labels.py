@@ -39,7 +39,7 @@ def test_geojson_points_and_polygons_with_times(tmp_path: Path):
                  end_time="2024-06-30"),
         _feature(poly, label="water", start_time="2024-01-01T00:00:00Z", end_time=None),
     ])
-    labels = read_labels(path)
+    labels = read_labels(path, time_column="start_time", end_time_column="end_time")
     assert len(labels) == 2 and labels.kind == "class"
     assert list(labels.values) == ["forest", "water"]
     assert labels.is_point.tolist() == [True, False]
@@ -82,7 +82,7 @@ def test_csv_lat_lon_columns(tmp_path: Path):
         for i, ((lon, lat), c) in enumerate(zip(POINTS, classes, strict=True))
     ]
     path.write_text("\n".join(rows) + "\n")
-    labels = read_labels(path, field="crop", start_field="date")
+    labels = read_labels(path, field="crop", time_column="date")
     assert labels.values.tolist() == [2, 2, "maize"]  # "2" and "2.0" are one class
     xy = shapely.get_coordinates(labels.geometries.astype(object))
     np.testing.assert_allclose(xy, np.array(POINTS))
@@ -123,7 +123,8 @@ def test_problems_are_reported_with_feature_numbers(tmp_path: Path):
         _feature(shapely.Point(POINTS[2]), label="ok", start="2024-05-01", end="2024-01-01"),
         _feature(shapely.Point(POINTS[2]), label="nodata"),           # ignored silently
     ]
-    labels = read_labels(_write_geojson(tmp_path / "l.geojson", feats))
+    labels = read_labels(_write_geojson(tmp_path / "l.geojson", feats), time_column="start",
+                         end_time_column="end")
     checked, problems = check_labels(labels, ignore_values=["nodata"])
     assert len(checked) == 1
     by_kind = {p.kind: p for p in problems}
@@ -158,3 +159,35 @@ def test_class_table_and_empty_classes():
     warn = empty_class_problems(np.array(["x", "z"], dtype=object), declared.values)
     assert [p.kind for p in warn] == ["empty_class"] and "'y'" in warn[0].message
     assert table.colormap()[255] == (0, 0, 0, 0)
+
+
+def test_label_time_is_never_guessed_and_an_unused_date_column_is_reported(tmp_path: Path):
+    path = _write_geojson(tmp_path / "l.geojson", [
+        _feature(shapely.Point(POINTS[0]), label="forest", DATE="2018-02-02"),
+        _feature(shapely.Point(POINTS[1]), label="water", DATE="2017-12-18"),
+    ])
+    labels = read_labels(path)
+    assert np.isnat(labels.start).all() and labels.time_column is None
+    notes = [p for p in labels.problems if p.kind == "unused_time_column"]
+    assert len(notes) == 1 and "'DATE'" in notes[0].message
+    assert "labels.time_column" in notes[0].message
+    used = read_labels(path, time_column="DATE")
+    assert str(used.start[0]) == "2018-02-02T00:00:00" and used.time_column == "DATE"
+    assert not [p for p in used.problems if p.kind == "unused_time_column"]
+
+
+def test_bad_time_values_name_the_column_and_the_value(tmp_path: Path):
+    path = _write_geojson(tmp_path / "l.geojson", [
+        _feature(shapely.Point(POINTS[0]), label="forest", when="2024-13-45"),
+    ])
+    labels = read_labels(path, time_column="when")
+    bad = [p for p in labels.problems if p.kind == "bad_time"]
+    assert len(bad) == 1 and "'when'" in bad[0].message and "2024-13-45" in bad[0].message
+    with pytest.raises(LabelError, match="time column 'missing' not found"):
+        read_labels(path, time_column="missing")
+
+
+def test_empty_label_file_says_it_is_empty(tmp_path: Path):
+    path = _write_geojson(tmp_path / "l.geojson", [])
+    with pytest.raises(LabelError, match="holds no labels"):
+        read_labels(path)

@@ -39,6 +39,10 @@ def knn_predict(
         train_x: ``[N, D]`` embeddings; train_y: ``[N]`` class ids, ``[N, K]`` 0/1 or ``[N]``
             values (regression: the weighted mean of the neighbours).
         test_x: ``[M, D]``.
+        task_type: ``classification``, ``multilabel`` or ``regression`` (how ``train_y`` is
+            read and neighbours are combined; kNN is not defined for segmentation).
+        num_classes: number of classes (classification; ``train_y`` values must be below it).
+        config: ``k`` and the vote temperature (:class:`KNNConfig`).
 
     Returns:
         ``[M]`` class ids, ``[M, K]`` 0/1 (a label is predicted when its weighted vote share
@@ -50,6 +54,10 @@ def knn_predict(
     k = min(cfg.k, tr.shape[0])
     y = torch.as_tensor(np.asarray(train_y))
     if task_type == "classification":
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            raise ValueError(f"train_y holds class ids {int(y.min())}..{int(y.max())} but "
+                             f"num_classes is {num_classes}; regression targets need "
+                             "task_type='regression'")
         targets = F.one_hot(y.long(), num_classes).float()  # [N, C]
     elif task_type == "multilabel":
         targets = y.float()

@@ -144,7 +144,9 @@ def linear_probe(
     cfg = config or LinearProbeConfig()
     lrs = list(cfg.lr) if isinstance(cfg.lr, list | tuple) else [cfg.lr]
     if len(lrs) > 1 and (x_val is None or y_val is None):
-        raise ValueError("several learning rates need a validation split to choose from")
+        raise ValueError(f"config.lr gives {len(lrs)} learning rates {lrs}: choosing one needs "
+                         "a validation split; pass x_val and y_val, or a single learning rate "
+                         "(LinearProbeConfig(lr=1e-2))")
     metric = PRIMARY_METRIC[task_type]
     sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
     best: tuple[float, LinearProbe | None, float] = (-np.inf, None, lrs[0])

@@ -193,6 +193,13 @@ def predict_area(
         grid = None if crs is not None else single_grid(srcs, fm.inputs.resolution_m)
     plan = plan_prediction(area, (start, end), crop=crop, stride=stride, tile=tile,
                            out_scale=q, crs=crs, resolution=fm.inputs.resolution_m, grid=grid)
+    used = [s for s in srcs if s.modality in fm.inputs.modalities]
+    if not any(s.scenes_for(t.window) for t in plan.tiles for s in used):
+        # Far from the imagery (or outside its dates) the map would be all nodata: say so.
+        raise ValueError(
+            f"no scene of the sources {[s.name for s in used]} covers the area ({plan.crs} "
+            f"bounds {tuple(round(v) for v in plan.area.bounds)}) between {start} and {end}; "
+            "check the area, the dates and the sources")
     months = len(plan.tiles[0].window.months)
     if months > MAX_TIMESTEPS:
         raise ValueError(f"{start}..{end} covers {months} months; the model takes at most "

@@ -14,12 +14,12 @@ from geolatent.data.materialize import materialize_window
 from geolatent.data.sources import Source
 from geolatent.data.window import Window
 from geolatent.modalities import MISSING_VALUE
-from geolatent.model.embed import check_value_units
 from geolatent.platform.area import AreaTile, BlendMode, PredictionPlan, blend_weights
 from geolatent.platform.bundle import FinetunedModel
 from geolatent.platform.classes import NODATA_CLASS
 from geolatent.platform.encoder_inputs import batch_from_normalized, normalize_arrays
 from geolatent.platform.predict.plan import output_bands, output_kind
+from geolatent.units import Fix, check_values
 
 
 @dataclass
@@ -105,7 +105,8 @@ class TilePredictor:
         rows, cols = plan.crop_origins(tile)
         mods = [m for m in self.fm.inputs.modalities if m in arrays]
         for m in mods:  # once per tile, on a subsample: crops overlap, the check need not
-            check_value_units(m, torch.from_numpy(arrays[m][::4, ::4]), normalized=False)
+            check_values(m, arrays[m][::4, ::4], what=f"tile {tile.index} ({m})",
+                         fix=Fix("config"))
         # Normalized once per tile rather than once per overlapping crop.
         normed = normalize_arrays(arrays, mods, check_units=False) if mods else {}
         if mods:
