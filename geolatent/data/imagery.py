@@ -30,6 +30,7 @@ from pydantic import TypeAdapter, ValidationError
 from rasterio.windows import Window as RioWindow
 from shapely.geometry import box, mapping, shape
 
+from geolatent.data.area import AreaLike, read_area
 from geolatent.data.config import SourceConfig, StacApiSourceConfig
 from geolatent.data.materialize import materialize_window
 from geolatent.data.remote import STATS
@@ -38,8 +39,6 @@ from geolatent.data.stac_presets import PRESETS
 from geolatent.data.window import (
     WGS84,
     Window,
-    read_geojson_geometries,
-    reproject_geometry,
     tile_windows,
     to_utc_naive,
     utm_crs_for,
@@ -128,7 +127,7 @@ def imagery_source(
 
 def imagery_sources(
     imagery: str,
-    aoi: str | Path | dict,
+    aoi: AreaLike,
     start: str,
     end: str,
     *,
@@ -154,7 +153,7 @@ def imagery_sources(
     """
     from geolatent.data.sources import open_source
 
-    geom = read_aoi(aoi)
+    geom = read_area(aoi)
     t0, t1 = _time_range(start, end)
     if collection or not modalities or imagery not in PRESETS:
         configs = [imagery_source(imagery, collection=collection, max_cloud=max_cloud,
@@ -187,26 +186,6 @@ def imagery_sources(
     return out
 
 
-def read_aoi(aoi: str | Path | dict) -> shapely.Geometry:
-    """The union (lon/lat) of an AOI's geometries (GeoJSON, or any vector file GDAL reads:
-    GeoPackage, Shapefile, ...); a clear error when empty or not lon/lat."""
-    if isinstance(aoi, dict) or str(aoi).lower().endswith((".geojson", ".json")):
-        geoms = [g for g, _ in read_geojson_geometries(aoi)]
-    else:
-        import pyogrio
-
-        meta, _, wkb, _ = pyogrio.read(aoi, read_geometry=True)
-        geoms = [reproject_geometry(shapely.from_wkb(g), meta["crs"] or WGS84, WGS84)
-                 for g in wkb if g is not None]
-    if not geoms:
-        raise ValueError(f"AOI {aoi}: no geometry found")
-    geom = shapely.union_all(geoms)
-    x0, y0, x1, y1 = geom.bounds
-    if not (-180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
-        raise ValueError(f"AOI {aoi}: bounds {geom.bounds} are not lon/lat degrees (RFC 7946)")
-    return geom
-
-
 def _time_range(start: str | datetime, end: str | datetime) -> tuple[datetime, datetime]:
     t0, t1 = to_utc_naive(start), to_utc_naive(end)
     if t1 <= t0:
@@ -226,10 +205,10 @@ class SceneInfo:
 
 
 def search_scenes(
-    cfg: StacApiSourceConfig, aoi: str | Path | dict, start: str, end: str
+    cfg: StacApiSourceConfig, aoi: AreaLike, start: str, end: str
 ) -> list[SceneInfo]:
     """Scenes of the source intersecting the AOI in ``[start, end)``, in time order."""
-    geom = read_aoi(aoi)
+    geom = read_area(aoi)
     t0, t1 = _time_range(start, end)
     items = search_items(cfg, tuple(geom.bounds), t0, t1)  # type: ignore[arg-type]
     out = []
@@ -291,7 +270,7 @@ def _grid(windows: list[Window]) -> tuple[int, int, int, int]:
 
 def fetch_composites(
     sources: list[SourceConfig] | list[StacApiSourceConfig],
-    aoi: str | Path | dict,
+    aoi: AreaLike,
     start: str,
     end: str,
     out_dir: str | Path,
@@ -318,7 +297,7 @@ def fetch_composites(
     """
     from geolatent.data.sources import open_sources
 
-    geom = read_aoi(aoi)
+    geom = read_area(aoi)
     t0, t1 = _time_range(start, end)
     c = geom.centroid
     crs = crs or utm_crs_for(c.x, c.y)

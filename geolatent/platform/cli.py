@@ -187,7 +187,7 @@ def predict_command(
 
             if sources:
                 raise ValueError("give either --sources or --imagery, not both")
-            srcs = imagery_sources(imagery, aoi, start, end)
+            srcs = imagery_sources(imagery, area, start, end)
         with _progress() as bar:
             task = bar.add_task("predicting tiles", total=None, visible=rank == 0)
             result = predict_area(
