@@ -34,6 +34,9 @@ class Modality:
         encoder_input: False for decode-only map products (never fed to the encoder).
         units: what raw values mean, as a user should supply them.
         categorical: True when values are class ids (warp with nearest).
+        wavelengths_nm: central wavelength of each band in channel order (nm; SAR: the radar
+            wavelength), empty for map products. The v1 missing-band rule copies the present
+            band nearest in wavelength.
     """
 
     name: str
@@ -43,6 +46,7 @@ class Modality:
     encoder_input: bool
     units: str
     categorical: bool = False
+    wavelengths_nm: tuple[float, ...] = ()
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -115,6 +119,7 @@ _REGISTRY: tuple[Modality, ...] = (
         multitemporal=True,
         encoder_input=True,
         units="Sentinel-2 L2A digital numbers (reflectance x 10000)",
+        wavelengths_nm=(490, 560, 665, 842, 705, 740, 783, 865, 1610, 2190, 443, 945),
     ),
     Modality(
         "sentinel1",
@@ -123,6 +128,8 @@ _REGISTRY: tuple[Modality, ...] = (
         multitemporal=True,
         encoder_input=True,
         units="Sentinel-1 backscatter in dB (10*log10 of linear)",
+        # C band, 5.55 cm, both polarizations: VV and VH stand in for each other.
+        wavelengths_nm=(5.55e7, 5.55e7),
     ),
     Modality(
         "landsat",
@@ -131,6 +138,7 @@ _REGISTRY: tuple[Modality, ...] = (
         multitemporal=True,
         encoder_input=True,
         units="Landsat 8/9 Collection 2 Level-1 digital numbers",
+        wavelengths_nm=(590, 443, 482, 561, 655, 865, 1609, 2201, 1373, 10895, 12005),
     ),
     Modality("worldcover", (("B1",),), (10.0,), False, False, "ESA WorldCover class id", True),
     Modality("srtm", (("srtm",),), (30.0,), False, False, "elevation in metres"),

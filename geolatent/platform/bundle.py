@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from geolatent.modalities import MODALITIES
 from geolatent.model.config import ModelConfig
 from geolatent.model.encoder import Encoder
 from geolatent.normalize import band_affine
@@ -98,9 +97,7 @@ class FinetunedModel:
 
 def build_encoder(config: ModelConfig) -> Encoder:
     """A randomly initialized encoder of ``config`` (weights are loaded afterwards)."""
-    mods = [MODALITIES[m] for m in config.modalities]
-    return Encoder(mods, config.embedding_size, config.depth, config.num_heads,
-                   config.mlp_ratio, config.drop_path)
+    return Encoder.from_config(config)
 
 
 def normalization_snapshot(modalities: list[str]) -> dict[str, dict[str, list[float]]]:
