@@ -23,7 +23,6 @@ from geolatent.model import missing as missing_rule
 from geolatent.model.encoder import EncoderOutput, spatial_mean
 from geolatent.model.tokens import MaskValue
 from geolatent.model.versions import version_spec
-from geolatent.normalize import normalize as normalize_values
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -387,15 +386,12 @@ def prepare_inputs(
         mod = model_mods.get(n) or get_modality(n)
         if check_units:
             check_value_units(n, x, normalized=not normalize)
-        missing = missing_rule.is_missing(x)
         inf = int(torch.isinf(x).sum())
         if inf:
             nonfinite[n] = inf
+        normed[n], missing = missing_rule.normalize_and_fill(n, x, mod, version, normalize)
         gone = missing_rule.token_missing(missing, p, mod.bandset_slices())
         token_mask[n] = torch.where(gone, MaskValue.MISSING, MaskValue.ONLINE_ENCODER).long()
-        clean = torch.where(missing, torch.tensor(MISSING_VALUE), x)
-        values = normalize_values(n, clean) if normalize else clean
-        normed[n] = missing_rule.fill_missing_bands(values, missing, mod, version)
     any_missing = any(bool(m.any()) for m in token_mask.values())
     return EncoderBatch(normed, ts, token_mask if any_missing else None, p, nonfinite)
 

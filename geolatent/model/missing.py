@@ -102,3 +102,27 @@ def token_missing(
     p = patch_size
     gone = missing.reshape(b, h // p, p, w // p, p, t, c).all(dim=4).all(dim=2)
     return torch.stack([gone[..., sl].all(-1) for sl in bandset_slices], dim=-1)
+
+
+def normalize_and_fill(
+    name: str, raw: torch.Tensor, modality: Modality, version: str, normalize: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole rule for one modality's values, as every path applies it.
+
+    Args:
+        name: registry name (decides the normalization statistics).
+        raw: ``[..., C]`` values in the modality's units (or normalized, ``normalize=False``).
+        modality: the model's view of the modality (its bandsets).
+        version: model version.
+        normalize: normalize with the pretraining statistics first.
+
+    Returns:
+        ``(values, missing)``: float32 ``[..., C]`` normalized and filled (rule 1; -99999 where
+        the whole bandset is missing) and the bool ``[..., C]`` missing mask of ``raw``.
+    """
+    from geolatent.normalize import normalize as normalize_values
+
+    missing = is_missing(raw)
+    clean = torch.where(missing, torch.tensor(MISSING_VALUE, dtype=raw.dtype), raw)
+    values = normalize_values(name, clean) if normalize else clean
+    return fill_missing_bands(values, missing, modality, version), missing

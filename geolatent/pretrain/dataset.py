@@ -150,14 +150,11 @@ class PretrainDataset(Dataset):
     def fill(self, modality: str, raw: np.ndarray) -> np.ndarray:
         """Normalize ``raw`` ``[..., C]`` and apply the missing-data rule (as ``embed`` does):
         bands missing inside a present bandset are filled, whole missing bandsets stay -99999."""
-        x = torch.from_numpy(raw)
-        missing = missing_rule.is_missing(x)
-        clean = torch.where(missing, torch.tensor(MISSING_VALUE), x)
         mod = self.model_modalities.get(modality) or MODALITIES[modality]
         if mod.decode_only:  # map targets: no band fill (no wavelengths; never encoder inputs)
-            return normalize(modality, clean).numpy()
-        filled = missing_rule.fill_missing_bands(normalize(modality, clean), missing, mod,
-                                                 self.version)  # fmt: skip
+            return normalize(modality, raw)
+        filled, _ = missing_rule.normalize_and_fill(modality, torch.from_numpy(raw), mod,
+                                                    self.version)  # fmt: skip
         return filled.numpy()
 
     def load_crop(
