@@ -11,6 +11,7 @@ import typer
 from geolatent.data.cli import app as data_app
 from geolatent.evals.cli import register as register_evals
 from geolatent.inference.cli import register as register_inference
+from geolatent.model.cli import register as register_models
 from geolatent.platform.cli import register as register_platform
 from geolatent.pretrain.cli import register as register_pretrain
 
@@ -25,6 +26,7 @@ register_inference(app)  # embed, demo
 register_pretrain(app)  # pretrain
 register_evals(app)  # eval
 register_platform(app)  # finetune, predict
+register_models(app)  # models
 app.add_typer(data_app, name="data", help="Build pretraining samples and windows from rasters.")
 
 

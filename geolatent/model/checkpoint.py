@@ -358,27 +358,54 @@ def load_geolatent_folder(path: Path) -> LatentMIM:
     except Exception as e:
         raise CheckpointError(f"{w_path}: cannot read weights ({type(e).__name__}: {e})") from e
     _check_and_load(model, state, str(w_path))
+    model.provenance = {
+        "source": str(path.resolve()),
+        "version": model.config.version,
+        "weights_file": WEIGHTS_FILE,
+        "sha256": sha256_file(w_path),
+        "repo_id": None,
+        "revision": None,
+    }
+    if isinstance(cfg.get("derived_from"), dict):
+        model.provenance["derived_from"] = cfg["derived_from"]
     return model
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LatentMIM:
-    """Load a model from a v1 release folder or a geolatent folder.
+def load_model(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    revision: str | None = None,
+) -> LatentMIM:
+    """Load a model from a release folder (any version), a geolatent folder, or a release id.
 
     Args:
-        path: folder holding ``config.json`` plus ``weights.pth`` (v1 release) or
-            ``model.safetensors`` (geolatent).
+        path: folder holding ``config.json`` plus ``weights.pth`` (release) or
+            ``model.safetensors`` (geolatent); or a Hugging Face id such as
+            ``"allenai/OlmoEarth-v1_2-Base"`` / ``"OlmoEarth-v1_2-Base"`` (see
+            :mod:`geolatent.model.hub`).
         device: where to put the weights.
+        revision: for an id: branch, tag or commit (default: the default branch).
 
     Returns:
-        The :class:`LatentMIM` in eval mode.
+        The :class:`LatentMIM` in eval mode; ``model.provenance`` says where it came from.
 
     Raises:
         FileNotFoundError: the path or a required file does not exist.
-        CheckpointError: the files do not describe this architecture exactly.
+        CheckpointError: the files do not describe a released architecture exactly.
+        geolatent.model.hub.ModelNotAvailable: an id whose weights cannot be had here.
     """
+    from geolatent.model import hub
+
     p = Path(path)
+    if not p.exists() and hub.looks_like_id(str(path)):
+        return hub.load_release(str(path), revision).to(device).eval()
+    if revision is not None:
+        raise ValueError(f"revision= applies to model ids, but {p} is a local path")
     if not p.exists():
-        raise FileNotFoundError(f"no checkpoint at {p}")
+        raise FileNotFoundError(
+            f"no checkpoint at {p} (not a folder; a release id looks like "
+            "'allenai/OlmoEarth-v1_2-Base')"
+        )
     if p.is_file():
         p = p.parent if p.name in (CONFIG_FILE, WEIGHTS_FILE, RELEASE_WEIGHTS_FILE) else p
     if not p.is_dir():
@@ -393,7 +420,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         model = load_release_folder(p)
     else:
         raise FileNotFoundError(
-            f"{p}: neither {WEIGHTS_FILE} (geolatent) nor {RELEASE_WEIGHTS_FILE} (v1 release) found"
+            f"{p}: neither {WEIGHTS_FILE} (geolatent) nor {RELEASE_WEIGHTS_FILE} (release) found"
         )
     return model.to(device).eval()
 
@@ -405,6 +432,10 @@ def save_model(model: LatentMIM, path: str | os.PathLike) -> Path:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     cfg = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
            "model": model.config.model_dump()}  # fmt: skip
+    # Where the weights started from (a release id + commit + sha256), kept across saves.
+    origin = getattr(model, "provenance", {}) or {}
+    if origin.get("sha256"):
+        cfg["derived_from"] = origin.get("derived_from", origin)
     for name, writer in (
         (WEIGHTS_FILE, lambda f: save_file(state, f)),
         (CONFIG_FILE, lambda f: Path(f).write_text(json.dumps(cfg, indent=2))),
