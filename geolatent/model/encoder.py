@@ -121,6 +121,9 @@ class Encoder(nn.Module):
     ):
         super().__init__()
         spec = version_spec(version)
+        # The ModelConfig this encoder was built from (set by from_config): input preparation
+        # (prepare_inputs) reads its version and bandsets.
+        self.model_config = None
         self.version = version
         self.spec = spec
         self.modalities = {m.name: m for m in modalities}
@@ -159,11 +162,13 @@ class Encoder(nn.Module):
         """A randomly initialized encoder of a :class:`~geolatent.model.config.ModelConfig`."""
         from geolatent.model.config import model_modalities
 
-        return cls(
+        enc = cls(
             model_modalities(config), config.embedding_size, config.depth, config.num_heads,
             config.mlp_ratio, config.drop_path, config.version, config.patch_embed_hidden_sizes,
             config.rope_temporal_coordinate_scale, config.rope_coordinate_scale, config.pooler,
         )  # fmt: skip
+        enc.model_config = config
+        return enc
 
     def tokenize(
         self,
