@@ -103,7 +103,10 @@ def _how_to_get(repo_id: str, revision: str | None) -> str:
 
 
 def download_release(
-    name: str, revision: str | None = None, token: str | bool | None = None
+    name: str,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    local_only: bool = False,
 ) -> tuple[Path, dict]:
     """Fetch (or find in the cache) a release folder.
 
@@ -111,6 +114,7 @@ def download_release(
         name: full id (``allenai/OlmoEarth-v1_2-Base``) or short form (``OlmoEarth-v1_2-Base``).
         revision: branch, tag or commit (default: the repository's default branch).
         token: hub token (default: ``HF_TOKEN`` or the stored login).
+        local_only: only look in the cache (as ``HF_HUB_OFFLINE=1``).
 
     Returns:
         ``(folder, provenance)``: the snapshot folder with ``config.json`` and ``weights.pth``,
@@ -130,6 +134,7 @@ def download_release(
 
     repo_id = resolve_id(name)
     hub = _hub_settings()
+    hub["offline"] = hub["offline"] or local_only
     paths = {}
     for filename in RELEASE_FILES:
         try:
@@ -178,11 +183,30 @@ def download_release(
     return folder, {"repo_id": repo_id, "requested_revision": revision, "revision": folder.name}
 
 
-def load_release(name: str, revision: str | None = None, token: str | bool | None = None):
+def endpoint_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the hub endpoint (``HF_ENDPOINT`` or huggingface.co) accepts a TCP connection."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(_hub_settings()["endpoint"] or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def load_release(
+    name: str,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    local_only: bool = False,
+):
     """:func:`download_release` then the strict release loader; provenance recorded."""
     from geolatent.model.checkpoint import load_release_folder
 
-    folder, prov = download_release(name, revision, token)
+    folder, prov = download_release(name, revision, token, local_only)
     model = load_release_folder(folder)
     model.provenance.update(prov)
     model.provenance["source"] = prov["repo_id"]

@@ -129,3 +129,22 @@ def test_models_command_lists_cached_releases(hf_env):
     assert rows[REPO]["cached_revisions"] == [MAIN]
     assert rows["allenai/OlmoEarth-v1_3-Base"]["cached_revisions"] == []
     assert rows["allenai/OlmoEarth-v1_3-Base"]["location_embedding_dim"] == 128
+
+
+def test_demo_uses_released_nano_when_reachable_else_says_random(hf_env, server):
+    from geolatent.inference.demo import DEMO_RELEASE, RANDOM_WEIGHTS_NOTE, released_demo_model
+
+    assert DEMO_RELEASE == REPO
+    server.stop()
+    model, note, why = released_demo_model()  # nothing cached, hub unreachable
+    assert model is None and note == RANDOM_WEIGHTS_NOTE and "not reachable" in why
+
+
+def test_demo_downloads_released_nano(hf_env, server):
+    from geolatent.inference.demo import released_demo_model
+
+    model, note, why = released_demo_model()
+    assert why is None and model.provenance["revision"] == MAIN
+    assert note == f"released weights {REPO} @ {MAIN}"
+    server.stop()
+    assert released_demo_model()[0] is not None  # now from the cache
