@@ -27,8 +27,9 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHORT = re.compile(r"^OlmoEarth-v[0-9_]+-[A-Za-z]+$")
 
 
-class ModelNotAvailable(RuntimeError):
-    """Release weights that cannot be had here; the message says how to get them."""
+class ModelNotAvailable(OSError):
+    """Release weights that cannot be had here; the message says how to get them (an OSError,
+    like a missing checkpoint folder)."""
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ def _sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_first_download_then_cached_with_server_stopped(hf_env, server, folders, monkeypatch):
     model = geolatent.load_model(REPO)
     assert model.config.version == "v1.2"
@@ -74,6 +75,7 @@ def test_revision_pin(hf_env, folders, revision):
     assert model.provenance["sha256"] == _sha256(folders[1] / "weights.pth")
 
 
+@pytest.mark.slow
 def test_truncated_download_is_an_error_and_nothing_is_loaded(hf_env, server):
     server.truncate = True
     with pytest.raises(ModelNotAvailable, match="downloading weights.pth .* nothing was loaded"):
@@ -117,6 +119,7 @@ def test_ids_and_known_releases():
         geolatent.load_model(SHARED, revision="main")
 
 
+@pytest.mark.slow
 def test_models_command_lists_cached_releases(hf_env):
     from typer.testing import CliRunner
 
@@ -148,3 +151,19 @@ def test_demo_downloads_released_nano(hf_env, server):
     assert note == f"released weights {REPO} @ {MAIN}"
     server.stop()
     assert released_demo_model()[0] is not None  # now from the cache
+
+
+@pytest.mark.slow
+def test_cli_model_flag_takes_an_id(hf_env, tmp_path):
+    """Every command's --model goes through load_model: an unknown id is a clear CLI error."""
+    from typer.testing import CliRunner
+
+    from geolatent.cli import app
+
+    tif = tmp_path / "s2.tif"
+    tif.write_bytes(b"")  # never read: the model is loaded first
+    res = CliRunner().invoke(app, ["embed", "--out", str(tmp_path / "o.tif"), "--model",
+                                   "allenai/OlmoEarth-v9-Huge", "--s2", str(tif),
+                                   "--s2-dates", "2024-01-01"])  # fmt: skip
+    assert res.exit_code == 2
+    assert "was not found" in " ".join(res.output.split())
