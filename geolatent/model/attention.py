@@ -96,14 +96,18 @@ class Attention(nn.Module):
             return q, k
         if q_pos is None or k_pos is None:
             raise ValueError("this attention uses RoPE: token positions are required")
-        out = []
-        for x, pos in ((q, q_pos), (k, k_pos)):
+
+        def cos_sin(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             if self.rope == "mixed":
                 ang = rope_lib.mixed_angles(pos, self.rope_mixed_freqs)
             else:
                 ang = rope_lib.axial_angles(pos, self.head_dim)
-            out.append(rope_lib.rotate(x, torch.cos(ang).to(x.dtype), torch.sin(ang).to(x.dtype)))
-        return out[0], out[1]
+            return torch.cos(ang).to(q.dtype), torch.sin(ang).to(q.dtype)
+
+        qc, qs = cos_sin(q_pos)
+        # Self-attention: keys sit where the queries are; compute the angles once.
+        kc, ks = (qc, qs) if k_pos is q_pos else cos_sin(k_pos)
+        return rope_lib.rotate(q, qc, qs), rope_lib.rotate(k, kc, ks)
 
     def attend(
         self,

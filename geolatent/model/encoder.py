@@ -124,6 +124,8 @@ class Encoder(nn.Module):
         # The ModelConfig this encoder was built from (set by from_config): input preparation
         # (prepare_inputs) reads its version and bandsets.
         self.model_config = None
+        # Where the weights came from (see LatentMIM.provenance); loaders fill it.
+        self.provenance: dict = {"source": "random initialization", "version": version}
         self.version = version
         self.spec = spec
         self.modalities = {m.name: m for m in modalities}

@@ -33,8 +33,7 @@ class LatentMIM(nn.Module):
         hidden = config.patch_embed_hidden_sizes if self.encoder.spec.linear_patch_embed else None
         self.target_projection = PatchEmbeddings(mods, config.embedding_size, hidden)
         self.target_projection.requires_grad_(False)
-        # Where the weights came from (filled by the loaders; see geolatent.model.hub).
-        self.provenance: dict[str, str | None] = {"source": "random initialization"}
+        self.provenance = {"source": "random initialization", "version": config.version}
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -46,6 +45,21 @@ class LatentMIM(nn.Module):
                     nn.init.zeros_(m.bias)
         # The target starts as a copy of the online patch embedding, then stays frozen.
         self.target_projection.load_state_dict(self.encoder.patch_embeddings.state_dict())
+
+    @property
+    def provenance(self) -> dict:
+        """Where the weights came from, for writers to record (COG tags, bundles, archives).
+
+        Keys: ``source`` (folder path or release id), ``version``, ``weights_file``, ``sha256``
+        (of the weights file), ``repo_id`` and ``revision`` (resolved commit; None for local
+        folders), ``requested_revision`` (release ids), ``derived_from`` (a geolatent folder
+        saved from a model that had a provenance). The same dict is ``model.encoder.provenance``.
+        """
+        return self.encoder.provenance
+
+    @provenance.setter
+    def provenance(self, value: dict) -> None:
+        self.encoder.provenance = dict(value)
 
     @property
     def embedding_dim(self) -> int:
