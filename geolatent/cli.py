@@ -15,6 +15,7 @@ from geolatent.data.cli import app as data_app
 from geolatent.data.imagery_cli import register as register_imagery
 from geolatent.evals.cli import register as register_evals
 from geolatent.inference.cli import register as register_inference
+from geolatent.model.cli import register as register_models
 from geolatent.platform.cli import register as register_platform
 from geolatent.pretrain.cli import register as register_pretrain
 
@@ -32,6 +33,7 @@ register_inference(app)  # embed, demo
 register_pretrain(app)  # pretrain
 register_evals(app)  # eval
 register_platform(app)  # finetune, predict
+register_models(app)  # models
 app.add_typer(data_app, name="data", help="Build pretraining samples and windows from rasters.")
 register_imagery(app)  # imagery search, imagery fetch
 app.add_typer(archive_app, name="archive", help="Embedding archives and similar-place search.")

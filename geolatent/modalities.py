@@ -57,6 +57,9 @@ class Modality:
         units: what raw values mean, as a user should supply them.
         categorical: True when values are class ids (warp with nearest).
         unit_spec: plausible raw values (None: not checked), see :class:`UnitSpec`.
+        wavelengths_nm: central wavelength of each band in channel order (nm; SAR: the radar
+            wavelength), empty for map products. The v1 missing-band rule copies the present
+            band nearest in wavelength.
     """
 
     name: str
@@ -67,6 +70,7 @@ class Modality:
     units: str
     categorical: bool = False
     unit_spec: UnitSpec | None = None
+    wavelengths_nm: tuple[float, ...] = ()
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -147,6 +151,7 @@ _REGISTRY: tuple[Modality, ...] = (
                             ("MSI1C", "Sentinel-2 Level-1C (top of atmosphere)"),
                             ("LEVEL-1C", "Sentinel-2 Level-1C (top of atmosphere)"),
                             ("L1C", "Sentinel-2 Level-1C (top of atmosphere)"))),
+        wavelengths_nm=(490, 560, 665, 842, 705, 740, 783, 865, 1610, 2190, 443, 945),
     ),
     Modality(
         "sentinel1",
@@ -157,6 +162,8 @@ _REGISTRY: tuple[Modality, ...] = (
         units="Sentinel-1 backscatter in dB (10*log10 of linear)",
         # dB: land and water lie in about -35..+5 dB; medians of a scene around -25..-3.
         unit_spec=UnitSpec((-80.0, 40.0), (-45.0, 5.0), decibels=True),
+        # C band, 5.55 cm, both polarizations: VV and VH stand in for each other.
+        wavelengths_nm=(5.55e7, 5.55e7),
     ),
     Modality(
         "landsat",
@@ -174,6 +181,7 @@ _REGISTRY: tuple[Modality, ...] = (
             band_medians=(("B10", 12000.0, 45000.0), ("B11", 12000.0, 45000.0)),
             wrong_products=(("L2SP", "Landsat Collection-2 Level-2 (surface reflectance)"),
                             ("L2SR", "Landsat Collection-2 Level-2 (surface reflectance)"))),
+        wavelengths_nm=(590, 443, 482, 561, 655, 865, 1609, 2201, 1373, 10895, 12005),
     ),
     Modality("worldcover", (("B1",),), (10.0,), False, False, "ESA WorldCover class id", True),
     Modality("srtm", (("srtm",),), (30.0,), False, False, "elevation in metres"),

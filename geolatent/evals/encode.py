@@ -20,12 +20,13 @@ from geolatent.model.encoder import spatial_mean
 
 
 def prepare_batch(batch: Batch, patch_size: int, device: torch.device | str = "cpu",
-                  check_units: bool = True) -> EncoderBatch:  # fmt: skip
+                  check_units: bool = True, config=None) -> EncoderBatch:  # fmt: skip
     """Normalize a raw :class:`Batch` and build its token masks (bands not given -> missing),
-    through :func:`geolatent.model.embed.prepare_inputs`, the same path as ``embed``."""
+    through :func:`geolatent.model.embed.prepare_inputs`, the same path as ``embed``
+    (``config``: the model's ModelConfig, whose version decides the missing-band fill)."""
     prepared = prepare_inputs(
         dict(batch.inputs), batch.timestamps, patch_size, bands=batch.bands,
-        check_units=check_units,
+        check_units=check_units, config=config,
     )  # fmt: skip
     return prepared.to(device)
 

@@ -268,14 +268,16 @@ def register(app: typer.Typer) -> None:
         patch_size: Annotated[int, typer.Option(min=1, max=8, help="Patch size p.")] = 4,
         device: Annotated[str | None, typer.Option(help="torch device.")] = None,
     ) -> None:
-        from geolatent.inference.demo import RANDOM_WEIGHTS_NOTE, run_demo
+        from geolatent.inference.demo import RANDOM_WEIGHTS_NOTE, released_demo_model, run_demo
 
         if model is None:
-            console.print(
-                f"[bold yellow]No --model given: using {RANDOM_WEIGHTS_NOTE}. The pipeline is "
-                "real; the embeddings of an untrained model carry no learned meaning.[/bold yellow]"
-            )
-            net, weights = None, RANDOM_WEIGHTS_NOTE
+            net, weights, why_not = released_demo_model()
+            if net is None:
+                console.print(
+                    f"[bold yellow]No --model given and {why_not}: using {RANDOM_WEIGHTS_NOTE}. "
+                    "The pipeline is real; the embeddings of an untrained model carry no learned "
+                    "meaning.[/bold yellow]"
+                )
         else:
             net, weights = _load_model(model, None, device)
         with _progress() as bar:

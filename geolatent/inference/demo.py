@@ -24,6 +24,29 @@ from geolatent.inference.raster_io import RasterInput
 from geolatent.modalities import MODALITIES
 
 RANDOM_WEIGHTS_NOTE = "random weights (no checkpoint given)"
+DEMO_RELEASE = "allenai/OlmoEarth-v1_2-Nano"
+"""The released weights the demo uses when they are cached or the hub is reachable."""
+
+
+def released_demo_model():
+    """``(model, weights note, None)`` with the released Nano weights when they are in the
+    Hugging Face cache or the hub is reachable, else ``(None, RANDOM_WEIGHTS_NOTE, reason)``."""
+    from geolatent.model import hub
+
+    try:
+        model = hub.load_release(DEMO_RELEASE, local_only=True)
+    except hub.ModelNotAvailable:
+        if not hub.endpoint_reachable():
+            return None, RANDOM_WEIGHTS_NOTE, (
+                f"the released weights {DEMO_RELEASE} are not cached and the Hugging Face hub "
+                "is not reachable"
+            )  # fmt: skip
+        try:
+            model = hub.load_release(DEMO_RELEASE)
+        except hub.ModelNotAvailable as e:
+            return None, RANDOM_WEIGHTS_NOTE, str(e)
+    prov = model.provenance
+    return model, f"released weights {DEMO_RELEASE} @ {prov['revision']}", None
 
 
 def random_model(size: str = "nano", seed: int = 0):

@@ -1,11 +1,11 @@
 """User-facing embedding: raw arrays in, tokens / feature map / pooled vector out.
 
 Checks everything a user can get wrong (modality names, band count and order, units, shapes,
-dates, patch size), normalizes with the pretraining statistics, masks missing data, and runs the
-encoder. Missing data (-99999 or NaN) never reaches attention or pooling: a token is excluded
-when a band of its bandset has no valid pixel in the patch; bandsets a user does not provide are
-excluded the same way (never zero-filled). With complete inputs the result equals v1's
-inference pass exactly.
+dates, patch size), normalizes with the pretraining statistics, applies the one missing-data
+rule (:mod:`geolatent.model.missing`: -99999, NaN and +-inf are missing; a band missing inside a
+present bandset is filled by the version's rule; a token is excluded only when its bandset has
+no valid value in the patch), and runs the encoder. With complete inputs the result equals the
+reference's inference pass.
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ from __future__ import annotations
 import datetime as _dt
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from geolatent.modalities import MAX_TIMESTEPS, MISSING_VALUE, get_modality
+from geolatent.modalities import MISSING_VALUE, get_modality
+from geolatent.model import missing as missing_rule
 from geolatent.model.encoder import EncoderOutput, spatial_mean
 from geolatent.model.tokens import MaskValue
-from geolatent.normalize import normalize as normalize_values
+from geolatent.model.versions import version_spec
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -40,8 +41,13 @@ class Embedding:
         feature_map: ``[B, H/p, W/p, D]``: per modality the mean over (T, S) of encoded tokens,
             then the mean over modalities with data there; NaN where no input was valid.
         pooled: ``[B, D]`` mean over all encoded tokens (NaN for a sample without valid data).
-        project_aggregated: ``[B, D]`` contrastive-head projection of ``pooled``.
+        project_aggregated: ``[B, D]`` contrastive-head projection of ``pooled`` (v1.3: of the
+            mean location token).
         patch_size: p.
+        location_tokens: v1.3: ``[B, H/s, W/s, pooler_dim]`` (s = ``location_patch_size``).
+        location_embedding: v1.3: ``[B, H/s, W/s, max(student_dims)]``, the distilled embedding
+            (128-d for Base); its prefixes ``[..., :k]`` are the Matryoshka embeddings.
+        nonfinite: per modality the number of +-inf input values treated as missing.
     """
 
     tokens: dict[str, torch.Tensor]
@@ -50,6 +56,9 @@ class Embedding:
     pooled: torch.Tensor
     project_aggregated: torch.Tensor
     patch_size: int
+    location_tokens: torch.Tensor | None = None
+    location_embedding: torch.Tensor | None = None
+    nonfinite: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,8 +66,9 @@ class EncoderBatch:
     """Inputs exactly as the encoder takes them (what :func:`prepare_inputs` returns).
 
     Attributes:
-        inputs: per modality normalized float32 ``[B, H, W, T, C]`` in registry band order
-            (missing = -99999).
+        inputs: per modality normalized float32 ``[B, H, W, T, C]`` in registry band order;
+            bands missing inside a present bandset already filled by the version's rule, pixels
+            whose whole bandset is missing = -99999.
         timestamps: int64 ``[B, T, 3]`` (day, month 0-11, year).
         token_mask: per modality ``[B, H/p, W/p, T, S]`` (0 encoded, 3 missing), or None when
             nothing is missing (the encoder's full pass, identical to v1's fast pass).
@@ -69,6 +79,7 @@ class EncoderBatch:
     timestamps: torch.Tensor
     token_mask: dict[str, torch.Tensor] | None
     patch_size: int
+    nonfinite: dict[str, int] = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -81,7 +92,9 @@ class EncoderBatch:
         masks = self.token_mask
         if masks is not None:
             masks = {m: t.to(device) for m, t in masks.items()}
-        return EncoderBatch(inputs, self.timestamps.to(device), masks, self.patch_size)
+        return EncoderBatch(
+            inputs, self.timestamps.to(device), masks, self.patch_size, self.nonfinite
+        )
 
     def slice(self, rows: slice) -> EncoderBatch:
         """The samples ``rows`` of the batch."""
@@ -90,7 +103,7 @@ class EncoderBatch:
             masks = {m: t[rows] for m, t in masks.items()}
         return EncoderBatch(
             {m: x[rows] for m, x in self.inputs.items()}, self.timestamps[rows], masks,
-            self.patch_size,
+            self.patch_size, self.nonfinite,
         )  # fmt: skip
 
 
@@ -148,34 +161,73 @@ def _assemble(name: str, value, band_list: Sequence[str] | None) -> tuple[torch.
         raise InputError(f"{name}: duplicate bands in {band_list}")
     full = torch.full((*x.shape[:-1], mod.num_bands), MISSING_VALUE, dtype=torch.float32)
     full[..., idx] = x
-    have = set(idx)
-    present = []
-    for bs, sl in zip(mod.bandsets, mod.bandset_slices(), strict=True):
-        chans = set(range(sl.start, sl.stop))
-        if chans <= have:
-            present.append(True)
-        elif chans & have:
-            lacking = [b for b, c in zip(bs, sorted(chans), strict=True) if c not in have]
+    # Bands not given are missing everywhere: the missing-data rule fills them inside a present
+    # bandset and masks bandsets given not at all.
+    return full, [True] * mod.num_bandsets
+
+
+def _parse_date(d, i: int) -> _dt.date:
+    if isinstance(d, _dt.datetime):
+        return d.date()
+    if isinstance(d, _dt.date):
+        return d
+    if isinstance(d, np.datetime64):
+        if np.isnat(d):
+            raise InputError(f"timestamps[{i}] is NaT; give a real date")
+        return d.astype("datetime64[D]").item()
+    if isinstance(d, str):
+        try:
+            return _dt.date.fromisoformat(d.strip())
+        except ValueError:
             raise InputError(
-                f"{name}: bandset {list(bs)} is incomplete (missing {lacking}); a bandset is "
-                "tokenized as a whole, so give all of its bands or none of them"
-            )
-        else:
-            present.append(False)
-    return full, present
+                f"timestamps[{i}] = {d!r} is not a valid date; use YYYY-MM-DD (e.g. 2024-03-15)"
+            ) from None
+    raise InputError(f"timestamps[{i}] = {d!r}: expected a date, a YYYY-MM-DD string or datetime64")
 
 
-def _timestamps(ts, batch: int, steps: int) -> torch.Tensor:
+def _timestamps(ts, batch: int, steps: int, version: str = "v1") -> torch.Tensor:
+    """Check and convert timestamps to int64 ``[B, T, 3]`` (day, month 0-11, year).
+
+    Accepted: ``[B, T, 3]`` / ``[T, 3]`` integers, or a sequence of T dates (``datetime.date``,
+    ``YYYY-MM-DD`` strings, ``numpy.datetime64``). Dates must be real calendar dates with years
+    >= 1, strictly increasing along T (unsorted or duplicate dates are an error, as in the CLI's
+    ``--dates``: geolatent never reorders a user's timesteps, which would silently mismatch the
+    data's T axis).
+    """
     if ts is None:
-        raise InputError("timestamps are required: [B, T, 3] (day, month 0-11, year) or T dates")
+        extra = (
+            f" ({version} uses the real dates as its time coordinate)"
+            if version_spec(version).dates_required else ""
+        )  # fmt: skip
+        raise InputError(
+            "timestamps are required: [B, T, 3] (day, month 0-11, year) or T dates" + extra
+        )
+    if isinstance(ts, (str, bytes)):
+        raise InputError("timestamps: give a list of dates, not a single string")
     if isinstance(ts, Sequence) and ts and isinstance(ts[0], (_dt.date, np.datetime64, str)):
-        dates = [
-            _dt.date.fromisoformat(d) if isinstance(d, str)
-            else (d.astype("datetime64[D]").item() if isinstance(d, np.datetime64) else d)
-            for d in ts
-        ]  # fmt: skip
+        dates = [_parse_date(d, i) for i, d in enumerate(ts)]
         ts = np.array([[d.day, d.month - 1, d.year] for d in dates], dtype=np.int64)
-    t = torch.as_tensor(np.asarray(ts) if not isinstance(ts, torch.Tensor) else ts).long()
+    elif isinstance(ts, np.ndarray) and np.issubdtype(ts.dtype, np.datetime64):
+        dates = [_parse_date(d, i) for i, d in enumerate(ts.reshape(-1))]
+        ts = np.array([[d.day, d.month - 1, d.year] for d in dates], dtype=np.int64)
+    if isinstance(ts, torch.Tensor):
+        if ts.is_floating_point() or ts.is_complex() or ts.dtype == torch.bool:
+            raise InputError(
+                f"timestamps must be integers (day, month 0-11, year), got dtype {ts.dtype}"
+            )
+        t = ts.detach().cpu().long()
+    else:
+        try:
+            arr = np.asarray(ts)
+        except Exception as e:
+            raise InputError(f"timestamps: cannot convert {type(ts).__name__} to an array") from e
+        if arr.dtype == object or arr.dtype.kind not in "iu":
+            raise InputError(
+                "timestamps must be integers (day, month 0-11, year) or dates, got dtype "
+                f"{arr.dtype}" + (" (float or complex values are not dates)"
+                                  if arr.dtype.kind in "fc" else "")
+            )  # fmt: skip
+        t = torch.from_numpy(arr.astype(np.int64))
     if t.ndim == 2:
         t = t[None].expand(batch, -1, -1)
     if t.ndim != 3 or t.shape[-1] != 3:
@@ -184,14 +236,37 @@ def _timestamps(ts, batch: int, steps: int) -> torch.Tensor:
         raise InputError(
             f"timestamps shape {tuple(t.shape)} does not match B={batch}, T={steps} of the inputs"
         )
-    months, days = t[..., 1], t[..., 0]
+    months, days, years = t[..., 1], t[..., 0], t[..., 2]
     if bool(((months < 0) | (months > 11)).any()):
         raise InputError(
             "timestamp months must be 0-11 (January = 0); got values outside that range "
             f"({sorted(set(months.flatten().tolist()))})"
         )
-    if bool(((days < 1) | (days > 31)).any()):
-        raise InputError("timestamp days must be 1-31")
+    if bool((years < 1).any()):
+        bad = sorted(set(years[years < 1].tolist()))
+        raise InputError(f"timestamp years must be >= 1, got {bad}")
+    for bi, ti in torch.nonzero((days < 1) | (days > 28)).tolist():
+        d, m, y = t[bi, ti].tolist()
+        try:
+            _dt.date(y, m + 1, d)
+        except ValueError:
+            raise InputError(
+                f"timestamps[{bi}, {ti}] = (day {d}, month {m}, year {y}) is not a real date "
+                f"({y:04d}-{m + 1:02d}-{d:02d})"
+            ) from None
+    if steps > 1:
+        key = years * 400 + months * 32 + days
+        step = key[:, 1:] - key[:, :-1]
+        if bool((step <= 0).any()):
+            bi, ti = torch.nonzero(step <= 0)[0].tolist()
+            a, b2 = t[bi, ti].tolist(), t[bi, ti + 1].tolist()
+            what = "duplicate" if key[bi, ti] == key[bi, ti + 1] else "unsorted"
+            raise InputError(
+                f"timestamps: {what} dates in sample {bi}: step {ti + 1} "
+                f"({b2[2]:04d}-{b2[1] + 1:02d}-{b2[0]:02d}) does not come after step {ti} "
+                f"({a[2]:04d}-{a[1] + 1:02d}-{a[0]:02d}); give strictly increasing dates and "
+                "order the data's T axis the same way"
+            )
     return t
 
 
@@ -200,7 +275,7 @@ def check_value_units(name: str, x: torch.Tensor, normalized: bool) -> None:
 
     ``x`` is ``[..., C]`` in the modality's raw units, missing entries -99999 / NaN.
     """
-    valid = ~((x == MISSING_VALUE) | torch.isnan(x))
+    valid = ~missing_rule.is_missing(x)
     n = int(valid.sum())
     if n == 0:  # every token masked: alone, this input gives NaN embeddings
         warnings.warn(f"{name}: every value is missing (NaN / {MISSING_VALUE:g} / nodata); its "
@@ -223,22 +298,6 @@ def check_value_units(name: str, x: torch.Tensor, normalized: bool) -> None:
         raise InputError(str(e)) from None
 
 
-def token_missing(x: torch.Tensor, patch_size: int, bandset_slices: list[slice]) -> torch.Tensor:
-    """``[B, H/p, W/p, T, S]`` True where a token cannot be formed faithfully.
-
-    A token is missing when some band of its bandset has no valid pixel in the patch (a bandset
-    is tokenized as a whole, so a half-present bandset, e.g. Sentinel-1 VV without VH, is masked
-    rather than having the absent band invented). Pixels missing in only part of a patch are
-    filled before patch embedding. With whole bandsets missing (the v1 convention) this is v1's
-    rule: every pixel of the patch in every band is missing. ``x`` is ``[B, H, W, T, C]``.
-    """
-    b, h, w, t, c = x.shape
-    p = patch_size
-    miss = (x == MISSING_VALUE) | torch.isnan(x)
-    band_gone = miss.reshape(b, h // p, p, w // p, p, t, c).all(dim=4).all(dim=2)
-    return torch.stack([band_gone[..., sl].any(-1) for sl in bandset_slices], dim=-1)
-
-
 def prepare_inputs(
     inputs: Mapping[str, ArrayLike | Mapping[str, ArrayLike]],
     timestamps=None,
@@ -247,22 +306,33 @@ def prepare_inputs(
     bands: Mapping[str, Sequence[str]] | None = None,
     check_units: bool = True,
     supported: Sequence[str] | None = None,
+    config=None,
 ) -> EncoderBatch:
     """Check, assemble, normalize and mask raw inputs: everything :func:`embed` does before the
     encoder runs. Training code (fine-tuning, evaluation) uses it to feed the encoder with
     gradients exactly what ``embed`` would.
 
-    Args: as :func:`embed`; ``supported`` lists the modalities the model accepts.
+    Args: as :func:`embed`; ``supported`` lists the modalities the model accepts; ``config`` is
+    the model's :class:`~geolatent.model.config.ModelConfig` (its version decides the
+    missing-band fill, the T limit and the bandsets; None: v1 with the registry's bandsets).
 
     Returns:
         :class:`EncoderBatch` on the CPU.
     """
+    from geolatent.model.config import model_modalities
+
+    version = config.version if config is not None else "v1"
+    spec = version_spec(version)
+    model_mods = {m.name: m for m in model_modalities(config)} if config is not None else {}
+    if supported is None and config is not None:
+        supported = config.modalities
     if not isinstance(inputs, Mapping) or not inputs:
         raise InputError("inputs must be a non-empty dict of modality name -> array")
-    if not isinstance(patch_size, (int, np.integer)) or not 1 <= int(patch_size) <= 8:
+    if isinstance(patch_size, bool) or not isinstance(patch_size, (int, np.integer)) or \
+            not 1 <= int(patch_size) <= 8:  # fmt: skip
         raise InputError(f"patch_size must be an integer in 1..8, got {patch_size!r}")
     p = int(patch_size)
-    tensors, presence = {}, {}
+    tensors = {}
     for name, value in inputs.items():
         try:
             mod = get_modality(name)
@@ -275,8 +345,8 @@ def prepare_inputs(
             )
         if supported is not None and name not in supported:
             raise InputError(f"{name} is not supported by this checkpoint ({sorted(supported)})")
-        x, present = _assemble(name, value, (bands or {}).get(name))
-        tensors[name], presence[name] = x, present
+        x, _ = _assemble(name, value, (bands or {}).get(name))
+        tensors[name] = x
     if bands:
         extra = set(bands) - set(inputs)
         if extra:
@@ -289,29 +359,32 @@ def prepare_inputs(
             raise InputError(f"all inputs must share [B, H, W]; got {shapes}")
         if s[3] != t:
             raise InputError(f"all multitemporal inputs must share T; got {shapes}")
-    if not 1 <= t <= MAX_TIMESTEPS:
-        raise InputError(f"T must be 1..{MAX_TIMESTEPS} (monthly timesteps), got {t}")
+    if t < 1 or (spec.max_timesteps is not None and t > spec.max_timesteps):
+        limit = f"1..{spec.max_timesteps}" if spec.max_timesteps else ">= 1"
+        raise InputError(
+            f"T must be {limit} for a {version} model, got {t}"
+            + (" (v1.2+ models take any number of dates)" if spec.max_timesteps else "")
+        )
     if h % p or w % p:
         raise InputError(
             f"H={h} and W={w} must be divisible by patch_size={p}; crop or pad (with -99999, "
             "which is masked) to a multiple of p"
         )
-    ts = _timestamps(timestamps, b, t)
+    ts = _timestamps(timestamps, b, t, version)
 
-    token_mask, normed = {}, {}
+    token_mask, normed, nonfinite = {}, {}, {}
     for n, x in tensors.items():
-        mod = get_modality(n)
+        mod = model_mods.get(n) or get_modality(n)
         if check_units:
             check_value_units(n, x, normalized=not normalize)
-        missing = token_missing(x, p, mod.bandset_slices())
-        missing = missing | torch.tensor([not q for q in presence[n]])
-        token_mask[n] = torch.where(missing, MaskValue.MISSING, MaskValue.ONLINE_ENCODER).long()
-        if normalize:
-            normed[n] = normalize_values(n, x)
-        else:
-            normed[n] = torch.where(torch.isnan(x), torch.tensor(MISSING_VALUE), x)
+        inf = int(torch.isinf(x).sum())
+        if inf:
+            nonfinite[n] = inf
+        normed[n], missing = missing_rule.normalize_and_fill(n, x, mod, version, normalize)
+        gone = missing_rule.token_missing(missing, p, mod.bandset_slices())
+        token_mask[n] = torch.where(gone, MaskValue.MISSING, MaskValue.ONLINE_ENCODER).long()
     any_missing = any(bool(m.any()) for m in token_mask.values())
-    return EncoderBatch(normed, ts, token_mask if any_missing else None, p)
+    return EncoderBatch(normed, ts, token_mask if any_missing else None, p, nonfinite)
 
 
 def embed(
@@ -323,29 +396,53 @@ def embed(
     bands: Mapping[str, Sequence[str]] | None = None,
     check_units: bool = True,
     batch_size: int | None = None,
+    location_patch_size: int | None = None,
 ) -> Embedding:
     """Embed raw satellite inputs with the encoder of ``model``.
 
     Args:
-        model: a :class:`~geolatent.model.latent_mim.LatentMIM`.
+        model: a :class:`~geolatent.model.latent_mim.LatentMIM` (any version).
         inputs: per modality ``[B, H, W, T, C]`` (numpy or torch) in registry band order, or a
             dict of band name -> ``[B, H, W, T]``. Units: Sentinel-2 L2A DN (0-10000), Sentinel-1
-            dB, Landsat L1 DN. Missing values: -99999 or NaN. Decode-only maps are rejected.
-        timestamps: ``[B, T, 3]`` or ``[T, 3]`` ints (day 1-31, month 0-11, year), or T dates.
+            dB, Landsat L1 DN. Missing values: -99999, NaN or +-inf. Decode-only maps are
+            rejected.
+        timestamps: ``[B, T, 3]`` or ``[T, 3]`` ints (day 1-31, month 0-11, year), or T dates
+            (strictly increasing). Required; v1.2+ use the real dates.
         patch_size: p in 1..8; H and W must be divisible by p.
         normalize: normalize raw values (default); False takes already-normalized values.
         bands: optional per modality band names of the last axis when it is not the full
-            registry order (e.g. ``{"sentinel2_l2a": ["B04", "B03", "B02", "B08"]}``). Bandsets
-            that are not given are masked.
+            registry order (e.g. ``{"sentinel2_l2a": ["B04", "B03", "B02", "B08"]}``). Bands not
+            given are missing: filled by the version's rule inside a present bandset, masked
+            when their whole bandset is absent.
         check_units: reject values whose range says they are in the wrong units.
         batch_size: encode at most this many samples at once (bounds memory).
+        location_patch_size: v1.3 only: pixels per location token (divides p; default p; 1 gives
+            one vector per pixel).
 
     Returns:
         :class:`Embedding` on the model's device.
     """
+    config = model.config
+    if location_patch_size is not None:
+        if config.pooler is None:
+            raise InputError(
+                "location_patch_size needs a v1.3 model (attention pooler); this is "
+                f"{config.version}"
+            )
+        lp = location_patch_size
+        if isinstance(lp, bool) or not isinstance(lp, (int, np.integer)) or lp < 1 or \
+                int(patch_size) % int(lp):  # fmt: skip
+            raise InputError(
+                f"location_patch_size must be a positive integer dividing patch_size={patch_size}, "
+                f"got {lp!r}"
+            )
     batch = prepare_inputs(
-        inputs, timestamps, patch_size, normalize, bands, check_units, model.config.modalities
+        inputs, timestamps, patch_size, normalize, bands, check_units, config.modalities, config
     )
+    if batch.nonfinite:
+        warnings.warn(
+            f"{batch.nonfinite} infinite input values were treated as missing data", stacklevel=2
+        )
     param = next(model.parameters())
     b = batch.shape[0]
     step = batch_size or b
@@ -357,13 +454,19 @@ def embed(
             for s in range(0, b, step):
                 part = batch.slice(slice(s, s + step)).to(param.device, param.dtype)
                 outs.append(
-                    model.encoder(part.inputs, part.timestamps, part.patch_size, part.token_mask)
+                    model.encoder(part.inputs, part.timestamps, part.patch_size, part.token_mask,
+                                  location_patch_size)  # fmt: skip
                 )
     finally:
         model.train(was_training)
     names = list(batch.inputs)
     tokens = {n: torch.cat([o.tokens[n] for o in outs]) for n in names}
     masks = {n: torch.cat([o.token_mask[n] for o in outs]) for n in names}
+    loc = emb = None
+    if outs[0].location_tokens is not None:
+        loc = torch.cat([o.location_tokens for o in outs])
+        if outs[0].location_embedding is not None:
+            emb = torch.cat([o.location_embedding for o in outs])
     return Embedding(
         tokens=tokens,
         token_mask=masks,
@@ -371,4 +474,7 @@ def embed(
         pooled=torch.cat([o.pooled for o in outs]),
         project_aggregated=torch.cat([o.project_aggregated for o in outs]),
         patch_size=batch.patch_size,
+        location_tokens=loc,
+        location_embedding=emb,
+        nonfinite=dict(batch.nonfinite),
     )

@@ -1,4 +1,5 @@
-"""The OlmoEarth v1 encoder: patch embedding, composite encodings, ViT blocks, pooling."""
+"""The OlmoEarth encoder (every release version): patch embedding, encodings, ViT blocks,
+pooling, and (v1.3) the attention pooler. What each version changes: :mod:`.versions`."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import torch
 from torch import nn
 
 from geolatent.modalities import Modality
+from geolatent.model import rope as rope_lib
 from geolatent.model.attention import Block
 from geolatent.model.encodings import CompositeEncodings
 from geolatent.model.patch_embed import PatchEmbeddings
+from geolatent.model.pooler import AttentionPooler, query_coordinates
 from geolatent.model.tokens import MaskValue, Packing, flatten
+from geolatent.model.versions import version_spec
 
 
 @dataclass
@@ -22,13 +26,18 @@ class EncoderOutput:
         tokens: per modality ``[B, H/p, W/p, T, S, D]``; exactly 0 at tokens that were not encoded.
         token_mask: per modality ``[B, H/p, W/p, T, S]`` int, ``MaskValue`` roles (0 = encoded).
         pooled: ``[B, D]`` mean over all encoded tokens of all modalities (NaN if none).
-        project_aggregated: ``[B, D]`` the contrastive head applied to ``pooled``.
+        project_aggregated: ``[B, D]`` the contrastive head applied to ``pooled`` (v1.3: to the
+            mean of the location tokens, ``[B, pooler_dim]``).
+        location_tokens: v1.3 only: ``[B, H/s, W/s, pooler_dim]`` attention-pooler outputs.
+        location_embedding: v1.3 only: ``[B, H/s, W/s, max(student_dims)]`` distilled embedding.
     """
 
     tokens: dict[str, torch.Tensor]
     token_mask: dict[str, torch.Tensor]
     pooled: torch.Tensor
     project_aggregated: torch.Tensor
+    location_tokens: torch.Tensor | None = None
+    location_embedding: torch.Tensor | None = None
 
     @property
     def feature_map(self) -> torch.Tensor:
@@ -82,13 +91,18 @@ class ProjectAndAggregate(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Multimodal spatio-temporal ViT encoder (v1 key layout).
+    """Multimodal spatio-temporal ViT encoder (release key layout).
 
     Args:
-        modalities: the supported modalities (decide which patch-embedding keys exist).
+        modalities: the supported modalities with the model's bandsets (decide which
+            patch-embedding keys exist).
         dim: embedding width D.
         depth, num_heads, mlp_ratio: transformer shape.
         drop_path: stochastic depth rate (training only).
+        version: release version (see :mod:`geolatent.model.versions`).
+        hidden_sizes: per-pixel MLP widths of the linear patch embedding (v1.1+).
+        rope_time_scale, rope_coordinate_scale: v1.2+ RoPE coordinate scales.
+        pooler: v1.3 :class:`~geolatent.model.config.PoolerConfig`.
     """
 
     def __init__(
@@ -99,17 +113,64 @@ class Encoder(nn.Module):
         num_heads: int,
         mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
+        version: str = "v1",
+        hidden_sizes: list[int] | None = None,
+        rope_time_scale: float = 1.0 / 30.0,
+        rope_coordinate_scale: float = 1.0,
+        pooler=None,
     ):
         super().__init__()
+        spec = version_spec(version)
+        # The ModelConfig this encoder was built from (set by from_config): input preparation
+        # (prepare_inputs) reads its version and bandsets.
+        self.model_config = None
+        # Where the weights came from (see LatentMIM.provenance); loaders fill it.
+        self.provenance: dict = {"source": "random initialization", "version": version}
+        self.version = version
+        self.spec = spec
         self.modalities = {m.name: m for m in modalities}
         self.dim = dim
-        self.patch_embeddings = PatchEmbeddings(modalities, dim)
-        self.composite_encodings = CompositeEncodings(dim, modalities)
+        self.rope_time_scale = rope_time_scale
+        self.rope_coordinate_scale = rope_coordinate_scale
+        self.patch_embeddings = PatchEmbeddings(
+            modalities, dim, (hidden_sizes or []) if spec.linear_patch_embed else None
+        )
+        slot = None
+        if spec.slot_index_encoding:
+            slot = "table" if spec.slot_index_table else "computed"
+        self.composite_encodings = CompositeEncodings(
+            dim, modalities, slot_index=slot, spatial=spec.spatial_encoding
+        )
+        rope = "mixed" if spec.rope_3d else None
         self.blocks = nn.ModuleList(
-            [Block(dim, num_heads, mlp_ratio, drop_path) for _ in range(depth)]
+            [Block(dim, num_heads, mlp_ratio, drop_path, rope=rope) for _ in range(depth)]
         )
         self.norm = nn.LayerNorm(dim)
-        self.project_and_aggregate = ProjectAndAggregate(dim)
+        self.attention_pooler = None
+        head_dim = dim
+        if spec.attention_pooler:
+            if pooler is None:
+                raise ValueError(f"{version} needs an attention pooler configuration")
+            self.attention_pooler = AttentionPooler(
+                dim, pooler.pooler_dim, pooler.pooler_depth, pooler.num_heads or num_heads,
+                pooler.attn_dim, pooler.per_depth_read_proj, pooler.student_dims,
+                pooler.student_output_norm, mlp_ratio,
+            )  # fmt: skip
+            head_dim = pooler.pooler_dim
+        self.project_and_aggregate = ProjectAndAggregate(head_dim)
+
+    @classmethod
+    def from_config(cls, config) -> Encoder:
+        """A randomly initialized encoder of a :class:`~geolatent.model.config.ModelConfig`."""
+        from geolatent.model.config import model_modalities
+
+        enc = cls(
+            model_modalities(config), config.embedding_size, config.depth, config.num_heads,
+            config.mlp_ratio, config.drop_path, config.version, config.patch_embed_hidden_sizes,
+            config.rope_temporal_coordinate_scale, config.rope_coordinate_scale, config.pooler,
+        )  # fmt: skip
+        enc.model_config = config
+        return enc
 
     def tokenize(
         self,
@@ -133,12 +194,30 @@ class Encoder(nn.Module):
             out[m] = tok + enc_add
         return out
 
+    def token_spacing(self, patch_size: int) -> float:
+        """Distance between neighbouring token centres in RoPE units (10 m pixels * scale)."""
+        return (10.0 * patch_size / 10.0) * self.rope_coordinate_scale
+
+    def positions(
+        self, tokens: dict[str, torch.Tensor], timestamps: torch.Tensor, patch_size: int
+    ) -> torch.Tensor:
+        """``[B, N, 3]`` (t, row, col) of the flattened tokens (v1.2+ RoPE)."""
+        per_mod = {
+            m: rope_lib.token_positions(
+                timestamps, tok.shape[1:3], tok.shape[3], tok.shape[4],
+                self.token_spacing(patch_size), self.rope_time_scale,
+            )  # fmt: skip
+            for m, tok in tokens.items()
+        }
+        return flatten(per_mod, trailing_dims=1)[0]
+
     def forward(
         self,
         inputs: dict[str, torch.Tensor],
         timestamps: torch.Tensor,
         patch_size: int,
         token_mask: dict[str, torch.Tensor] | None = None,
+        location_patch_size: int | None = None,
     ) -> EncoderOutput:
         """Encode normalized inputs.
 
@@ -148,26 +227,50 @@ class Encoder(nn.Module):
             patch_size: p in 1..8.
             token_mask: optional per modality ``[B, H/p, W/p, T, S]`` roles; only
                 ``ONLINE_ENCODER`` tokens are attended (each sample on its own). None encodes every
-                token (v1's inference "fast pass").
+                token (the reference's inference "fast pass").
+            location_patch_size: v1.3: pixels per location query (divides p; default p).
         """
         tokens = self.tokenize(inputs, timestamps, patch_size, token_mask)
         x, layout = flatten(tokens, trailing_dims=1)
+        pos = self.positions(tokens, timestamps, patch_size) if self.spec.rope_3d else None
         if token_mask is None:
             token_mask = {
                 m: torch.zeros(t.shape[:5], dtype=torch.long, device=t.device)
                 for m, t in tokens.items()
             }
             for blk in self.blocks:
-                x = blk(x)
-            x = self.norm(x)
+                x = blk(x, pos=pos)
+            h = x = self.norm(x)
+            h_pos, key_valid = pos, None
         else:
             sel, _ = flatten({m: token_mask[m] for m in tokens}, trailing_dims=0)
             packing = Packing.from_selection(sel == MaskValue.ONLINE_ENCODER)
             h = packing.gather(x)
+            h_pos = None if pos is None else packing.gather(pos)
             key_valid = None if bool(packing.attend.all()) else packing.attend
             for blk in self.blocks:
-                h = blk(h, key_valid=key_valid)
-            x = packing.scatter(self.norm(h))
+                h = blk(h, key_valid=key_valid, pos=h_pos)
+            h = self.norm(h)
+            x = packing.scatter(h)
+            key_valid = packing.attend if key_valid is not None else None
         out_tokens = layout.split(x)
         pooled = pooled_mean(out_tokens, token_mask)
-        return EncoderOutput(out_tokens, token_mask, pooled, self.project_and_aggregate(pooled))
+        if self.attention_pooler is None:
+            return EncoderOutput(out_tokens, token_mask, pooled, self.project_and_aggregate(pooled))
+        grid = next(iter(tokens.values())).shape[1:3]
+        s = patch_size if location_patch_size is None else int(location_patch_size)
+        if s < 1 or patch_size % s:
+            raise ValueError(
+                f"location_patch_size must divide patch_size={patch_size}, got {s}"
+            )
+        spacing = self.token_spacing(patch_size)
+        qpos = query_coordinates(grid, patch_size, s, spacing, x.device)
+        loc = self.attention_pooler(h, h_pos[..., 1:] if h_pos is not None else None,
+                                    key_valid, qpos)  # fmt: skip
+        b = loc.shape[0]
+        loc = loc.reshape(b, grid[0] * patch_size // s, grid[1] * patch_size // s, -1)
+        emb = self.attention_pooler.embedding(loc) if self.attention_pooler.student_dims else None
+        return EncoderOutput(
+            out_tokens, token_mask, pooled,
+            self.project_and_aggregate(loc.mean(dim=(1, 2))), loc, emb,
+        )  # fmt: skip

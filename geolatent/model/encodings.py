@@ -2,7 +2,9 @@
 
 The embedding width D is split in four quarters of D/4:
 ``[channel | temporal position | month | spatial]``. Static modalities receive only the channel
-and spatial quarters. Frequencies follow v1 exactly, including its quirk: the 1D sin-cos uses
+and spatial quarters. Which quarters a version uses (v1.2+ keep only channel and month; time
+and space then enter through RoPE) is set by ``slot_index`` and ``spatial``; unused quarters
+are zero. Frequencies follow v1 exactly, including its quirk: the 1D sin-cos uses
 ``w_i = 10000 ** (-i / (2 d))`` (exponent ``i/(2d)``, not the textbook ``2i/d``).
 """
 
@@ -48,19 +50,36 @@ def month_table(dim: int) -> torch.Tensor:
 class CompositeEncodings(nn.Module):
     """Adds channel / time / month / space encodings to per-modality token grids.
 
-    State-dict keys follow v1: ``pos_embed`` [12, D/4] and ``month_embed.weight`` [12, D/4]
-    (both frozen), ``per_modality_channel_embeddings.<modality>`` [S, D/4] (learned).
+    State-dict keys follow the releases: ``pos_embed`` [12, D/4] (v1 only) and
+    ``month_embed.weight`` [12, D/4] (both frozen), ``per_modality_channel_embeddings.<modality>``
+    [S, D/4] (learned).
+
+    Args:
+        slot_index: ``"table"`` (v1: a stored 12-row table), ``"computed"`` (v1.1+: any T) or
+            None (no slot-index quarter).
+        spatial: add the spatial sin-cos quarter (v1, v1.1).
+        static_slot_index: whether static modalities get the slot-index quarter (never, so far).
     """
 
-    def __init__(self, dim: int, modalities: list[Modality], max_timesteps: int = MAX_TIMESTEPS):
+    def __init__(
+        self,
+        dim: int,
+        modalities: list[Modality],
+        max_timesteps: int = MAX_TIMESTEPS,
+        slot_index: str | None = "table",
+        spatial: bool = True,
+    ):
         super().__init__()
         if dim % 4:
             raise ValueError(f"embedding width must be divisible by 4, got {dim}")
         self.dim = dim
         q = dim // 4
-        self.pos_embed = nn.Parameter(
-            sincos_1d(torch.arange(max_timesteps, dtype=torch.float32), q), requires_grad=False
-        )
+        self.slot_index = slot_index
+        self.spatial = spatial
+        if slot_index == "table":
+            self.pos_embed = nn.Parameter(
+                sincos_1d(torch.arange(max_timesteps, dtype=torch.float32), q), requires_grad=False
+            )
         self.month_embed = nn.Embedding(12, q)
         self.month_embed.weight = nn.Parameter(month_table(q), requires_grad=False)
         self.per_modality_channel_embeddings = nn.ParameterDict(
@@ -95,15 +114,27 @@ class CompositeEncodings(nn.Module):
         dev, dt = chan.device, chan.dtype
         s = mod.num_bandsets
         gsd_ratio = input_res_m * patch_size / 10.0
-        # Spatial quarter: column (x) first, then row (y); each axis gets q/2.
-        cols = sincos_1d(torch.arange(w, device=dev) * gsd_ratio, q // 2).to(dt)  # [w, q/2]
-        rows = sincos_1d(torch.arange(h, device=dev) * gsd_ratio, q // 2).to(dt)  # [h, q/2]
-        spatial = torch.cat(
-            [cols[None, :, :].expand(h, w, -1), rows[:, None, :].expand(h, w, -1)], -1
-        )
+        if self.spatial:
+            # Spatial quarter: column (x) first, then row (y); each axis gets q/2.
+            cols = sincos_1d(torch.arange(w, device=dev) * gsd_ratio, q // 2).to(dt)  # [w, q/2]
+            rows = sincos_1d(torch.arange(h, device=dev) * gsd_ratio, q // 2).to(dt)  # [h, q/2]
+            spatial = torch.cat(
+                [cols[None, :, :].expand(h, w, -1), rows[:, None, :].expand(h, w, -1)], -1
+            )
+        else:
+            spatial = chan.new_zeros(h, w, q)
         if mod.multitemporal:
             b, t = timestamps.shape[:2]
-            time = self.pos_embed[:t].to(dt)  # [T, q]
+            if self.slot_index == "table":
+                if t > self.pos_embed.shape[0]:
+                    raise ValueError(
+                        f"this model's time table has {self.pos_embed.shape[0]} rows; got T={t}"
+                    )
+                time = self.pos_embed[:t].to(dt)  # [T, q]
+            elif self.slot_index == "computed":
+                time = sincos_1d(torch.arange(t, dtype=torch.float32, device=dev), q).to(dt)
+            else:
+                time = chan.new_zeros(t, q)
             month = self.month_embed(timestamps[..., 1].long().to(dev)).to(dt)  # [B, T, q]
             enc = torch.cat(
                 [

@@ -5,15 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from geolatent.modalities import MODALITIES
-from geolatent.model.config import ModelConfig
+from geolatent.model.config import ModelConfig, model_modalities
 from geolatent.model.decoder import Decoder
 from geolatent.model.encoder import Encoder, EncoderOutput
 from geolatent.model.patch_embed import PatchEmbeddings
 
 
 class LatentMIM(nn.Module):
-    """The v1 model.
+    """The OlmoEarth model of any release version (``config.version``).
 
     ``encoder`` and ``decoder`` are trained; ``target_projection`` is the frozen patch
     embedding of the initial encoder (v1's target encoder at token exit 0: no encodings, no
@@ -23,18 +22,18 @@ class LatentMIM(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        mods = [MODALITIES[m] for m in config.modalities]
-        self.encoder = Encoder(
-            mods, config.embedding_size, config.depth, config.num_heads, config.mlp_ratio,
-            config.drop_path,
-        )  # fmt: skip
+        mods = model_modalities(config)
+        self.encoder = Encoder.from_config(config)
         self.decoder = Decoder(
             mods, config.embedding_size, config.decoder_embedding_size, config.decoder_depth,
             config.decoder_num_heads, config.mlp_ratio, config.output_embedding_size,
-            config.decoder_drop_path,
+            config.decoder_drop_path, config.version, config.rope_temporal_coordinate_scale,
+            config.rope_coordinate_scale, config.pooler.pooler_dim if config.pooler else None,
         )  # fmt: skip
-        self.target_projection = PatchEmbeddings(mods, config.embedding_size)
+        hidden = config.patch_embed_hidden_sizes if self.encoder.spec.linear_patch_embed else None
+        self.target_projection = PatchEmbeddings(mods, config.embedding_size, hidden)
         self.target_projection.requires_grad_(False)
+        self.provenance = {"source": "random initialization", "version": config.version}
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -46,6 +45,21 @@ class LatentMIM(nn.Module):
                     nn.init.zeros_(m.bias)
         # The target starts as a copy of the online patch embedding, then stays frozen.
         self.target_projection.load_state_dict(self.encoder.patch_embeddings.state_dict())
+
+    @property
+    def provenance(self) -> dict:
+        """Where the weights came from, for writers to record (COG tags, bundles, archives).
+
+        Keys: ``source`` (folder path or release id), ``version``, ``weights_file``, ``sha256``
+        (of the weights file), ``repo_id`` and ``revision`` (resolved commit; None for local
+        folders), ``requested_revision`` (release ids), ``derived_from`` (a geolatent folder
+        saved from a model that had a provenance). The same dict is ``model.encoder.provenance``.
+        """
+        return self.encoder.provenance
+
+    @provenance.setter
+    def provenance(self, value: dict) -> None:
+        self.encoder.provenance = dict(value)
 
     @property
     def embedding_dim(self) -> int:
@@ -64,7 +78,7 @@ class LatentMIM(nn.Module):
         ``[B, h, w, T, S, D]`` (meaningful at ``DECODER`` positions).
         """
         enc = self.encoder(inputs, timestamps, patch_size, token_mask)
-        decoded = self.decoder(enc.tokens, token_mask, timestamps, patch_size)
+        decoded = self.decoder(enc.tokens, token_mask, timestamps, patch_size, enc.location_tokens)
         return enc, decoded
 
     @torch.no_grad()
@@ -79,10 +93,10 @@ class LatentMIM(nn.Module):
         return embed(self, inputs, timestamps=timestamps, patch_size=patch_size, **kwargs)
 
 
-def build_model(size: str = "nano", **overrides) -> LatentMIM:
-    """A model of a v1 size with freshly initialized (random) weights.
+def build_model(size: str = "nano", version: str = "v1", **overrides) -> LatentMIM:
+    """A model of ``size`` and release ``version`` with freshly initialized (random) weights.
 
     Use :func:`geolatent.load_model` for trained weights; this is for pretraining from scratch
     and for tests.
     """
-    return LatentMIM(ModelConfig.from_size(size, **overrides))
+    return LatentMIM(ModelConfig.from_size(size, version, **overrides))

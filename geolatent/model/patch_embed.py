@@ -1,4 +1,8 @@
-"""Flexible patch embedding: one 8x8 convolution per (modality, bandset), any patch size 1..8.
+"""Flexible patch embedding per (modality, bandset), any patch size 1..8.
+
+v1: one 8x8 stride-8 convolution per bandset. v1.1+ (linear): a per-pixel MLP
+(``pixel_proj``: Linear -> ReLU per hidden width) then each 8x8 block flattened in (row, column,
+feature) order through ``proj`` = Linear(64 * F, D).
 
 For a patch size ``p != 8`` the input planes are resized to ``(H/p*8, W/p*8)`` with bicubic,
 antialiased interpolation (PyTorch semantics), then the 8x8 stride-8 convolution runs; the
@@ -59,17 +63,47 @@ def resize_planes(x: torch.Tensor, patch_size: int) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
 
 
+class LinearBandsetProjection(nn.Module):
+    """v1.1+ linear patch embedding of one bandset: keys ``pixel_proj.{0,2,..}``, ``proj``."""
+
+    def __init__(self, in_channels: int, dim: int, hidden_sizes: list[int]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_channels
+        for hsz in hidden_sizes:
+            layers += [nn.Linear(width, hsz), nn.ReLU()]
+            width = hsz
+        self.pixel_proj = nn.Sequential(*layers)
+        self.proj = nn.Linear(BASE_PATCH_SIZE * BASE_PATCH_SIZE * width, dim)
+
+    def forward(self, planes: torch.Tensor) -> torch.Tensor:
+        """``[N, C, 8h, 8w]`` -> ``[N, D, h, w]``."""
+        n, _, hh, ww = planes.shape
+        k = BASE_PATCH_SIZE
+        feats = self.pixel_proj(planes.permute(0, 2, 3, 1))  # [N, 8h, 8w, F]
+        f = feats.shape[-1]
+        blocks = feats.reshape(n, hh // k, k, ww // k, k, f).permute(0, 1, 3, 2, 4, 5)
+        tok = self.proj(blocks.reshape(n, hh // k, ww // k, k * k * f))  # [N, h, w, D]
+        return tok.permute(0, 3, 1, 2)
+
+
 class ModalityPatchEmbed(nn.Module):
     """Patch embedding of one modality: ``[B, H, W, T, C]`` -> ``[B, H/p, W/p, T, S, D]``."""
 
-    def __init__(self, modality: Modality, dim: int):
+    def __init__(self, modality: Modality, dim: int, hidden_sizes: list[int] | None = None):
         super().__init__()
         self.modality = modality
         self.dim = dim
-        # Registered as direct children so keys read `<modality>__<s>.proj.weight`, as in v1.
+        self.linear = hidden_sizes is not None
+        # Registered as direct children so keys read `<modality>__<s>.proj.weight`, as released.
         self._names = [f"{modality.name}__{i}" for i in range(modality.num_bandsets)]
         for name, bs in zip(self._names, modality.bandsets, strict=True):
-            self.add_module(name, BandsetProjection(len(bs), dim))
+            proj = (
+                LinearBandsetProjection(len(bs), dim, hidden_sizes)
+                if hidden_sizes is not None
+                else BandsetProjection(len(bs), dim)
+            )
+            self.add_module(name, proj)
         self._slices = modality.bandset_slices()
 
     def forward(
@@ -102,7 +136,8 @@ class ModalityPatchEmbed(nn.Module):
             if bandset_active is not None and not bandset_active[i]:
                 outs.append(x.new_zeros(b * t, self.dim, h // p, w // p))
                 continue
-            outs.append(getattr(self, name).proj(planes[:, sl]))
+            module = getattr(self, name)
+            outs.append(module(planes[:, sl]) if self.linear else module.proj(planes[:, sl]))
         y = torch.stack(outs, dim=1)  # [B*T, S, D, h, w]
         y = y.reshape(b, t, len(outs), self.dim, h // p, w // p)
         return y.permute(0, 4, 5, 1, 2, 3)  # [B, h, w, T, S, D]
@@ -111,10 +146,10 @@ class ModalityPatchEmbed(nn.Module):
 class PatchEmbeddings(nn.Module):
     """All modalities' patch embeddings; keys ``per_modality_embeddings.<m>.<m>__<s>.proj.*``."""
 
-    def __init__(self, modalities: list[Modality], dim: int):
+    def __init__(self, modalities: list[Modality], dim: int, hidden_sizes: list[int] | None = None):
         super().__init__()
         self.per_modality_embeddings = nn.ModuleDict(
-            {m.name: ModalityPatchEmbed(m, dim) for m in modalities}
+            {m.name: ModalityPatchEmbed(m, dim, hidden_sizes) for m in modalities}
         )
 
     def forward(self, modality: str, x: torch.Tensor, patch_size: int, **kw) -> torch.Tensor:

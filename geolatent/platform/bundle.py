@@ -28,7 +28,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from geolatent.data.run import WORK_SUFFIX, work_dir_for
-from geolatent.modalities import MODALITIES
 from geolatent.model.config import ModelConfig
 from geolatent.model.encoder import Encoder
 from geolatent.normalize import band_affine
@@ -106,9 +105,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def build_encoder(config: ModelConfig) -> Encoder:
     """A randomly initialized encoder of ``config`` (weights are loaded afterwards)."""
-    mods = [MODALITIES[m] for m in config.modalities]
-    return Encoder(mods, config.embedding_size, config.depth, config.num_heads,
-                   config.mlp_ratio, config.drop_path)
+    return Encoder.from_config(config)
 
 
 def normalization_snapshot(modalities: list[str]) -> dict[str, dict[str, list[float]]]:

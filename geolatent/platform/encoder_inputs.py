@@ -47,12 +47,14 @@ def normalize_arrays(
 
 
 def batch_from_normalized(
-    inputs: Mapping[str, torch.Tensor], timestamps: np.ndarray | torch.Tensor, patch_size: int
+    inputs: Mapping[str, torch.Tensor], timestamps: np.ndarray | torch.Tensor, patch_size: int,
+    config=None,
 ) -> EncoderBatch:
     """An :class:`EncoderBatch` from normalized ``[B, H, W, T, C]`` tensors (token masks by the
-    rule of :func:`geolatent.model.embed.prepare_inputs`)."""
+    rule of :func:`geolatent.model.embed.prepare_inputs`; ``config``: the model's ModelConfig)."""
     return prepare_inputs(
-        dict(inputs), np.asarray(timestamps), patch_size, normalize=False, check_units=False
+        dict(inputs), np.asarray(timestamps), patch_size, normalize=False, check_units=False,
+        config=config,
     )
 
 
@@ -62,8 +64,10 @@ def prepare_batch(
     patch_size: int,
     modalities: Sequence[str] | None = None,
     check_units: bool = True,
+    config=None,
 ) -> EncoderBatch:
-    """Normalize raw arrays and build token masks (:func:`geolatent.model.embed.prepare_inputs`).
+    """Normalize raw arrays and build token masks (:func:`geolatent.model.embed.prepare_inputs`;
+    ``config``: the model's ModelConfig, whose version decides the missing-band fill).
 
     Args:
         arrays: per modality raw float32 ``[B, H, W, T, C]`` in registry band order and units
@@ -78,7 +82,8 @@ def prepare_batch(
         raise ValueError(f"none of the model's modalities {list(modalities or [])} is in the "
                          f"inputs {list(arrays)}")
     ts = timestamps if isinstance(timestamps, torch.Tensor) else np.asarray(timestamps)
-    return prepare_inputs({m: arrays[m] for m in names}, ts, patch_size, check_units=check_units)
+    return prepare_inputs({m: arrays[m] for m in names}, ts, patch_size, check_units=check_units,
+                          config=config)  # fmt: skip
 
 
 def pixel_summary(batch: EncoderBatch, modalities: Sequence[str]) -> torch.Tensor:

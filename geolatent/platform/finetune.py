@@ -108,6 +108,7 @@ def collate(
     train: bool,
     rng: np.random.Generator,
     modalities: Sequence[str],
+    config=None,
 ) -> tuple[EncoderBatch, torch.Tensor]:
     """Stack windows into a normalized batch and targets.
 
@@ -155,7 +156,7 @@ def collate(
         else:
             targets.append(target.reshape(-1)[:1])
     batch = prepare_batch({m: np.stack(v) for m, v in arrays.items()}, np.stack(stamps),
-                          patch_size, modalities)
+                          patch_size, modalities, config=config)
     y = torch.as_tensor(np.stack(targets))
     return batch, (y if pixel else y[:, 0])
 
@@ -358,7 +359,8 @@ def evaluate(model: TaskModel, samples: WindowSamples, *, task: str, crop: int, 
     for s in range(0, len(samples), batch_size):
         items = [samples[i] for i in range(s, min(s + batch_size, len(samples)))]
         batch, y = collate(items, task=task, crop=crop, patch_size=patch_size, train=False,
-                           rng=rng, modalities=samples.modalities)
+                           rng=rng, modalities=samples.modalities,
+                           config=model.encoder.model_config)
         out = model(batch.to(device)).float().cpu()
         loss = task_loss(task, out, y, weight, mean, std)
         if loss is not None:
@@ -500,7 +502,7 @@ def finetune(
         for s in range(0, len(order), tc.batch_size):
             items = [train_set[int(i)] for i in order[s : s + tc.batch_size]]
             batch, y = collate(items, task=cfg.task, crop=crop, patch_size=p, train=True,
-                               rng=rng, modalities=mods)
+                               rng=rng, modalities=mods, config=model.encoder.model_config)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = model(batch.to(device))
             loss = task_loss(cfg.task, out.float(), y.to(device), weight, data.target_mean,
@@ -632,7 +634,8 @@ def export_window_embeddings(fm: FinetunedModel, data: PreparedData, path: Path,
             idx = range(s, min(s + batch_size, len(samples)))
             batch, y = collate([samples[i] for i in idx], task="classification",
                                crop=fm.inputs.crop_size, patch_size=fm.inputs.patch_size,
-                               train=False, rng=rng, modalities=fm.inputs.modalities)
+                               train=False, rng=rng, modalities=fm.inputs.modalities,
+                               config=model.encoder.model_config)
             feats = model.encode(batch.to(device))
             pooled = feats.pooled.float().cpu().numpy()
             pooled[~feats.token_valid.flatten(1).any(1).cpu().numpy()] = np.nan

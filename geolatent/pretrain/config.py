@@ -30,10 +30,15 @@ class _Section(BaseModel):
 class ModelSection(_Section):
     """Which model to train."""
 
-    size: Literal["nano", "tiny", "base", "large"] = "nano"
+    size: Literal["nano", "tiny", "small", "base", "large"] = "nano"
+    version: Literal["v1", "v1.1", "v1.2"] = "v1"
+    """Architecture to build (see geolatent.model.versions). The v1.1+ training recipes (band
+    dropout, v1.3's distillation heads) are not part of geolatent's trainer: it trains the
+    architecture with the v1 objective."""
     drop_path: float = Field(0.1, ge=0.0, lt=1.0)
     init_from: str | None = None
-    """Optional model folder (geolatent or v1 release) to start from instead of random weights."""
+    """Optional model folder or release id (any version) to start from instead of random
+    weights."""
 
 
 class BuiltinData(_Section):

@@ -20,6 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from geolatent.data.h5samples import SampleFileError, read_sample
 from geolatent.modalities import MISSING_VALUE, MODALITIES
+from geolatent.model import missing as missing_rule
+from geolatent.model.config import model_modalities
 from geolatent.normalize import normalize
 from geolatent.pretrain.sampler import PretrainBatchSampler, SampleRequest
 from geolatent.pretrain.samples import Manifest
@@ -99,10 +101,17 @@ class PretrainDataset(Dataset):
         manifest: the sample files.
         modalities: only load these (default: every modality found in the files).
         max_retries: replacement samples tried before giving up on a request.
+        model_config: the model trained (its version decides how a band missing inside a present
+            bandset is filled, :mod:`geolatent.model.missing`; default: v1 with the registry's
+            bandsets).
     """
 
     def __init__(
-        self, manifest: Manifest, modalities: list[str] | None = None, max_retries: int = 8
+        self,
+        manifest: Manifest,
+        modalities: list[str] | None = None,
+        max_retries: int = 8,
+        model_config=None,
     ):
         if len(manifest) == 0:
             raise ValueError(f"manifest of {manifest.root} holds no usable samples")
@@ -112,6 +121,10 @@ class PretrainDataset(Dataset):
         self.manifest = manifest
         self.modalities = modalities
         self.max_retries = max_retries
+        self.version = model_config.version if model_config is not None else "v1"
+        self.model_modalities = (
+            {m.name: m for m in model_modalities(model_config)} if model_config is not None else {}
+        )
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -133,6 +146,16 @@ class PretrainDataset(Dataset):
         raise RuntimeError(
             f"{self.max_retries + 1} samples in a row failed to load; last errors: {errors[-3:]}"
         )
+
+    def fill(self, modality: str, raw: np.ndarray) -> np.ndarray:
+        """Normalize ``raw`` ``[..., C]`` and apply the missing-data rule (as ``embed`` does):
+        bands missing inside a present bandset are filled, whole missing bandsets stay -99999."""
+        mod = self.model_modalities.get(modality) or MODALITIES[modality]
+        if mod.decode_only:  # map targets: no band fill (no wavelengths; never encoder inputs)
+            return normalize(modality, raw)
+        filled, _ = missing_rule.normalize_and_fill(modality, torch.from_numpy(raw), mod,
+                                                    self.version)  # fmt: skip
+        return filled.numpy()
 
     def load_crop(
         self, index: int, request: SampleRequest, rng: np.random.Generator
@@ -172,7 +195,7 @@ class PretrainDataset(Dataset):
                 crop, gone = arr[row : row + c, col : col + c, :1], missing[m][:1]
             crop = np.array(crop, dtype=np.float32)
             crop[:, :, gone] = MISSING_VALUE  # trust the file's masks over fill values
-            out[m] = normalize(m, crop)
+            out[m] = self.fill(m, crop)
         if not any(
             MODALITIES[m].encoder_input and bool((x != MISSING_VALUE).any()) for m, x in out.items()
         ):

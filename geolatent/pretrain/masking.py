@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from geolatent.modalities import MISSING_VALUE, get_modality
+from geolatent.modalities import Modality, get_modality
+from geolatent.model import missing as missing_rule
 from geolatent.model.tokens import MaskValue
 
 ENC = int(MaskValue.ONLINE_ENCODER)
@@ -32,25 +33,23 @@ DEC = int(MaskValue.DECODER)
 MIS = int(MaskValue.MISSING)
 
 
-def missing_tokens(modality: str, x: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Which tokens hold no data.
-
-    A token is missing when every pixel of its ``p x p`` patch is the missing value (-99999) in
-    every channel of its bandset.
+def missing_tokens(
+    modality: str, x: torch.Tensor, patch_size: int, spec: Modality | None = None
+) -> torch.Tensor:
+    """Which tokens hold no data: the one rule of :func:`geolatent.model.missing.token_missing`
+    (a bandset with no valid value in the patch; -99999, NaN and +-inf are missing).
 
     Args:
         modality: registry name.
-        x: ``[B, H, W, T, C]`` input (normalized or raw; -99999 marks missing), H, W divisible by p.
+        x: ``[B, H, W, T, C]`` input (normalized or raw), H, W divisible by p.
         patch_size: p.
+        spec: the model's view of the modality (its bandsets; default: the registry's).
 
     Returns:
         bool ``[B, H/p, W/p, T, S]``.
     """
-    b, h, w, t, c = x.shape
-    p = patch_size
-    miss = (x == MISSING_VALUE).view(b, h // p, p, w // p, p, t, c).all(dim=4).all(dim=2)
-    parts = [miss[..., sl].all(dim=-1) for sl in get_modality(modality).bandset_slices()]
-    return torch.stack(parts, dim=-1)
+    mod = spec or get_modality(modality)
+    return missing_rule.token_missing(missing_rule.is_missing(x), patch_size, mod.bandset_slices())
 
 
 def token_to_pixel_mask(token_mask: torch.Tensor, patch_size: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from geolatent.modalities import Modality
 from geolatent.model.latent_mim import LatentMIM
 from geolatent.model.tokens import MaskValue
 from geolatent.pretrain.losses import (
@@ -84,9 +85,13 @@ def make_views(
     generator_b: torch.Generator | None = None,
     encode_ratio: float = 0.5,
     decode_ratio: float = 0.5,
+    modalities: dict[str, Modality] | None = None,
 ) -> tuple[MaskedView, MaskedView]:
-    """Two independent ``modality_cross_random`` views of normalized inputs ``[B, H, W, T, C]``."""
-    missing = {m: missing_tokens(m, x, patch_size) for m, x in inputs.items()}
+    """Two independent ``modality_cross_random`` views of normalized inputs ``[B, H, W, T, C]``.
+
+    ``modalities``: the model's view of each modality (its bandsets; default the registry's)."""
+    mods = modalities or {}
+    missing = {m: missing_tokens(m, x, patch_size, mods.get(m)) for m, x in inputs.items()}
     a = modality_cross_random(missing, encode_ratio, decode_ratio, generator_a)
     b = modality_cross_random(missing, encode_ratio, decode_ratio, generator_b)
     return a, b

@@ -25,7 +25,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from geolatent.model.checkpoint import load_model
-from geolatent.model.config import ModelConfig
+from geolatent.model.config import ModelConfig, model_modalities
 from geolatent.model.latent_mim import LatentMIM, build_model
 from geolatent.pretrain import distributed as D
 from geolatent.pretrain.checkpointing import (
@@ -99,17 +99,23 @@ def micro_batch_seeds(seed: int, step: int, micro_index: int) -> dict[str, int]:
 
 
 def prepare_micro_batch(
-    batch: PretrainBatch, seed: int, encode_ratio: float = 0.5, decode_ratio: float = 0.5
+    batch: PretrainBatch,
+    seed: int,
+    encode_ratio: float = 0.5,
+    decode_ratio: float = 0.5,
+    modalities: dict | None = None,
 ):
     """Augment (one dihedral transform for the batch) and draw the two masked views, on the
-    batch's device. Returns ``(inputs, view_a, view_b)``."""
+    batch's device (``modalities``: the model's bandsets). Returns ``(inputs, view_a, view_b)``."""
     seeds = micro_batch_seeds(seed, batch.step, batch.micro_index)
     k = seeds["augment"] % 8
     inputs = {m: dihedral(x, k) for m, x in batch.inputs.items()}
     dev = batch.timestamps.device
     gen_a = torch.Generator(device=dev).manual_seed(seeds["mask_a"])
     gen_b = torch.Generator(device=dev).manual_seed(seeds["mask_b"])
-    va, vb = make_views(inputs, batch.patch_size, gen_a, gen_b, encode_ratio, decode_ratio)
+    va, vb = make_views(
+        inputs, batch.patch_size, gen_a, gen_b, encode_ratio, decode_ratio, modalities
+    )
     return inputs, va, vb
 
 
@@ -194,7 +200,7 @@ class Trainer:
         torch.manual_seed(self.config.train.seed)  # identical initial weights on every rank
         if cfg.init_from:
             return load_model(cfg.init_from).train()
-        return build_model(cfg.size, drop_path=cfg.drop_path)
+        return build_model(cfg.size, cfg.version, drop_path=cfg.drop_path)
 
     # -- run ---------------------------------------------------------------------------------
     def fit(self) -> list[dict]:
@@ -265,7 +271,10 @@ class Trainer:
             token_budget=cfg.sampler.token_budget,
             min_sample_px=min(min(r.height, r.width) for r in manifest.records),
         )  # fmt: skip
-        dataset = PretrainDataset(manifest, cfg.data.modalities, cfg.data.max_retries)
+        dataset = PretrainDataset(
+            manifest, cfg.data.modalities, cfg.data.max_retries, model_config=model.config
+        )
+        model_mods = {m.name: m for m in model_modalities(model.config)}
         loader = make_loader(
             dataset, sampler, cfg.data.num_workers, cfg.data.prefetch_factor,
             pin_memory=device.type == "cuda",
@@ -295,7 +304,8 @@ class Trainer:
                     batch = batch.to(device, non_blocking=True)
                     with timer.section("masking"):
                         inputs, va, vb = prepare_micro_batch(
-                            batch, tc.seed, cfg.masking.encode_ratio, cfg.masking.decode_ratio
+                            batch, tc.seed, cfg.masking.encode_ratio, cfg.masking.decode_ratio,
+                            model_mods,
                         )
                     seeds = micro_batch_seeds(tc.seed, step, batch.micro_index)
                     torch.manual_seed(seeds["drop_path"])  # drop-path draws, rank-independent

@@ -167,11 +167,6 @@ def test_batch_size_chunking_is_equivalent(model):
         ({"sentinel1": 10 ** (s1() / 10)}, {}, "linear backscatter"),
         ({"sentinel2_l2a": s2()}, {"normalize": False}, "raw units"),
         (
-            {"sentinel2_l2a": s2()[..., :5]},
-            {"bands": {"sentinel2_l2a": ["B02", "B03", "B04", "B08", "B05"]}},
-            "incomplete",
-        ),
-        (
             {"sentinel2_l2a": s2()[..., :4]},
             {"bands": {"sentinel2_l2a": ["B02", "B03", "B04", "B99"]}},
             "not a band",
@@ -198,14 +193,18 @@ def test_units_check_can_be_overridden(model):
     assert torch.isfinite(out.pooled).all()
 
 
-def test_half_present_bandset_is_masked_not_invented(model):
-    """Sentinel-1 VV without VH: the [vv, vh] bandset cannot be tokenized, so it is masked."""
+def test_half_present_bandset_is_encoded_and_absent_bandset_masked(model):
+    """Sentinel-1 VV without VH: the bandset has data, so its tokens are encoded (VH filled by
+    the version's rule, see test_missing_rule.py); a wholly absent bandset is masked."""
     x = s1()
     x[..., 1] = -99999
     out = model.embed({"sentinel2_l2a": s2(), "sentinel1": x}, TS)
-    assert bool((out.token_mask["sentinel1"] == MaskValue.MISSING).all())
-    ref = model.embed({"sentinel2_l2a": s2()}, TS)
-    torch.testing.assert_close(out.pooled, ref.pooled, atol=1e-5, rtol=1e-5)
+    assert bool((out.token_mask["sentinel1"] == MaskValue.ONLINE_ENCODER).all())
+    gone = np.full_like(x, -99999)
+    masked = model.embed({"sentinel2_l2a": s2(), "sentinel1": gone}, TS)
+    assert bool((masked.token_mask["sentinel1"] == MaskValue.MISSING).all())
+    only_s2 = model.embed({"sentinel2_l2a": s2()}, TS)
+    torch.testing.assert_close(masked.pooled, only_s2.pooled, atol=1e-5, rtol=1e-5)
     # A gap in part of one band's patch is filled, and the token stays valid.
     y = s1(h=8, w=8)
     y[:, :2, :2, :, 1] = -99999

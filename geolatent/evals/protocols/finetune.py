@@ -76,7 +76,8 @@ def _predict(net: _Model, src: _Source, task_type: str, patch_size: int, bs: int
     out = []
     with torch.no_grad():
         for idx in iter_chunks(len(src.split), bs):
-            logits = net(prepare_batch(src.get(idx), patch_size, device))
+            cfg = net.encoder.model_config
+            logits = net(prepare_batch(src.get(idx), patch_size, device, config=cfg))
             out.append(to_predictions(task_type, logits).cpu())
     pred = torch.cat(out).numpy()
     return pred * y_stats[1] + y_stats[0] if task_type == "regression" else pred
@@ -87,7 +88,8 @@ def _val_loss(net, src, task_type, patch_size, bs, y, ignore_index, device) -> f
     total, n = 0.0, 0
     with torch.no_grad():
         for idx in iter_chunks(len(src.split), bs):
-            logits = net(prepare_batch(src.get(idx), patch_size, device))
+            cfg = net.encoder.model_config
+            logits = net(prepare_batch(src.get(idx), patch_size, device, config=cfg))
             total += float(task_loss(task_type, logits, y[idx].to(device), ignore_index)) * len(idx)
             n += len(idx)
     return total / max(n, 1)
@@ -154,7 +156,8 @@ def finetune(
             perm = torch.randperm(len(train), generator=g).numpy()
             for s in range(0, len(train), cfg.batch_size):
                 idx = perm[s : s + cfg.batch_size]
-                logits = net(prepare_batch(src_train.get(idx), patch_size, device))
+                logits = net(prepare_batch(src_train.get(idx), patch_size, device,
+                                             config=net.encoder.model_config))
                 loss = task_loss(task_type, logits, y_train[idx].to(device), ignore_index)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

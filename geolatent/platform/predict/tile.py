@@ -78,7 +78,8 @@ class TilePredictor:
         """``(values [N, K, co, co], valid [N, co, co])`` in output units for a batch of
         normalized crops ``{m: [N, c, c, T, C]}``."""
         fm, q = self.fm, self.plan.out_scale
-        batch = batch_from_normalized(crops, ts, self.p).to(self.device)
+        batch = batch_from_normalized(crops, ts, self.p, fm.model.encoder.model_config)
+        batch = batch.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             feats = fm.model.encode(batch)
             out = fm.model.head(feats).float()
