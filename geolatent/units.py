@@ -112,10 +112,10 @@ def check_values(
         fix: where the user is (see :class:`Fix`); default Python.
 
     Returns:
-        Warnings (a bandset holding no valid value at all).
+        Warnings (infinite values, counted as missing; a bandset holding no valid value).
 
     Raises:
-        UnitError: infinite values, values outside the possible range, or band medians that
+        UnitError: values outside the possible range, or band medians that
             say the values are in other units (reflectance 0-1, linear power, temperature,
             surface reflectance instead of Level-1 DN, ...).
     """
@@ -128,14 +128,16 @@ def check_values(
         raise ValueError(f"{_where(what, modality)}: {arr.shape[-1]} channels but "
                          f"{len(names)} band names")
     where = _where(what, modality)
+    warnings: list[str] = []
     inf = np.isinf(arr)
     if inf.any():
+        # One missing-data rule (geolatent.model.missing): +-inf is missing data like -99999 /
+        # NaN (10*log10(0) at SAR scene borders gives -inf), so it is counted, never an error.
         per_band = inf.reshape(-1, arr.shape[-1]).sum(0)
         bad = ", ".join(f"{b}: {int(n)}" for b, n in zip(names, per_band, strict=True) if n)
-        raise UnitError(f"{where}: {int(inf.sum())} infinite values ({bad}); they would "
-                        f"poison every output they touch: {fix.nodata('the fill value')}, or "
-                        "mask them")
-    warnings = _missing_bandsets(mod, names, arr, where)
+        warnings.append(f"{where}: {int(inf.sum())} infinite values ({bad}) are treated as "
+                        "missing data")
+    warnings += _missing_bandsets(mod, names, arr, where)
     if spec is None:
         return warnings
     cols = _valid_columns(arr.astype(np.float64, copy=False))

@@ -197,9 +197,10 @@ def plan_prediction(
         c0, r0 = max(c0, 0), max(r0, 0)
         c1, r1 = min(c1, grid.width // q * q), min(r1, grid.height // q * q)
         if c1 <= c0 or r1 <= r0:
-            raise ValueError("the prediction area does not overlap the grid it is aligned to "
-                             f"({grid.crs.to_string()}, origin {x0:.2f}, {y0:.2f}, "
-                             f"{grid.width} x {grid.height} px)")
+            raise ValueError("the prediction area does not overlap the grid of the imagery it "
+                             f"is aligned to ({grid.crs.to_string()}, origin {x0:.2f}, "
+                             f"{y0:.2f}, {grid.width} x {grid.height} px): check the area (and "
+                             "its CRS), the sources and --align-to")
     c1, r1 = max(c1, c0 + q), max(r1, r0 + q)
     start, end = (str(t) for t in time_range)
     if origin == (0.0, 0.0):

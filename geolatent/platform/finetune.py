@@ -218,6 +218,7 @@ def inspect_windows(data: PreparedData, modalities: Sequence[str], *, task: str,
                   "skipped_windows": 0} for s in ("train", "val", "test")}
     skipped, warnings, kept = [], [], []
     seen: dict[tuple[str, int], bool] = {}  # (modality, bandset) -> valid somewhere
+    n_inf: dict[str, int] = {}  # modality -> infinite values (missing data, counted)
     pixel = task in PIXEL_TASKS
     for rec in data.records:
         sample = read_sample(data.root / "windows" / f"{rec.stem}.h5", list(modalities))
@@ -227,6 +228,7 @@ def inspect_windows(data: PreparedData, modalities: Sequence[str], *, task: str,
             for m, a in arrays.items():
                 fix = Fix("config", source=(source_names or {}).get(m, m))
                 check_values(m, a, fix=fix, what=f"window {rec.window.get('name', rec.stem)} ({m})")
+                n_inf[m] = n_inf.get(m, 0) + int(np.isinf(a).sum())
                 for k, sl in enumerate(get_modality(m).bandset_slices()):
                     seen[(m, k)] = seen.get((m, k), False) or bool(
                         ((a[..., sl] != MISSING_VALUE) & np.isfinite(a[..., sl])).any())
@@ -252,6 +254,8 @@ def inspect_windows(data: PreparedData, modalities: Sequence[str], *, task: str,
         if not ok:
             warnings.append(f"{m} bandset {list(get_modality(m).bandsets[k])} has no valid "
                             "value in any window: its tokens are masked everywhere")
+    warnings += [f"{m}: {n} infinite values in the windows are treated as missing data"
+                 for m, n in n_inf.items() if n]
     return Coverage(splits, skipped, warnings, kept)
 
 

@@ -217,13 +217,13 @@ PROBES: list[Probe] = [
     # finetune: imagery (#12 items 6, 3, 7; #11 item 5)
     Probe("source glob matching nothing", lambda t: _finetune(
         t, scene=_with_source(t, paths=[str(t / "none_*.tif")])), 1,
-        ("my_s2", "has no scene")),
+        ("my_s2", "matches no file")),
     Probe("reflectance 0-1 given as DN", lambda t: _finetune(
         t, scene=_scene_files(t / "s2", transform_values=lambda a: a / 10000),
         prepare_only=True), 1, ("reflectance in 0-1", "scale: 10000", "my_s2")),
     Probe("one inf pixel", lambda t: _finetune(
-        t, scene=_scene_files(t / "s2", transform_values=_one_inf), prepare_only=True), 1,
-        ("infinite values", "nodata:")),
+        t, scene=_scene_files(t / "s2", transform_values=_one_inf), prepare_only=True), 0,
+        ("infinite values", "treated as missing data")),
     Probe("Sentinel-2 L1C file given as L2A", lambda t: _finetune(
         t, scene=_scene_files(t / "s2", tags={"PRODUCT_TYPE": "S2MSI1C"}), prepare_only=True), 1,
         ("Level-1C", "my_s2")),

@@ -57,8 +57,9 @@ def test_sentinel2_units(s2_dn: np.ndarray):
         check_values("sentinel2_l2a", -s2_dn)
     one_inf = s2_dn.copy()
     one_inf[5, 5, 0, 3] = np.inf
-    with pytest.raises(UnitError, match=r"1 infinite values \(B08: 1\)"):
-        check_values("sentinel2_l2a", one_inf)
+    # +-inf is missing data (the one missing-data rule): counted in a warning, never an error.
+    (warning,) = check_values("sentinel2_l2a", one_inf)
+    assert "1 infinite values (B08: 1) are treated as missing data" in warning
     # An all-missing bandset is a warning (its tokens are masked), not an error.
     holes = s2_dn.copy()
     holes[..., 10:] = np.nan  # B01, B09
@@ -105,8 +106,8 @@ def test_product_tags_and_band_descriptions():
 
 def test_embed_uses_the_same_rules(s2_dn: np.ndarray):
     model = geolatent.build_model("nano")
-    x = torch.from_numpy(s2_dn[None, :96, :96, :2])
-    ts = torch.tensor([[[20, 7, 2015], [31, 6, 2015]]])
+    x = torch.from_numpy(s2_dn[None, :96, :96, [1, 0]])  # the data's T axis in date order
+    ts = torch.tensor([[[31, 6, 2015], [20, 7, 2015]]])
     with pytest.raises(InputError, match="reflectance in 0-1.*check_units=False"):
         model.embed({"sentinel2_l2a": x / 10000}, ts)
     model.embed({"sentinel2_l2a": x}, ts)  # DN pass
