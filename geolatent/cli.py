@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from geolatent.app.cli import register as register_app
 from geolatent.data.cli import app as data_app
 from geolatent.evals.cli import register as register_evals
 from geolatent.inference.cli import register as register_inference
@@ -25,6 +26,7 @@ register_inference(app)  # embed, demo
 register_pretrain(app)  # pretrain
 register_evals(app)  # eval
 register_platform(app)  # finetune, predict
+register_app(app)  # serve
 app.add_typer(data_app, name="data", help="Build pretraining samples and windows from rasters.")
 
 
