@@ -86,7 +86,8 @@ def test_versioned_update_second_writer_gets_409(server, sample_project):
         assert stale_delete.status_code == 409
         ok = b.delete(f"/api/projects/{pid}/features/{f['id']}", params={"version": 2})
         assert ok.status_code == 204
-        late = a.put(f"/api/projects/{pid}/features/{f['id']}", json={"version": 2, "label": "bare"})
+        late = a.put(f"/api/projects/{pid}/features/{f['id']}",
+                     json={"version": 2, "label": "bare"})
         assert late.status_code in (404, 409)
 
 
