@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import typer
+
+from geolatent.app.config import AppSettings
+from geolatent.app.db import upgrade
 
 
 def serve(
@@ -30,11 +38,34 @@ def serve(
         raise typer.BadParameter("a URL like postgresql://user@host:5432/db or "
                                  "sqlite:////path/app.db", param_hint="--database")
     project.mkdir(parents=True, exist_ok=True)
-    os.environ["GEOLATENT_APP_PROJECT"] = str(project.resolve())
-    os.environ["GEOLATENT_APP_DATABASE"] = database
+    settings = AppSettings(project_dir=project, database_url=database)
+    os.environ["GEOLATENT_APP_PROJECT"] = str(settings.project_dir)
+    os.environ["GEOLATENT_APP_DATABASE"] = settings.database_url
     os.environ["GEOLATENT_APP_MAX_UPLOAD_BYTES"] = str(int(max_upload_mb * 1024 * 1024))
-    uvicorn.run("geolatent.app.main:create_app", factory=True, host=host, port=port,
-                log_level="info")
+    upgrade(settings.database_url)  # before the worker starts: one migration, no race
+    worker = start_worker(settings)
+    try:
+        uvicorn.run("geolatent.app.main:create_app", factory=True, host=host, port=port,
+                    log_level="info")
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def start_worker(settings: AppSettings) -> subprocess.Popen:
+    """The job worker process (:mod:`geolatent.app.worker`); it dies with this process."""
+
+    def die_with_parent() -> None:  # Linux: SIGTERM when the server process ends
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "geolatent.app.worker", "--project", str(settings.project_dir),
+         "--database", settings.database_url, "--parent", str(os.getpid())],
+        preexec_fn=die_with_parent)  # noqa: PLW1509
 
 
 def register(app: typer.Typer) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from geolatent.app.config import AppSettings
 from geolatent.app.db import make_engine, session_factory, upgrade
 from geolatent.app.models import User
-from geolatent.app.routers import auth, features, imagery, projects, tasks, users
+from geolatent.app.routers import auth, features, imagery, jobs, projects, tasks, users
 from geolatent.app.security import hash_password
 
 STATIC = Path(__file__).with_name("static")  # the Vite build of frontend/ (see Makefile)
@@ -73,7 +73,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
 
-    for module in (auth, users, projects, features, tasks, imagery):
+    for module in (auth, users, projects, features, tasks, imagery, jobs):
         app.include_router(module.router)
 
     @app.get("/api/health", tags=["meta"])
