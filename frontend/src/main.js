@@ -16,7 +16,7 @@ import "./style.css";
 const $ = (sel) => document.querySelector(sel);
 const state = {
   project: null, classes: [], currentClass: null, selected: null, known: new Map(),
-  undo: [], saving: 0, map: null, draw: null, dates: [], preset: "true_color",
+  undo: [], saving: 0, map: null, readonly: new Map(), draw: null, dates: [], preset: "true_color",
 };
 window.__geolatent = state; // for scripted checks (the browser tests)
 
@@ -133,6 +133,7 @@ async function openProject(id) {
       paint: { "line-color": "#ffffff", "line-width": 1.5, "line-dasharray": [2, 2] } });
     setupDraw(map);
     await loadFeatures();
+    await Promise.all([loadTasks(), loadJobs()]);
     document.body.dataset.ready = "1";
   });
   map.on("click", (ev) => { if (state.mode === "inspect") inspect(ev.lngLat); });
@@ -247,10 +248,31 @@ function toDraw(f) {
   return { id: f.id, type: "Feature", geometry, properties: { mode, label: f.label } };
 }
 
+// Terra Draw edits points and polygons; multi-part features (from imports) are shown read-only.
+const EDITABLE = ["Point", "Polygon"];
 function addToMap(features) {
-  const results = state.draw.addFeatures(features);
+  const drawable = features.filter((f) => EDITABLE.includes(f.geometry.type));
+  for (const f of features) if (!EDITABLE.includes(f.geometry.type)) state.readonly.set(f.id, f);
+  const results = drawable.length ? state.draw.addFeatures(drawable) : [];
   const bad = results.filter((r) => !r.valid);
-  if (bad.length) setStatus(`${bad.length} feature(s) cannot be shown: ${bad[0].reason}`, "error");
+  refreshReadonly();
+  const notes = [];
+  if (bad.length) notes.push(`${bad.length} feature(s) cannot be shown: ${bad[0].reason}`);
+  if (state.readonly.size) notes.push(`${state.readonly.size} multi-part feature(s) shown read-only`);
+  $("#note").textContent = notes.join("; ");
+}
+
+function refreshReadonly() {
+  const map = state.map;
+  const data = { type: "FeatureCollection", features: [...state.readonly.values()] };
+  if (map.getSource("readonly")) { map.getSource("readonly").setData(data); return; }
+  const color = ["match", ["coalesce", ["get", "label"], ""],
+    ...state.classes.flatMap((c) => [c.value, c.color]), "#888888"];
+  map.addSource("readonly", { type: "geojson", data });
+  map.addLayer({ id: "readonly-fill", type: "fill", source: "readonly",
+    paint: { "fill-color": color, "fill-opacity": 0.45 } });
+  map.addLayer({ id: "readonly-line", type: "line", source: "readonly",
+    paint: { "line-color": color, "line-width": 1.5 } });
 }
 
 function setStatus(text, cls = "") {
@@ -368,6 +390,163 @@ async function inspect(lngLat) {
     ? `${date} @ ${lngLat.lng.toFixed(5)}, ${lngLat.lat.toFixed(5)}\n` +
       Object.entries(r.data.values).map(([k, v]) => `${k}: ${v === null ? "nodata" : +v.toFixed(3)}`).join("\n")
     : detail(r);
+}
+
+// ---------- tasks and review ----------
+async function loadTasks() {
+  const r = await api("GET", `/api/projects/${state.project.id}/tasks`);
+  const ul = $("#tasks");
+  ul.replaceChildren();
+  const reviewer = ["reviewer", "admin"].includes(state.project.role);
+  for (const t of r.data || []) {
+    const li = document.createElement("li");
+    li.append(`${t.name}: ${t.status.replaceAll("_", " ")}${t.assignee ? ` (${t.assignee})` : ""}`);
+    if (t.review_comment) li.append(el("div", `review: ${t.review_comment}`));
+    if (reviewer && t.status === "to_be_reviewed") {
+      const comment = document.createElement("input");
+      comment.placeholder = "comment (needed to reject)";
+      const accept = button("Accept", () => review(t, true, comment.value));
+      const reject = button("Reject", () => review(t, false, comment.value));
+      li.append(comment, accept, reject);
+    }
+    ul.append(li);
+  }
+}
+
+async function review(task, accept, comment) {
+  const r = await api("POST", `/api/projects/${state.project.id}/tasks/${task.id}/review`,
+    { version: task.version, accept, comment });
+  if (r.status === 409) showConflictText(detail(r));
+  else if (r.status !== 200) setStatus(detail(r), "error");
+  loadTasks();
+}
+
+function showConflictText(text) {
+  $("#conflict").hidden = false;
+  $("#conflict").textContent = `Conflict: ${text}`;
+}
+
+function el(tag, text) { const e = document.createElement(tag); e.textContent = text; return e; }
+function button(text, onclick) { const b = el("button", text); b.onclick = onclick; return b; }
+
+// ---------- runs ----------
+let polling = null;
+async function loadJobs() {
+  const pid = state.project.id;
+  const isAdmin = state.project.role === "admin";
+  $("#run-controls").hidden = !isAdmin;
+  if (!$("#encoder").value) $("#encoder").value = state.project.model || "";
+  $("#start-finetune").onclick = () => startJob("finetune", {
+    epochs: Number($("#epochs").value), ...($("#encoder").value ? { encoder: $("#encoder").value } : {}),
+  });
+  $("#start-predict").onclick = () => {
+    const ft = state.jobs?.find((j) => j.kind === "finetune" && j.status === "succeeded");
+    if (!ft) { $("#run-error").textContent = "fine-tune a model first"; return; }
+    startJob("predict", { model_job: ft.id });
+  };
+  const r = await api("GET", `/api/projects/${pid}/jobs`);
+  state.jobs = r.data || [];
+  const ul = $("#jobs");
+  ul.replaceChildren();
+  for (const j of state.jobs) ul.append(jobItem(j, isAdmin));
+  const active = state.jobs.some((j) => ["queued", "running"].includes(j.status));
+  clearTimeout(polling);
+  if (active) polling = setTimeout(loadJobs, 1500);
+}
+
+async function startJob(kind, params) {
+  $("#run-error").textContent = "";
+  const r = await api("POST", `/api/projects/${state.project.id}/jobs`, { kind, params });
+  if (r.status !== 201) $("#run-error").textContent = detail(r);
+  loadJobs();
+}
+
+function jobItem(j, isAdmin) {
+  const li = document.createElement("li");
+  li.dataset.job = j.id;
+  li.dataset.status = j.status;
+  li.append(el("strong", `#${j.id} ${j.kind}`), ` ${j.status}`);
+  const prog = document.createElement("progress");
+  prog.max = 1; prog.value = j.progress;
+  li.append(prog);
+  if (j.error) li.append(el("div", j.error));
+  if (isAdmin && ["queued", "running"].includes(j.status)) {
+    li.append(button("Cancel", async () => {
+      await api("POST", `/api/projects/${state.project.id}/jobs/${j.id}/cancel`);
+      loadJobs();
+    }));
+  }
+  if (j.kind === "predict" && j.status === "succeeded") {
+    li.append(button("Show on map", () => showResult(j)));
+    for (const f of j.result.files || []) {
+      const a = el("a", ` ${f} `);
+      a.href = `/api/projects/${state.project.id}/jobs/${j.id}/files/${f}`;
+      li.append(a);
+    }
+  }
+  if (j.kind === "finetune" && j.result?.metrics?.val) li.append(metricsTable(j.result.metrics.val));
+  const log = document.createElement("details");
+  log.append(el("summary", "log"), el("pre", j.log));
+  li.append(log);
+  return li;
+}
+
+function metricsTable(val) {
+  const wrap = document.createElement("div");
+  const fmt = (v) => (v === null || v === undefined ? "–" : (+v).toFixed(2));
+  wrap.append(el("div", `val accuracy ${fmt(val.accuracy)}, mIoU ${fmt(val.miou)}, macro F1 ${fmt(val.f1_macro)}`));
+  const names = Object.keys(val.per_class || {});
+  const t = document.createElement("table");
+  t.className = "metrics";
+  t.append(row(["class", "recall", "precision", "n"], "th"));
+  for (const n of names) {
+    const c = val.per_class[n];
+    t.append(row([n, fmt(c.accuracy), fmt(c.precision), String(c.support)]));
+  }
+  wrap.append(t);
+  if (val.confusion) {
+    // the confusion matrix as a heat map: rows = true class, columns = predicted
+    const cm = document.createElement("table");
+    cm.className = "metrics confusion";
+    cm.append(row(["true \\ pred", ...names.map((n) => n.slice(0, 4))], "th"));
+    const max = Math.max(1, ...val.confusion.flat());
+    val.confusion.forEach((r, i) => {
+      const tr = row([names[i], ...r.map(String)]);
+      [...tr.children].slice(1).forEach((td, k) => {
+        td.style.background = `rgba(31,120,180,${r[k] / max})`;
+      });
+      cm.append(tr);
+    });
+    wrap.append(cm);
+  }
+  return wrap;
+}
+
+function row(cells, tag = "td") {
+  const tr = document.createElement("tr");
+  for (const c of cells) tr.append(el(tag, c));
+  return tr;
+}
+
+function showResult(j) {
+  const map = state.map;
+  const url = `${location.origin}/api/projects/${state.project.id}/jobs/${j.id}/tiles/{z}/{x}/{y}.png`;
+  if (map.getLayer("result")) map.removeLayer("result");
+  if (map.getSource("result")) map.removeSource("result");
+  map.addSource("result", { type: "raster", tiles: [url], tileSize: 256 });
+  map.addLayer({ id: "result", type: "raster", source: "result", paint: { "raster-opacity": 0.8 } }, "aoi");
+  const legend = $("#legend");
+  legend.replaceChildren(el("strong", `Prediction #${j.id}`));
+  for (const e of j.result.legend || []) {
+    const d = document.createElement("div");
+    const sw = document.createElement("span");
+    sw.className = "swatch";
+    sw.style.background = e.color;
+    d.append(sw, e.name);
+    legend.append(d);
+  }
+  legend.hidden = false;
+  state.resultJob = j.id;
 }
 
 start();

@@ -11,6 +11,7 @@ parts after a restart (``predict_area(resume=True)``); fine-tuning starts over.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,18 +84,24 @@ def run_finetune(folder: Path, *, features: list[dict], label_schema: dict, imag
 
     result = finetune(load_finetune_config(folder / "finetune.yaml"), log=on_log,
                       progress=lambda done, total: progress(0.2 * done / max(total, 1)))
-    metrics = _metrics(folder / "model")
+    # the result's scores keep the confusion matrix (the model folder's copy drops it)
+    metrics = _clean({"select_metric": result.metric, "best_epoch": result.best_epoch,
+                      "val": result.val, "test": result.test})
     return {"model": str(Path(result.bundle_path).relative_to(folder.parent.parent)),
             "metrics": metrics, "files": []}
 
 
-def _metrics(model_dir: Path) -> dict:
-    from geolatent.platform import load_bundle
-
-    fm = load_bundle(model_dir)
-    m = dict(fm.metrics or {})
-    m.pop("history", None)
-    return json.loads(json.dumps(m, default=str))
+def _clean(value):  # noqa: ANN001, ANN202
+    """JSON-safe: NaN / inf become None (PostgreSQL's JSON refuses them), numpy -> Python."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _clean(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def run_predict(folder: Path, *, model_dir: Path, aoi: dict, start: str, end: str,
@@ -115,10 +122,12 @@ def run_predict(folder: Path, *, model_dir: Path, aoi: dict, start: str, end: st
         f" {res.tiles_resumed} of {res.tiles_total} tiles resumed from an earlier run")
     fm = load_bundle(model_dir)
     colors = {c["value"]: c["color"] for c in label_schema.get("classes", [])}
+    names = {c["value"]: c["name"] for c in label_schema.get("classes", [])}
     legend = []
     if fm.classes is not None:
         for i, (value, name) in enumerate(zip(fm.classes.values, fm.classes.names, strict=True)):
-            legend.append({"index": i, "value": str(value), "name": str(name),
+            legend.append({"index": i, "value": str(value),
+                           "name": names.get(str(value), str(name)),
                            "color": colors.get(str(value), _fallback_color(i))})
     return {"files": ["map.tif", "map.geojson"], "legend": legend, "kind": res.kind}
 

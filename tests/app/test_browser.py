@@ -161,3 +161,37 @@ def test_two_browsers_editing_one_polygon_get_one_conflict(browser, sqlite_serve
     assert [(f["id"], f["label"], f["version"]) for f in stored] == [(feat["id"], "cropland", 2)]
     for p in pages:
         p.context.close()
+
+
+def test_runs_from_the_ui_finetune_predict_result_layer_with_legend(browser, sqlite_server,
+                                                                    tmp_path):
+    from .test_jobs import labelled_project
+
+    with Client(sqlite_server.url, *ADMIN) as api:
+        project = labelled_project(api)  # the sample's land cover as labelled polygons
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    with screenshot_on_failure(page, tmp_path, "runs"):
+        login(page, sqlite_server.url)
+        page.goto(f"{sqlite_server.url}/#/project/{project['id']}")
+        wait_ready(page)
+        page.fill("#encoder", "nano")  # a random Nano encoder: a smoke run
+        page.fill("#epochs", "2")
+        page.click("#start-finetune")
+        page.wait_for_selector("#jobs li[data-status=succeeded]", timeout=600_000)
+        assert page.locator("#jobs table.confusion").count() == 1  # metrics shown
+        page.click("#start-predict")
+        page.wait_for_selector("#jobs li[data-status=succeeded] >> text=Show on map",
+                               timeout=600_000)
+        with page.expect_response(lambda r: "/tiles/" in r.url and "/jobs/" in r.url
+                                  and r.status == 200, timeout=30_000):
+            page.click("text=Show on map")
+        legend = page.locator("#legend")
+        assert legend.is_visible()
+        names = {c["name"] for c in project["label_schema"]["classes"]}
+        shown = set(legend.locator("div").all_inner_texts())
+        assert shown and shown <= names
+        assert page.evaluate("!!__geolatent.map.getLayer('result')")
+        if os.environ.get("GEOLATENT_APP_SCREENSHOT_RUNS"):
+            page.wait_for_timeout(1500)
+            page.screenshot(path=os.environ["GEOLATENT_APP_SCREENSHOT_RUNS"])
+    page.close()

@@ -68,7 +68,8 @@ def test_finetune_then_predict_result_layer_legend_downloads(sqlite_server):
     ft = wait_job(c, pid, ft["id"], {"succeeded", "failed", "cancelled"})
     assert ft["status"] == "succeeded", ft["error"] or ft["log"][-3000:]
     assert "epoch 2/2" in ft["log"] and ft["progress"] == 1.0
-    assert "per_class" in ft["result"]["metrics"]["val"]
+    val = ft["result"]["metrics"]["val"]
+    assert "per_class" in val and len(val["confusion"]) == len(val["per_class"])
     pr = c.post(f"/api/projects/{pid}/jobs", json={
         "kind": "predict", "params": {"model_job": ft["id"], "start": "2024-01-01",
                                       "end": "2024-02-29"}}).json()
