@@ -220,6 +220,11 @@ function setupDraw(map) {
   draw.on("select", (id) => { state.selected = id; });
   draw.on("deselect", () => { state.selected = null; });
   for (const b of document.querySelectorAll("[data-mode]")) b.onclick = () => setMode(b.dataset.mode);
+  // viewers may look and inspect; the server refuses their edits anyway (403)
+  const canEdit = state.project.role !== "viewer";
+  for (const b of document.querySelectorAll("[data-mode=polygon], [data-mode=point], #delete, #undo")) {
+    b.disabled = !canEdit;
+  }
   $("#delete").onclick = deleteSelected;
   $("#undo").onclick = undo;
   setMode("select");
