@@ -24,6 +24,8 @@ def serve(
     database: str = typer.Option("", "--database", help="SQLAlchemy URL, e.g. "
                                  "postgresql://user@host/db; default SQLite in --project."),
     max_upload_mb: float = typer.Option(50, "--max-upload-mb", help="Largest upload accepted."),
+    dask_scheduler: str = typer.Option("", "--dask-scheduler", help="Address of an existing "
+                                       "Dask cluster (tcp://host:8786) for prediction runs."),
 ) -> None:
     """Serve the geolatent web app (projects, labeling, imagery) and its API (/api/docs)."""
     import uvicorn
@@ -34,6 +36,9 @@ def serve(
         raise typer.BadParameter(f"{project} is a file; name a folder", param_hint="--project")
     if max_upload_mb <= 0:
         raise typer.BadParameter("must be > 0", param_hint="--max-upload-mb")
+    if dask_scheduler and "://" not in dask_scheduler:
+        raise typer.BadParameter("a scheduler address like tcp://127.0.0.1:8786",
+                                 param_hint="--dask-scheduler")
     if database and "://" not in database:
         raise typer.BadParameter("a URL like postgresql://user@host:5432/db or "
                                  "sqlite:////path/app.db", param_hint="--database")
@@ -43,7 +48,7 @@ def serve(
     os.environ["GEOLATENT_APP_DATABASE"] = settings.database_url
     os.environ["GEOLATENT_APP_MAX_UPLOAD_BYTES"] = str(int(max_upload_mb * 1024 * 1024))
     upgrade(settings.database_url)  # before the worker starts: one migration, no race
-    worker = start_worker(settings)
+    worker = start_worker(settings, dask_scheduler)
     try:
         uvicorn.run("geolatent.app.main:create_app", factory=True, host=host, port=port,
                     log_level="info")
@@ -55,7 +60,7 @@ def serve(
             worker.kill()
 
 
-def start_worker(settings: AppSettings) -> subprocess.Popen:
+def start_worker(settings: AppSettings, dask_scheduler: str = "") -> subprocess.Popen:
     """The job worker process (:mod:`geolatent.app.worker`); it dies with this process."""
 
     def die_with_parent() -> None:  # Linux: SIGTERM when the server process ends
@@ -64,7 +69,8 @@ def start_worker(settings: AppSettings) -> subprocess.Popen:
 
     return subprocess.Popen(
         [sys.executable, "-m", "geolatent.app.worker", "--project", str(settings.project_dir),
-         "--database", settings.database_url, "--parent", str(os.getpid())],
+         "--database", settings.database_url, "--parent", str(os.getpid()),
+         *(["--dask-scheduler", dask_scheduler] if dask_scheduler else [])],
         preexec_fn=die_with_parent)  # noqa: PLW1509
 
 

@@ -105,9 +105,11 @@ def _clean(value):  # noqa: ANN001, ANN202
 
 
 def run_predict(folder: Path, *, model_dir: Path, aoi: dict, start: str, end: str,
-                label_schema: dict, log: Log, progress: Progress) -> dict:
+                label_schema: dict, log: Log, progress: Progress,
+                dask_scheduler: str | None = None) -> dict:
     """Predict over the project's area with a fine-tuned model; returns the job result
-    (files, legend)."""
+    (files, legend). ``dask_scheduler``: materialize the area's tiles on that existing Dask
+    cluster (the run driver's ``dask`` executor) instead of in the worker."""
     from geolatent.platform import load_bundle, predict_area
     from geolatent.platform.bundle import BUNDLE_FILE
 
@@ -117,7 +119,11 @@ def run_predict(folder: Path, *, model_dir: Path, aoi: dict, start: str, end: st
     folder.mkdir(parents=True, exist_ok=True)
     res = predict_area(model_dir, aoi, start, end, folder / "map.tif",
                        vector_path=folder / "map.geojson", resume=True, device="cpu",
+                       **({"executor": "dask", "scheduler": dask_scheduler}
+                          if dask_scheduler else {}),
                        progress=lambda done, total: progress(done / max(total, 1)))
+    if dask_scheduler:
+        log(f"tiles materialized on the Dask cluster at {dask_scheduler}")
     log(f"predicted {res.width}x{res.height} px ({res.area_km2:.2f} km2) in {res.seconds:.1f} s;"
         f" {res.tiles_resumed} of {res.tiles_total} tiles resumed from an earlier run")
     fm = load_bundle(model_dir)

@@ -108,7 +108,7 @@ def job_folder(project_dir: Path, project: Project, job_id: int) -> Path:
 
 
 def run_job(sessions, project_dir: Path, job_id: int,  # noqa: ANN001
-            parent_pid: int | None = None) -> None:
+            parent_pid: int | None = None, dask_scheduler: str | None = None) -> None:
     """Run one claimed job to its end state (succeeded / failed / cancelled)."""
     import json
 
@@ -158,7 +158,8 @@ def run_job(sessions, project_dir: Path, job_id: int,  # noqa: ANN001
             if model_dir is None:
                 raise runs.JobError("params.model_job: the id of a finished fine-tuning job")
             result = runs.run_predict(folder, model_dir=model_dir, aoi=aoi, start=start, end=end,
-                                      label_schema=schema, log=ctx.log, progress=ctx.progress)
+                                      label_schema=schema, log=ctx.log, progress=ctx.progress,
+                                      dask_scheduler=dask_scheduler)
         else:
             raise runs.JobError(f"unknown job kind {kind!r}")
         status = "succeeded"
@@ -185,7 +186,7 @@ def run_job(sessions, project_dir: Path, job_id: int,  # noqa: ANN001
 
 
 def serve_forever(database_url: str, project_dir: Path, parent_pid: int | None,
-                  poll_s: float = 0.5) -> None:
+                  poll_s: float = 0.5, dask_scheduler: str | None = None) -> None:
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
@@ -195,7 +196,7 @@ def serve_forever(database_url: str, project_dir: Path, parent_pid: int | None,
     while parent_pid is None or _alive(parent_pid):
         job_id = claim(sessions)
         if job_id is not None:
-            run_job(sessions, project_dir, job_id, parent_pid)
+            run_job(sessions, project_dir, job_id, parent_pid, dask_scheduler)
             continue
         if time.monotonic() - last_requeue > STALE_S:
             requeue_stale(sessions)
@@ -212,8 +213,10 @@ def main() -> None:
     ap.add_argument("--project", required=True, type=Path)
     ap.add_argument("--database", required=True)
     ap.add_argument("--parent", type=int, default=None)
+    ap.add_argument("--dask-scheduler", default=None,
+                    help="send prediction runs to this Dask scheduler (the run driver's executor)")
     a = ap.parse_args()
-    serve_forever(a.database, a.project.resolve(), a.parent)
+    serve_forever(a.database, a.project.resolve(), a.parent, dask_scheduler=a.dask_scheduler)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ class Server:
             self.process.wait(5)
 
 
-def start_server(project: Path, database: str = "", max_upload_mb: float = 2) -> Server:
+def start_server(project: Path, database: str = "", max_upload_mb: float = 2,
+                 extra_args: tuple[str, ...] = ()) -> Server:
     """``geolatent serve`` on a free loopback port; waits until /api/health answers."""
     port = free_port()
     log = project.parent / f"{project.name}-server.log"
@@ -52,6 +53,7 @@ def start_server(project: Path, database: str = "", max_upload_mb: float = 2) ->
            "--host", "127.0.0.1", "--port", str(port), "--max-upload-mb", str(max_upload_mb)]
     if database:
         cmd += ["--database", database]
+    cmd += list(extra_args)
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -49,10 +49,10 @@ def wait_job(c: Client, pid: int, job_id: int, until: set[str], timeout: float =
     raise TimeoutError(f"job {job_id} still {job['status']}: {job['log'][-2000:]}")
 
 
-def labelled_project(c: Client) -> dict:
+def labelled_project(c: Client, max_count: int = 40) -> dict:
     p = c.post("/api/projects", json={"name": f"runs-{uuid.uuid4().hex[:6]}",
                                       "imagery": {"type": "sample"}}).json()
-    for f in label_polygons():
+    for f in label_polygons(max_count):
         r = c.post(f"/api/projects/{p['id']}/features", json=f)
         assert r.status_code == 201, r.text
     return p
@@ -101,7 +101,7 @@ def test_finetune_then_predict_result_layer_legend_downloads(sqlite_server):
 
 def test_cancel_running_job(sqlite_server):
     c = Client(sqlite_server.url, *ADMIN)
-    p = labelled_project(c)
+    p = labelled_project(c, 12)
     job = c.post(f"/api/projects/{p['id']}/jobs",
                  json={"kind": "finetune", "params": {**FAST, "epochs": 200}}).json()
     wait_job(c, p["id"], job["id"], {"running"}, 120)
@@ -110,26 +110,42 @@ def test_cancel_running_job(sqlite_server):
     assert done["status"] == "cancelled"
 
 
-def test_job_resumes_after_server_restart(tmp_path):
+def test_job_resumes_after_server_restart_then_predicts_on_dask(tmp_path):
+    """Stop the server mid fine-tune; the restarted server's worker requeues the job and
+    finishes it. The restarted server sends prediction tiles to an existing Dask cluster
+    (``--dask-scheduler``)."""
+    distributed = pytest.importorskip("distributed")
     project_dir = tmp_path / "project"
     server = start_server(project_dir)
     try:
         c = Client(server.url, *ADMIN)
-        p = labelled_project(c)
+        p = labelled_project(c, 12)
         job = c.post(f"/api/projects/{p['id']}/jobs",
-                     json={"kind": "finetune", "params": {**FAST, "epochs": 3}}).json()
+                     json={"kind": "finetune", "params": {**FAST, "epochs": 2}}).json()
         deadline = time.monotonic() + 300
-        while "epoch 1/3" not in c.get(f"/api/projects/{p['id']}/jobs/{job['id']}").json()["log"]:
+        while "epoch 1/2" not in c.get(f"/api/projects/{p['id']}/jobs/{job['id']}").json()["log"]:
             assert time.monotonic() < deadline
-            time.sleep(0.3)
+            time.sleep(0.2)
     finally:
-        server.stop()  # the worker dies with the server, mid-run
-    assert Client  # the job row is left "running" with a stale heartbeat
-    server = start_server(project_dir)
-    try:
-        c = Client(server.url, *ADMIN)
-        done = wait_job(c, p["id"], job["id"], {"succeeded", "failed", "cancelled"}, 600)
-        assert done["status"] == "succeeded", done["error"] or done["log"][-3000:]
-        assert "requeued after a restart" in done["log"] and "epoch 3/3" in done["log"]
-    finally:
-        server.stop()
+        server.stop()  # the worker dies with the server, mid-run: the row stays "running"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  protocol="tcp", host="127.0.0.1",
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as dask_client:
+        server = start_server(project_dir, extra_args=("--dask-scheduler",
+                                                       cluster.scheduler_address))
+        try:
+            c = Client(server.url, *ADMIN)
+            done = wait_job(c, p["id"], job["id"], {"succeeded", "failed", "cancelled"}, 600)
+            assert done["status"] == "succeeded", done["error"] or done["log"][-3000:]
+            assert "requeued after a restart" in done["log"] and "epoch 2/2" in done["log"]
+            with distributed.get_task_stream(dask_client) as stream:
+                pr = c.post(f"/api/projects/{p['id']}/jobs", json={
+                    "kind": "predict", "params": {"model_job": job["id"], "start": "2024-01-01",
+                                                  "end": "2024-02-29"}}).json()
+                pr = wait_job(c, p["id"], pr["id"], {"succeeded", "failed", "cancelled"})
+            assert pr["status"] == "succeeded", pr["error"] or pr["log"][-3000:]
+            assert "Dask cluster" in pr["log"]
+            assert stream.data  # the cluster ran the tiles
+        finally:
+            server.stop()
