@@ -37,6 +37,15 @@ async function api(method, path, body) {
   return { status: r.status, data };
 }
 
+async function upload(path, file, fields = {}) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  for (const [k, v] of Object.entries(fields)) if (v) form.append(k, v);
+  const r = await fetch(path, { method: "POST", body: form, credentials: "same-origin",
+    headers: { "X-CSRF-Token": csrf() } });
+  return { status: r.status, data: await r.json().catch(() => null) };
+}
+
 function show(id) {
   for (const s of ["login", "projects", "workspace"]) $("#" + s).hidden = s !== id;
 }
@@ -80,9 +89,19 @@ async function showProjects() {
   $("#new-project").hidden = !state.user.is_admin;
   $("#new-project").onsubmit = async (ev) => {
     ev.preventDefault();
-    const name = new FormData(ev.target).get("name");
-    const r = await api("POST", "/api/projects", { name, imagery: { type: "sample" } });
+    const f = new FormData(ev.target);
+    const type = f.get("imagery");
+    const body = { name: f.get("name"), imagery: type === "local" ? { type, path: "imagery" } : { type } };
+    for (const [k, key] of [["start", "start_date"], ["end", "end_date"], ["model", "model"]]) {
+      if (f.get(k)) body[key] = f.get(k);
+    }
+    const r = await api("POST", "/api/projects", body);
     if (r.status !== 201) { $("#project-error").textContent = detail(r); return; }
+    const aoi = f.get("aoi");
+    if (aoi && aoi.size) {
+      const u = await upload(`/api/projects/${r.data.id}/aoi`, aoi);
+      if (u.status !== 200) { $("#project-error").textContent = `project created; area not set: ${detail(u)}`; return; }
+    }
     location.hash = `#/project/${r.data.id}`;
   };
 }
@@ -102,6 +121,23 @@ async function openProject(id) {
   show("workspace");
   $("#back").onclick = (ev) => { ev.preventDefault(); location.hash = ""; };
   $("#project-name").textContent = p.name;
+  $("#import").hidden = p.role !== "admin";
+  $("#import").onsubmit = async (ev) => {
+    ev.preventDefault();
+    const f = new FormData(ev.target);
+    const file = f.get("file");
+    if (!file || !file.size) return;
+    const r = await upload(`/api/projects/${p.id}/features/import`, file, { field: f.get("field") });
+    $("#import-result").textContent = r.status === 200
+      ? `added ${r.data.added} label(s)${r.data.problems.length ? `; ${r.data.problems.length} dropped: ${r.data.problems[0]}` : ""}`
+      : detail(r);
+    if (r.status === 200) {
+      state.draw.clear();
+      state.known.clear();
+      state.readonly.clear();
+      await loadFeatures();
+    }
+  };
   for (const fmt of ["geojson", "gpkg", "studio"]) {
     $(`#dl-${fmt}`).href = `/api/projects/${p.id}/features/export/${fmt}`;
   }

@@ -6,6 +6,7 @@ Screenshots are saved under pytest's temp folder when a step fails (the path is 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -194,4 +195,36 @@ def test_runs_from_the_ui_finetune_predict_result_layer_with_legend(browser, sql
         if os.environ.get("GEOLATENT_APP_SCREENSHOT_RUNS"):
             page.wait_for_timeout(1500)
             page.screenshot(path=os.environ["GEOLATENT_APP_SCREENSHOT_RUNS"])
+    page.close()
+
+
+def test_create_project_with_uploaded_area_and_import_labels(browser, sqlite_server, tmp_path):
+    aoi = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": square(14.56, 45.87, 0.01)}]}
+    (tmp_path / "area.geojson").write_text(json.dumps(aoi))
+    labels = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"lc": lc}, "geometry": square(lon, 45.87, 0.001)}
+        for lc, lon in (("field", 14.558), ("wood", 14.562))]}
+    (tmp_path / "labels.geojson").write_text(json.dumps(labels))
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    with screenshot_on_failure(page, tmp_path, "upload"):
+        login(page, sqlite_server.url)
+        name = f"upload-{uuid.uuid4().hex[:6]}"
+        page.fill("#new-project input[name=name]", name)
+        page.select_option("#new-project select[name=imagery]", "local")
+        page.set_input_files("#new-project input[name=aoi]", str(tmp_path / "area.geojson"))
+        page.fill("#new-project input[name=start]", "2024-03-01")
+        page.fill("#new-project input[name=end]", "2024-10-31")
+        page.click("#new-project button[type=submit]")
+        wait_ready(page)
+        project = page.evaluate("__geolatent.project")
+        assert shape(project["aoi"]).equals(shape(aoi["features"][0]["geometry"]))
+        assert (project["start_date"], project["end_date"]) == ("2024-03-01", "2024-10-31")
+        page.set_input_files("#import input[name=file]", str(tmp_path / "labels.geojson"))
+        page.fill("#import input[name=field]", "lc")
+        page.click("#import button[type=submit]")
+        page.wait_for_selector("#import-result >> text=added 2 label(s)")
+        wait_js(page, "__geolatent.draw.getSnapshot().filter(f => f.properties.mode === "
+                      "'polygon').length === 2")
+        assert sorted(labels_in_ui(page)) == ["field", "wood"]
     page.close()
