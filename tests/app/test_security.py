@@ -39,8 +39,11 @@ def world(sqlite_server):
                       json={"geometry": square(c.x, c.y), "label": "water"}).json()
     task = admin.post(f"/api/projects/{p['id']}/tasks",
                       json={"name": "t", "geometry": square(c.x, c.y, 0.003)}).json()
+    # a job that fails at once (one labelled feature is too few to fine-tune on)
+    job = admin.post(f"/api/projects/{p['id']}/jobs", json={"kind": "finetune",
+                                                            "params": {"encoder": "nano"}}).json()
     return {"url": url, "project": p, "users": users, "admin": admin, "feature": feat,
-            "task": task, "centre": (c.x, c.y)}
+            "task": task, "centre": (c.x, c.y), "job": job}
 
 
 RANK = {"outsider": -1, "viewer": 0, "annotator": 1, "reviewer": 2, "admin": 3}
@@ -70,6 +73,14 @@ def _requests(w: dict) -> list[tuple[str, str, str, dict]]:
         ("admin", "PUT", f"{base}/members", {"json": {"username": ADMIN[0], "role": "admin"}}),
         ("admin", "POST", f"{base}/aoi", {"files": {"file": ("a.geojson", json.dumps(
             {"type": "Feature", "geometry": square(lon, lat), "properties": {}}))}}),
+        ("viewer", "GET", f"{base}/features/export/gpkg", {}),
+        ("viewer", "GET", f"{base}/features/export/studio", {}),
+        ("viewer", "GET", f"{base}/jobs", {}),
+        ("viewer", "GET", f"{base}/jobs/{w['job']['id']}", {}),
+        ("admin", "POST", f"{base}/jobs/{w['job']['id']}/cancel", {}),
+        ("admin", "POST", f"{base}/features/import", {"files": {"file": ("l.geojson", json.dumps(
+            {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {
+                "label": "forest"}, "geometry": square(lon, lat)}]}))}}),
     ]
 
 
