@@ -9,6 +9,13 @@ safe names, archives, AOI files), :mod:`.imagery` (COG tiles with rio-tiler), :m
 """
 
 from geolatent.app.config import AppSettings
-from geolatent.app.main import create_app  # noqa: E402
 
 __all__ = ["AppSettings", "create_app"]
+
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy: `geolatent --help` need not import FastAPI
+    if name == "create_app":
+        from geolatent.app.main import create_app
+
+        return create_app
+    raise AttributeError(name)

@@ -13,7 +13,6 @@ from pathlib import Path
 import typer
 
 from geolatent.app.config import AppSettings
-from geolatent.app.db import upgrade
 
 
 def serve(
@@ -29,6 +28,8 @@ def serve(
 ) -> None:
     """Serve the geolatent web app (projects, labeling, imagery) and its API (/api/docs)."""
     import uvicorn
+
+    from geolatent.app.db import upgrade
 
     if port < 0 or port > 65535:
         raise typer.BadParameter("a TCP port 0-65535", param_hint="--port")
