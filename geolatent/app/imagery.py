@@ -35,7 +35,9 @@ PRESETS: dict[str, Preset] = {
     "false_color": Preset("sentinel2_l2a", ("B08", "B04", "B03"), 0, 5000,
                           "False colour (B08, B04, B03)"),
     "sar": Preset("sentinel1", ("vv", "vh", "vv"), -25, 0, "SAR (VV, VH, VV dB)"),
+    "sar_vv": Preset("sentinel1", ("vv", "vv", "vv"), -25, 0, "SAR VV (grey, dB)"),
 }
+IMAGERY_MODALITIES = tuple(sorted({p.modality for p in PRESETS.values()}))
 
 
 def list_scenes(folder: Path) -> dict[str, list[str]]:
@@ -47,6 +49,76 @@ def list_scenes(folder: Path) -> dict[str, list[str]]:
             if m:
                 scenes.setdefault(m["modality"], []).append(m["date"])
     return {k: sorted(v) for k, v in scenes.items()}
+
+
+def band_names(path: Path) -> list[str]:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return [(d or "").lower() for d in src.descriptions]
+
+
+def available_presets(folder: Path, scenes: dict[str, list[str]]) -> dict[str, str]:
+    """The presets whose bands all exist in the modality's first image."""
+    out = {}
+    for key, p in PRESETS.items():
+        dates = scenes.get(p.modality)
+        if dates and all(b.lower() in band_names(scene_path(folder, p.modality, dates[0]))
+                         for b in p.bands):
+            out[key] = p.label
+    return out
+
+
+def add_image(source: Path, dest: Path, bands: list[str] | None, modality: str) -> None:
+    """Write an uploaded GeoTIFF as a COG at ``dest`` (atomically, never over an existing
+    file), with band descriptions = band names (from the file, ``bands``, or the registry
+    order for a file with the modality's full band count).
+
+    Raises ValueError saying what to change; FileExistsError if ``dest`` appeared meanwhile."""
+    import os
+    import tempfile
+
+    import rasterio
+    import rasterio.shutil
+    from rasterio.errors import RasterioIOError
+
+    from geolatent.modalities import MODALITIES
+
+    try:
+        src = rasterio.open(source)
+    except RasterioIOError as exc:
+        raise ValueError(f"{source.name} is not a GeoTIFF: {exc}") from exc
+    with src:
+        if src.crs is None or src.transform.is_identity:
+            raise ValueError(f"{source.name} has no CRS or geotransform: georeference it first")
+        names = list(src.descriptions)
+        if bands:
+            if len(bands) != src.count:
+                raise ValueError(f"bands names {len(bands)} band(s); the file has {src.count}")
+            names = bands
+        elif not all(names):
+            registry = MODALITIES[modality].bands
+            if src.count != len(registry):
+                raise ValueError(f"{source.name} has {src.count} unnamed band(s): name them "
+                                 f"with the form field 'bands' (e.g. {','.join(registry[:2])})")
+            names = list(registry)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".image-", suffix=".tif")
+        os.close(fd)
+        named = Path(tmp_name + ".named.tif")
+        try:
+            with rasterio.open(named, "w", **(src.profile | {"driver": "GTiff"})) as dst:
+                dst.write(src.read())
+                for i, n in enumerate(names, start=1):
+                    dst.set_band_description(i, n)
+                dst.update_tags(**src.tags())
+            rasterio.shutil.copy(named, tmp_name, driver="COG", compress="DEFLATE",
+                                 blocksize=256, overview_resampling="average")
+            if dest.exists():
+                raise FileExistsError(dest.name)
+            os.replace(tmp_name, dest)
+        finally:
+            named.unlink(missing_ok=True)
+            Path(tmp_name).unlink(missing_ok=True)
 
 
 def scene_path(folder: Path, modality: str, date: str) -> Path:

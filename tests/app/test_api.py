@@ -46,7 +46,8 @@ def test_sample_project_has_imagery_tiles_and_pixel_values(server, sample_projec
         "water", "forest"]
     index = admin.get(f"/api/projects/{pid}/imagery").json()
     dates = index["scenes"]["sentinel2_l2a"]
-    assert len(dates) == 12 and set(index["presets"]) == {"true_color", "false_color", "sar"}
+    assert len(dates) == 12
+    assert set(index["presets"]) == {"true_color", "false_color", "sar", "sar_vv"}
     import morecantile
 
     lon, lat = centre(sample_project)
@@ -202,3 +203,47 @@ def test_openapi_page_lists_every_resource(server):
     tags = {tag for op in spec["paths"].values() for m in op.values() for tag in m["tags"]}
     assert tags >= {"auth", "users", "projects", "features", "tasks", "imagery"}
     assert Client(server.url).get("/api/docs").status_code == 200
+
+
+def test_upload_real_sentinel1_image_tiles_and_pixel_values(server, admin, real_data):
+    """A real Sentinel-1 VV GeoTIFF (Camargue, EPSG:32631, 20 m, no band names) added to a
+    project: stored as a COG, the single-band SAR preset renders, pixel values are real dB."""
+    import morecantile
+    import rasterio
+    from pyproj import Transformer
+
+    src_path = (real_data / "s1_spatialist" /
+                "S1A__IW___A_20150309T173017_VV_grd_mli_geo_norm_db.tif")
+    with rasterio.open(src_path) as src:
+        b = src.bounds
+        lon, lat = Transformer.from_crs(src.crs, 4326, always_xy=True).transform(
+            (b.left + b.right) / 2, (b.top + b.bottom) / 2)
+    p = admin.post("/api/projects", json={"name": f"s1-{uuid.uuid4().hex[:6]}",
+                                          "imagery": {"type": "local", "path": "imagery"}}).json()
+    url = f"/api/projects/{p['id']}/imagery"
+    payload = src_path.read_bytes()
+    unnamed = admin.post(url, data={"modality": "sentinel1", "date": "2015-03-09"},
+                         files={"file": ("vv.tif", payload)})
+    assert unnamed.status_code == 422 and "'bands'" in unnamed.text
+    r = admin.post(url, data={"modality": "sentinel1", "date": "2015-03-09", "bands": "vv"},
+                   files={"file": ("vv.tif", payload)})
+    assert r.status_code == 201, r.text
+    assert r.json()["scenes"] == {"sentinel1": ["2015-03-09"]}
+    assert set(r.json()["presets"]) == {"sar_vv"}  # no VH band: the VV/VH preset is not offered
+    again = admin.post(url, data={"modality": "sentinel1", "date": "2015-03-09", "bands": "vv"},
+                       files={"file": ("vv.tif", payload)})
+    assert again.status_code == 409  # never replaces an image
+    bad_date = admin.post(url, data={"modality": "sentinel1", "date": "March", "bands": "vv"},
+                          files={"file": ("vv.tif", payload)})
+    assert bad_date.status_code == 422
+    t = morecantile.tms.get("WebMercatorQuad").tile(lon, lat, 13)
+    tile = admin.get(f"{url}/tiles/sar_vv/2015-03-09/{t.z}/{t.x}/{t.y}.png")
+    assert tile.status_code == 200 and tile.headers["content-type"] == "image/png"
+    assert admin.get(f"{url}/tiles/sar/2015-03-09/{t.z}/{t.x}/{t.y}.png").status_code == 404
+    pt = admin.get(f"{url}/point", params={"lon": lon, "lat": lat, "date": "2015-03-09",
+                                           "modality": "sentinel1"}).json()
+    assert -40 < pt["values"]["vv"] < 15  # backscatter in dB
+    with rasterio.open(src_path) as src:
+        to_utm = Transformer.from_crs(4326, src.crs, always_xy=True)
+        row, col = src.index(*to_utm.transform(lon, lat))
+        assert pt["values"]["vv"] == pytest.approx(float(src.read(1)[row, col]))

@@ -205,3 +205,15 @@ def test_malformed_aoi_file_gets_a_clear_error(world):
     r = world["admin"].post(f"/api/projects/{world['project']['id']}/aoi",
                             files={"file": ("aoi.geojson", b"{not json")})
     assert r.status_code == 400 and "cannot read" in r.text
+
+
+def test_only_project_admins_add_imagery(world):
+    url = f"/api/projects/{world['project']['id']}/imagery"
+    form = {"modality": "sentinel1", "date": "2030-01-01", "bands": "vv"}
+    for role in ("viewer", "annotator", "reviewer"):
+        r = world["users"][role].post(url, data=form, files={"file": ("x.tif", b"II*\x00")})
+        assert r.status_code == 403, (role, r.text)
+    r = world["users"]["admin"].post(url, data=form, files={"file": ("x.tif", b"II*\x00")})
+    assert r.status_code == 422 and "not a GeoTIFF" in r.text  # authorized, then checked
+    r = world["users"]["admin"].post(url, data=form, files={"file": ("../x.tif", b"II*\x00")})
+    assert r.status_code == 400
