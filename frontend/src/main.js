@@ -145,15 +145,20 @@ async function openProject(id) {
   state.currentClass = state.classes[0]?.value ?? null;
   renderClasses();
 
-  const img = (await api("GET", `/api/projects/${p.id}/imagery`)).data;
-  const presets = Object.entries(img.presets);
-  $("#preset").replaceChildren(...presets.map(([k, label]) => new Option(label, k)));
-  state.preset = presets[0]?.[0];
-  state.dates = img.scenes[presetModality(state.preset)] || [];
-  $("#time").max = String(Math.max(0, state.dates.length - 1));
-  $("#time").value = String(Math.floor(state.dates.length / 2));
+  setImagery((await api("GET", `/api/projects/${p.id}/imagery`)).data);
+  $("#add-image").hidden = p.role !== "admin";
+  $("#add-image").onsubmit = async (ev) => {
+    ev.preventDefault();
+    const f = new FormData(ev.target);
+    const file = f.get("file");
+    if (!file || !file.size) return;
+    const r = await upload(`/api/projects/${p.id}/imagery`, file,
+      { modality: f.get("modality"), date: f.get("date"), bands: f.get("bands") });
+    $("#add-image-result").textContent = r.status === 201 ? "added" : detail(r);
+    if (r.status === 201) { setImagery(r.data); updateTiles(); }
+  };
 
-  const bounds = bbox(p.aoi);
+  const bounds = p.aoi ? bbox(p.aoi) : [[-170, -60], [170, 75]]; // no area yet: the world
   const map = (state.map = new maplibregl.Map({
     container: "map",
     // no basemap: nothing is fetched from the internet
@@ -164,7 +169,7 @@ async function openProject(id) {
   map.on("load", async () => {
     map.addSource("imagery", { type: "raster", tiles: [tileUrl()], tileSize: 256 });
     map.addLayer({ id: "imagery", type: "raster", source: "imagery" });
-    map.addSource("aoi", { type: "geojson", data: p.aoi });
+    map.addSource("aoi", { type: "geojson", data: p.aoi || { type: "FeatureCollection", features: [] } });
     map.addLayer({ id: "aoi", type: "line", source: "aoi",
       paint: { "line-color": "#ffffff", "line-width": 1.5, "line-dasharray": [2, 2] } });
     setupDraw(map);
@@ -173,12 +178,28 @@ async function openProject(id) {
     document.body.dataset.ready = "1";
   });
   map.on("click", (ev) => { if (state.mode === "inspect") inspect(ev.lngLat); });
-  $("#preset").onchange = () => { state.preset = $("#preset").value; updateTiles(); };
+  $("#preset").onchange = () => {
+    state.preset = $("#preset").value;
+    state.dates = state.imagery.scenes[presetModality(state.preset)] || [];
+    $("#time").max = String(Math.max(0, state.dates.length - 1));
+    updateTiles();
+  };
   $("#time").oninput = updateTiles;
   updateDate();
 }
 
-const presetModality = (k) => (k === "sar" ? "sentinel1" : "sentinel2_l2a");
+const presetModality = (k) => (k && k.startsWith("sar") ? "sentinel1" : "sentinel2_l2a");
+
+function setImagery(img) {
+  state.imagery = img;
+  const presets = Object.entries(img.presets);
+  $("#preset").replaceChildren(...presets.map(([k, label]) => new Option(label, k)));
+  state.preset = presets[0]?.[0];
+  state.dates = img.scenes[presetModality(state.preset)] || [];
+  $("#time").max = String(Math.max(0, state.dates.length - 1));
+  $("#time").value = String(Math.floor(state.dates.length / 2));
+  updateDate();
+}
 
 function tileUrl() {
   const date = state.dates[Number($("#time").value)] || "";
@@ -188,9 +209,8 @@ function tileUrl() {
 function updateDate() { $("#date").textContent = state.dates[Number($("#time").value)] || "no imagery"; }
 
 function updateTiles() {
-  state.dates = (state.dates.length ? state.dates : []);
   updateDate();
-  state.map.getSource("imagery")?.setTiles([tileUrl()]);
+  state.map?.getSource("imagery")?.setTiles([tileUrl()]);
 }
 
 function bbox(geom) {

@@ -228,3 +228,36 @@ def test_create_project_with_uploaded_area_and_import_labels(browser, sqlite_ser
                       "'polygon').length === 2")
         assert sorted(labels_in_ui(page)) == ["field", "wood"]
     page.close()
+
+
+def test_add_a_real_sentinel1_image_in_the_ui_and_see_its_tiles(browser, sqlite_server,
+                                                                real_data, tmp_path):
+    import rasterio
+    from pyproj import Transformer
+    from shapely.geometry import box, mapping
+
+    path = real_data / "s1_spatialist" / "S1A__IW___A_20150309T173017_VV_grd_mli_geo_norm_db.tif"
+    with rasterio.open(path) as src:
+        to_ll = Transformer.from_crs(src.crs, 4326, always_xy=True)
+        (x0, x1), (y0, y1) = to_ll.transform([src.bounds.left, src.bounds.right],
+                                             [src.bounds.bottom, src.bounds.top])
+    with Client(sqlite_server.url, *ADMIN) as api:
+        project = api.post("/api/projects", json={
+            "name": f"s1ui-{uuid.uuid4().hex[:6]}", "aoi": mapping(box(x0, y0, x1, y1)),
+            "imagery": {"type": "local", "path": "imagery"}}).json()
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    with screenshot_on_failure(page, tmp_path, "s1"):
+        login(page, sqlite_server.url)
+        page.goto(f"{sqlite_server.url}/#/project/{project['id']}")
+        wait_ready(page)
+        page.set_input_files("#add-image input[name=file]", str(path))
+        page.select_option("#add-image select[name=modality]", "sentinel1")
+        page.fill("#add-image input[name=date]", "2015-03-09")
+        page.fill("#add-image input[name=bands]", "vv")
+        with page.expect_response(lambda r: "/imagery/tiles/sar_vv/2015-03-09/" in r.url
+                                  and r.status == 200, timeout=30_000):
+            page.click("#add-image button[type=submit]")
+        assert page.locator("#add-image-result").inner_text() == "added"
+        assert page.locator("#date").inner_text() == "2015-03-09"
+        assert page.locator("#preset").input_value() == "sar_vv"
+    page.close()
