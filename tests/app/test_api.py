@@ -13,6 +13,9 @@ from shapely.geometry import shape
 
 from .servers import ADMIN, Client
 
+# each module starts real servers (uvicorn; PostgreSQL for the API tests): well over 5 s in all
+pytestmark = pytest.mark.slow
+
 
 def square(cx: float, cy: float, d: float = 0.001) -> dict:
     return {"type": "Polygon", "coordinates": [[[cx - d, cy - d], [cx + d, cy - d],

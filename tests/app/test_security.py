@@ -15,6 +15,9 @@ from shapely.geometry import shape
 from .servers import ADMIN, Client
 from .test_api import square
 
+# each module starts real servers (uvicorn; PostgreSQL for the API tests): well over 5 s in all
+pytestmark = pytest.mark.slow
+
 PASSWORD = "secret-password-1"
 
 
