@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from geolatent.app.cli import register as register_app
 from geolatent.archive.cli import app as archive_app
 from geolatent.data.cli import app as data_app
 from geolatent.data.imagery_cli import register as register_imagery
@@ -34,6 +35,7 @@ register_pretrain(app)  # pretrain
 register_evals(app)  # eval
 register_platform(app)  # finetune, predict
 register_models(app)  # models
+register_app(app)  # serve
 app.add_typer(data_app, name="data", help="Build pretraining samples and windows from rasters.")
 register_imagery(app)  # imagery search, imagery fetch
 app.add_typer(archive_app, name="archive", help="Embedding archives and similar-place search.")

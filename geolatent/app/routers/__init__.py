@@ -1,0 +1,1 @@
+"""One router per resource: auth, users, projects, features (labels), tasks, imagery, jobs."""
