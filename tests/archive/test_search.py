@@ -13,7 +13,7 @@ from archive_fixtures import (
     planted_vectors,
     write_planted_archive,
 )
-from geolatent.inference.cog import is_cloud_optimized
+from geolatent.data.io.cog import is_cloud_optimized
 
 import geolatent.archive as ga
 from geolatent.archive.store import ArchiveError
