@@ -13,10 +13,10 @@ from archive_fixtures import (
     planted_vectors,
     write_planted_archive,
 )
-from geolatent.data.io.cog import is_cloud_optimized
 
 import geolatent.archive as ga
 from geolatent.archive.store import ArchiveError
+from geolatent.data.io.cog import is_cloud_optimized
 
 ROWS, COLS, DIMS, PLANTED = 96, 80, 64, 25
 
