@@ -191,8 +191,10 @@ def predict_area(
         grid = OutputGrid.of_raster(align_to)
     else:
         grid = None if crs is not None else single_grid(srcs, fm.inputs.resolution_m)
+    # An explicit --align-to grid bounds the map; the imagery's own grid only sets its pixels.
     plan = plan_prediction(area, (start, end), crop=crop, stride=stride, tile=tile,
-                           out_scale=q, crs=crs, resolution=fm.inputs.resolution_m, grid=grid)
+                           out_scale=q, crs=crs, resolution=fm.inputs.resolution_m, grid=grid,
+                           clip_to_grid=align_to is not None)
     months = len(plan.tiles[0].window.months)
     if months > MAX_TIMESTEPS:
         raise ValueError(f"{start}..{end} covers {months} months; the model takes at most "
