@@ -12,7 +12,9 @@ sides alike), then prints the median of each figure per side and the ratio head 
     python benchmarks/before_after.py --base /tmp/base-e1fc219 --head . --rounds 3
 
 Each checkout runs with its own tree first on ``PYTHONPATH`` and this interpreter. Print the
-CPU (``lscpu``) with the figures, and say whether the machine was shared.
+CPU (``lscpu``) with the figures, and say whether the machine was shared. On a loaded machine
+compare CPU figures: ``--cpu-time`` times the encoder on process CPU time; ``predict cpu s`` is
+the prediction process's own CPU seconds (its km²/s stays wall time: it runs in a child).
 """
 
 from __future__ import annotations
