@@ -12,7 +12,9 @@ sides alike), then prints the median of each figure per side and the ratio head 
     python benchmarks/before_after.py --base /tmp/base-e1fc219 --head . --rounds 3
 
 Each checkout runs with its own tree first on ``PYTHONPATH`` and this interpreter. Print the
-CPU (``lscpu``) with the figures, and say whether the machine was shared.
+CPU (``lscpu``) with the figures, and say whether the machine was shared. On a loaded machine
+compare CPU figures: ``--cpu-time`` times the encoder on process CPU time; ``predict cpu s`` is
+the prediction process's own CPU seconds (its km²/s stays wall time: it runs in a child).
 """
 
 from __future__ import annotations
@@ -34,11 +36,18 @@ BENCHES = {
 }
 
 
-def run(checkout: Path, bench: str) -> dict[str, float]:
+# The benchmark with its timer on this process's CPU time: on a shared, loaded machine wall time
+# swings by 2x between runs of the same code, CPU time much less.
+CPU_TIME = ("import runpy, sys, time; time.perf_counter = time.process_time; "
+            "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def run(checkout: Path, bench: str, cpu_time: bool = False) -> dict[str, float]:
     """One benchmark on one checkout: its figures by name."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
-    out = subprocess.run([sys.executable, *BENCHES[bench]], cwd=checkout, env=env,
-                         capture_output=True, text=True, check=True).stdout
+    cmd = [sys.executable, *(["-c", CPU_TIME] if cpu_time else []), *BENCHES[bench]]
+    out = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True,
+                         check=True).stdout
     figures: dict[str, float] = {}
     if bench == "encoder":
         m = re.search(r"([\d,.]+) tokens/s", out)
@@ -63,6 +72,8 @@ def main() -> None:
     ap.add_argument("--head", type=Path, default=Path("."), help="the 'after' checkout")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--benches", nargs="+", default=list(BENCHES), choices=list(BENCHES))
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with process CPU time instead of wall time (shared machines)")
     args = ap.parse_args()
     sides = {"base": args.base.resolve(), "head": args.head.resolve()}
     results: dict[str, dict[str, list[float]]] = {"base": {}, "head": {}}
@@ -70,7 +81,7 @@ def main() -> None:
         for bench in args.benches:
             order = ["base", "head"] if r % 2 == 0 else ["head", "base"]
             for side in order:
-                for name, value in run(sides[side], bench).items():
+                for name, value in run(sides[side], bench, args.cpu_time).items():
                     results[side].setdefault(name, []).append(value)
                     print(f"round {r + 1} {side:4s} {name}: {value:.4g}", flush=True)
     print(f"\nmedians of {args.rounds} interleaved rounds (head / base):")

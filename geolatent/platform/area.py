@@ -150,6 +150,7 @@ def plan_prediction(
     crs: str | None = None,
     resolution: float = 10.0,
     grid: OutputGrid | None = None,
+    clip_to_grid: bool = True,
 ) -> PredictionPlan:
     """Plan predictions over ``area``.
 
@@ -163,8 +164,10 @@ def plan_prediction(
         crs: output CRS (default: the UTM zone of the area's centre).
         resolution: input pixel size in metres.
         grid: put the map on this raster grid instead (its CRS, resolution and pixel edges;
-            ``crs`` and ``resolution`` are then ignored): the map covers the area's part of
-            the grid, its pixels are the grid's pixels (``q`` of them per output pixel).
+            ``crs`` and ``resolution`` are then ignored): its pixels are the grid's pixels
+            (``q`` of them per output pixel).
+        clip_to_grid: with ``grid``, the map covers only the area's part of the grid (else
+            the whole area, on the grid's pixel edges).
     """
     q = int(out_scale)
     if crop < 1 or crop % q:
@@ -177,7 +180,14 @@ def plan_prediction(
     origin = (0.0, 0.0)
     if grid is not None:
         crs, resolution = grid.crs.to_string(), grid.resolution
-        origin = (grid.transform.c, grid.transform.f)
+        # The grid's pixel edges, as the origin nearest (0, 0): a grid on the CRS's global grid
+        # gets origin (0, 0) and so exactly the plan (tiles, crops) of the global grid.
+        origin = (_edge_offset(grid.transform.c, resolution),
+                  _edge_offset(grid.transform.f, resolution))
+        corner = (round((grid.transform.c - origin[0]) / resolution),
+                  round((origin[1] - grid.transform.f) / resolution))
+        if corner[0] % q or corner[1] % q:  # output pixels (q x q) start at the grid corner
+            origin = (grid.transform.c, grid.transform.f)
     elif crs is None:
         c = geom.centroid
         crs = utm_crs_for(c.x, c.y)
@@ -186,16 +196,20 @@ def plan_prediction(
     projected = reproject_geometry(shapely.segmentize(geom, seg), WGS84, crs)
     px, py0, px1, py1 = projected.bounds
     x0, y0 = origin
-    # Round outwards only past a pixel edge by more than a micro-pixel: an area drawn on a
-    # grid's edges (e.g. a raster's bounds) gets exactly that grid's pixels.
-    eps = 1e-6
+    # Round outwards only past a pixel edge by more than 1/1000 pixel (1 cm at 10 m): an area
+    # drawn on a grid's edges (a raster's bounds, through lon/lat and back) gets exactly that
+    # grid's pixels.
+    eps = 1e-3
     c0 = math.floor((px - x0) / resolution + eps) // q * q
     r0 = math.floor((y0 - py1) / resolution + eps) // q * q
     c1 = -(-math.ceil((px1 - x0) / resolution - eps) // q) * q
     r1 = -(-math.ceil((y0 - py0) / resolution - eps) // q) * q
-    if grid is not None:  # only the grid's own pixels
-        c0, r0 = max(c0, 0), max(r0, 0)
-        c1, r1 = min(c1, grid.width // q * q), min(r1, grid.height // q * q)
+    if grid is not None and clip_to_grid:  # only the grid's own pixels
+        gc0 = round((grid.transform.c - x0) / resolution)
+        gr0 = round((y0 - grid.transform.f) / resolution)
+        c0, r0 = max(c0, gc0), max(r0, gr0)
+        c1 = min(c1, gc0 + grid.width // q * q)
+        r1 = min(r1, gr0 + grid.height // q * q)
         if c1 <= c0 or r1 <= r0:
             raise ValueError("the prediction area does not overlap the grid of the imagery it "
                              f"is aligned to ({grid.crs.to_string()}, origin {x0:.2f}, "
@@ -230,6 +244,13 @@ def plan_prediction(
         raise ValueError("the prediction area covers no pixel")
     return PredictionPlan(crs, resolution, (c0, r0, c1, r1), q, crop, stride, tile,
                           shapely.to_wkb(projected), (start, end), tuple(tiles), origin)
+
+
+def _edge_offset(coord: float, resolution: float) -> float:
+    """``coord`` modulo ``resolution`` in ``[0, resolution)``, 0 within a micro-pixel of an
+    edge of the global grid."""
+    off = coord - math.floor(coord / resolution) * resolution
+    return 0.0 if min(off, resolution - off) < 1e-6 * resolution else off
 
 
 def blend_weights(crop: int, stride: int, mode: BlendMode = "linear") -> np.ndarray:

@@ -45,7 +45,6 @@ def _source(root: Path) -> dict:
                 date_pattern=r"s2_(\d{4}-\d{2}-\d{2})\.tif", date_format="%Y-%m-%d")
 
 
-@pytest.mark.slow
 def test_map_is_on_the_single_input_grid(patch, tmp_path: Path) -> None:
     root, aoi = patch
     fm = make_bundle(tmp_path / "m", "segmentation", [_source(root)], num_classes=3)
@@ -65,7 +64,6 @@ def test_map_is_on_the_single_input_grid(patch, tmp_path: Path) -> None:
     assert glob.transform.c % 10 == 0 and glob.transform.f % 10 == 0
 
 
-@pytest.mark.slow
 def test_align_to_on_the_cli(patch, tmp_path: Path) -> None:
     root, aoi = patch
     make_bundle(tmp_path / "m", "segmentation", [_source(root)], num_classes=3)

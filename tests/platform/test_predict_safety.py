@@ -164,7 +164,6 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-@pytest.mark.slow
 def test_full_disk_mid_run_is_one_line_and_resumable(tmp_path: Path, scene_dir,
                                                      small_disk: Path) -> None:
     folder, scene = scene_dir

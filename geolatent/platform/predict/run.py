@@ -191,8 +191,10 @@ def predict_area(
         grid = OutputGrid.of_raster(align_to)
     else:
         grid = None if crs is not None else single_grid(srcs, fm.inputs.resolution_m)
+    # An explicit --align-to grid bounds the map; the imagery's own grid only sets its pixels.
     plan = plan_prediction(area, (start, end), crop=crop, stride=stride, tile=tile,
-                           out_scale=q, crs=crs, resolution=fm.inputs.resolution_m, grid=grid)
+                           out_scale=q, crs=crs, resolution=fm.inputs.resolution_m, grid=grid,
+                           clip_to_grid=align_to is not None)
     used = [s for s in srcs if s.modality in fm.inputs.modalities]
     if not any(s.scenes_for(t.window) for t in plan.tiles for s in used):
         # Far from the imagery (or outside its dates) the map would be all nodata: say so.
