@@ -22,59 +22,19 @@ from geolatent.data.remote import WindowCache, clear_http_cache
 from geolatent.data.stac_presets import preset_source
 
 from .helpers import REAL
-from .stac_fixtures import (
-    L1C_ORDER,
-    PC_ACCOUNT,
-    S1_ACCOUNT,
-    S2_DATES,
-    build_s1,
-    build_s2,
-    s2_arrays,
-    write_items,
-)
-from .stac_servers import AssetServer, StacApi, rustac_binary
+from .stac_env import write_aoi
+from .stac_fixtures import L1C_ORDER, PC_ACCOUNT, S2_DATES, s2_arrays
+from .stac_servers import AssetServer
 
 REPO = Path(__file__).resolve().parents[2]
-# AOI inside the real patch (lon/lat), within one 256 px tile, and one across two tiles.
-AOI_ONE_TILE = {"type": "Polygon", "coordinates": [[[14.5540, 45.8665], [14.5595, 45.8665],
-                                                    [14.5595, 45.8720], [14.5540, 45.8720],
-                                                    [14.5540, 45.8665]]]}
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    if not (REAL / "eolearn").exists():
-        pytest.skip(f"real test data not found at {REAL} (needs ../shared/data/real)")
-    if rustac_binary() is None:
-        pytest.skip("rustac is not installed (pip install rustac)")
-    root = tmp_path_factory.mktemp("stac")
-    assets = root / "assets"
-    server = AssetServer(assets, signed_prefixes=(PC_ACCOUNT + "/", S1_ACCOUNT + "/"))
-    s2 = build_s2(REAL, assets, server.url)
-    s1 = build_s1(REAL, assets, server.url)
-    es_api = StacApi([write_items(s2["earth-search"], root / "es.json")], root)
-    pc_api = StacApi([write_items(s2["pc"] + s1, root / "pc.json")], root)
-    old = os.environ.get("PC_SDK_SAS_URL")
-    os.environ["PC_SDK_SAS_URL"] = f"{server.url}/sas/v1/token"
-    from planetary_computer.settings import Settings
-
-    Settings.get.cache_clear()
-    with server:
-        yield {"root": root, "server": server, "es": es_api.url, "pc": pc_api.url, "s2": s2}
-    es_api.stop()
-    pc_api.stop()
-    if old is None:
-        os.environ.pop("PC_SDK_SAS_URL", None)
-    else:
-        os.environ["PC_SDK_SAS_URL"] = old
-    Settings.get.cache_clear()
+def env(stac_env):  # the loopback STAC setup (tests/data/stac_env.py, via conftest.py)
+    return stac_env
 
 
-def _aoi(tmp_path: Path, geom: dict = AOI_ONE_TILE) -> Path:
-    p = tmp_path / "aoi.geojson"
-    p.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": geom, "properties": {}}]}))
-    return p
+_aoi = write_aoi
 
 
 def _fast(**kw):
