@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -478,3 +478,21 @@ def _publish(store: WorkStore, windows: list[Window], srcs: list, result: FetchR
         "sources": [s.name for s in srcs],
         "search_problems": [str(p) for s in srcs for p in s.problems],
     }
+
+
+def composite_inputs(result: FetchResult) -> dict[str, list[tuple[Path, date]]]:
+    """The monthly COGs of a fetch as time series: per modality ``(path, first day of the
+    month)`` in time order (the day-1 timestamps ``materialize_window`` gives composites), the
+    inputs ``embed`` takes.
+
+    Raises:
+        ValueError: a static layer (WorldCover, DEM): not a time series to embed.
+    """
+    out: dict[str, list[tuple[Path, date]]] = {}
+    for f in map(Path, result.files):
+        m = re.fullmatch(r"(?P<mod>\w+?)_(?P<y>\d{4})-(?P<m>\d{2})", f.stem)
+        if m is None:
+            raise ValueError(f"{f.name}: a static layer ({f.stem}), not a monthly time series; "
+                             "embed takes Sentinel-2, Sentinel-1 or Landsat collections")
+        out.setdefault(m["mod"], []).append((f, date(int(m["y"]), int(m["m"]), 1)))
+    return {k: sorted(v, key=lambda x: x[1]) for k, v in out.items()}

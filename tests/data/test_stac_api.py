@@ -451,3 +451,44 @@ def test_search_retries_5xx_and_429_of_the_stac_api(env, tmp_path):
 
         with pytest.raises(StacSearchError, match="search of http://127.0.0.1"):
             search_scenes(bad, _aoi(tmp_path), "2015-07-01", "2015-10-01")
+
+
+@pytest.mark.slow
+def test_interrupted_fetch_resumes_from_the_work_store(env, tmp_path):
+    """The run driver's resume scheme: finished tiles are kept in ``OUT/.work``, a rerun reads
+    them from there (not even a cache lookup) and fetches only the rest; the outputs equal an
+    uninterrupted run; a rerun of a finished fetch leaves the published COGs untouched."""
+    aoi = _aoi(tmp_path, {"type": "Polygon", "coordinates": [[[14.5520, 45.8660],
+                          [14.5640, 45.8660], [14.5640, 45.8730], [14.5520, 45.8730],
+                          [14.5520, 45.8660]]]})  # across two tiles
+    dates = ("2015-07-01", "2015-10-01")
+
+    def src(cache):
+        return imagery_source(env["es"], collection="sentinel-2-l2a", cache_dir=cache, **_fast())
+
+    ref = fetch_composites([src(tmp_path / "c0")], aoi, *dates, tmp_path / "ref")
+    assert ref.windows == 2 and ref.fetched_windows > 0
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(p):
+        if p["windows_done"] == 1:
+            raise Stop
+
+    out = tmp_path / "out"
+    with pytest.raises(Stop):
+        fetch_composites([src(tmp_path / "c")], aoi, *dates, out, progress=stop_after_first)
+    assert (out / ".work" / "window_000000.json").exists()
+    assert not (out / ".work" / "window_000001.json").exists()
+    res = fetch_composites([src(tmp_path / "c")], aoi, *dates, out)
+    assert res.cached_windows == 0 and 0 < res.fetched_windows < ref.fetched_windows
+    assert [Path(f).name for f in res.files] == [Path(f).name for f in ref.files]
+    for f in ref.files:
+        np.testing.assert_array_equal(_read(Path(f))[0], _read(out / Path(f).name)[0])
+    assert not (out / ".work").exists()  # the store goes once the COGs are published
+
+    before = {f: os.stat(f).st_mtime_ns for f in res.files}
+    again = fetch_composites([src(tmp_path / "c")], aoi, *dates, out)
+    assert again.fetched_windows == 0 and again.cached_windows > 0
+    assert {f: os.stat(f).st_mtime_ns for f in again.files} == before
