@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -167,11 +168,9 @@ def predict_command(
     try:
         srcs = _read_sources(sources) if sources else None
         if imagery:
-            from geolatent.data.imagery import imagery_sources
-
             if sources:
                 raise ValueError("give either --sources or --imagery, not both")
-            srcs = imagery_sources(imagery, aoi, start, end)
+            srcs = imagery_for_model(imagery, model, aoi, start, end)
         with _progress() as bar:
             task = bar.add_task("predicting tiles", total=None, visible=rank == 0)
             result = predict_area(
@@ -195,6 +194,23 @@ def predict_command(
         )
         if result.vector_path:
             console.print(f"polygons: {result.vector_path}")
+
+
+def imagery_for_model(imagery: str, model: Path, aoi: Path, start: str, end: str,
+                      **overrides) -> list:
+    """``predict --imagery``: the imagery's collections feeding the fine-tuned model's own
+    input modalities (``inputs.modalities`` of its bundle.json), searched over the area.
+    ``overrides`` are ``stac_api`` fields for every source (``url`` for a mirror, ...)."""
+    from geolatent.data.imagery import imagery_source, imagery_sources
+    from geolatent.platform.bundle import BUNDLE_FILE
+
+    imagery_source(imagery)  # an unknown name is reported before the model folder is read
+    try:
+        modalities = json.loads((model / BUNDLE_FILE).read_text())["inputs"]["modalities"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--model {model}: cannot read the model's input modalities from "
+                         f"{BUNDLE_FILE} ({e}); give a fine-tuned model folder") from None
+    return imagery_sources(imagery, aoi, start, end, modalities=list(modalities), **overrides)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,12 +1,16 @@
-"""``geolatent embed --imagery``: inputs fetched from a STAC API over an area, against the
-loopback STAC API + range file server of the data tests (``tests/data/stac_env.py``) serving
-real Sentinel-2 scenes."""
+"""``--imagery`` on the area commands: ``geolatent embed --imagery`` (inputs fetched from a
+STAC API over an area) and ``predict --imagery`` (the fine-tuned model's own modalities),
+against the loopback STAC API + range file server of the data tests
+(``tests/data/stac_env.py``) serving real Sentinel-2 / Sentinel-1 scenes."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+import torch
 from data.stac_env import stac_env, write_aoi  # noqa: F401 (a fixture)
 from typer.testing import CliRunner
 
@@ -19,6 +23,30 @@ from geolatent.inference.raster_io import RasterInput
 from .conftest import flat, read_embedding
 
 DATES = ("2015-07-01", "2015-10-01")
+S2, S1 = "sentinel2_l2a", "sentinel1"
+
+
+def _bundle(path: Path, modalities: list[str]) -> Path:
+    """A fine-tuned model folder (random Nano encoder, fresh segmentation head) trained, as far
+    as its bundle says, on ``modalities``."""
+    from geolatent.modalities import MODALITIES
+    from geolatent.model import build_model
+    from geolatent.platform.bundle import FinetunedModel, InputSpec, TaskSpec, save_bundle
+    from geolatent.platform.classes import ClassTable
+    from geolatent.platform.finetune import head_spec_for
+    from geolatent.platform.heads import TaskModel, build_head
+
+    torch.manual_seed(0)
+    model = build_model("nano")
+    spec = head_spec_for("segmentation", model.config.embedding_size, 3, modalities, 16, 0.0)
+    save_bundle(FinetunedModel(
+        model=TaskModel(model.encoder, build_head(spec), spec).eval(),
+        task=TaskSpec("segmentation", 0.0, 1.0),
+        inputs=InputSpec(modalities, {m: list(MODALITIES[m].bands) for m in modalities}, 8, 16,
+                         16),
+        model_config=model.config, classes=ClassTable.from_values(range(3)),
+    ), path)
+    return path
 
 
 def _embed(*args: str):
@@ -86,3 +114,30 @@ def test_embed_imagery_option_errors_are_clear(tmp_path):
                str(aoi), "--start", DATES[0], "--end", DATES[1], "--out", out)
     assert r.exit_code == 2 and "either --imagery or input files" in flat(r.output)
     assert not (tmp_path / "e.tif.work").exists()
+
+
+@pytest.mark.slow
+def test_predict_imagery_feeds_the_models_own_modalities(stac_env, tmp_path):  # noqa: F811
+    from geolatent.platform.cli import imagery_for_model
+    from geolatent.platform.predict import predict_area
+
+    aoi = write_aoi(tmp_path)
+    kw = dict(url=stac_env["pc"], cache_dir=tmp_path / "c")
+    s2s1 = _bundle(tmp_path / "s2s1", [S2, S1])
+    srcs = imagery_for_model("planetary-computer", s2s1, aoi, *DATES, **kw)
+    assert [s.config.collections for s in srcs] == [["sentinel-2-l2a"], ["sentinel-1-rtc"]]
+    s2 = _bundle(tmp_path / "s2", [S2])
+    assert [s.config.collections for s in
+            imagery_for_model("planetary-computer", s2, aoi, *DATES, **kw)] == [["sentinel-2-l2a"]]
+    with pytest.raises(ValueError, match="supplies no collection for \\['landsat'\\]"):
+        imagery_for_model("planetary-computer", _bundle(tmp_path / "ls", [S2, "landsat"]), aoi,
+                          *DATES, **kw)
+    with pytest.raises(ValueError, match="cannot read the model's input modalities"):
+        imagery_for_model("planetary-computer", tmp_path / "c", aoi, *DATES, **kw)
+    with pytest.raises(ValueError, match="unknown imagery 'sentinel'"):
+        imagery_for_model("sentinel", tmp_path / "c", aoi, *DATES, **kw)
+
+    # the sources map the area (Planetary Computer layout: signed URLs, baseline 05.00)
+    res = predict_area(s2s1, aoi, *DATES, tmp_path / "map.tif", sources=srcs)
+    with rasterio.open(res.path) as f:
+        assert f.crs.to_epsg() == 32633 and (f.read(1) != 255).mean() > 0.5
