@@ -141,3 +141,54 @@ def test_predict_imagery_feeds_the_models_own_modalities(stac_env, tmp_path):  #
     res = predict_area(s2s1, aoi, *DATES, tmp_path / "map.tif", sources=srcs)
     with rasterio.open(res.path) as f:
         assert f.crs.to_epsg() == 32633 and (f.read(1) != 255).mean() > 0.5
+
+
+@pytest.mark.slow
+def test_finetune_with_a_preset_source(stac_env, tmp_path):  # noqa: F811
+    """``finetune`` with a ``preset:`` entry in ``sources:`` (Earth Search layout on loopback):
+    windows are materialized from the STAC API, the model folder records the source, and the
+    model maps the area from the same source."""
+    import shapely
+    import yaml
+
+    from geolatent.data.window import WGS84, reproject_geometry
+    from geolatent.platform.bundle import load_bundle
+    from geolatent.platform.predict import predict_area
+
+    # 25 points 200 m apart on the real patch (EPSG:32633, x 465180-466190, y 5079260-5080260;
+    # 160 m windows do not overlap): the western part "west", the eastern part "east"
+    lines = ["lat,lon,side"]
+    for x in np.arange(465250, 466100, 200):
+        for y in np.arange(5079350, 5080200, 200):
+            p = reproject_geometry(shapely.Point(x, y), "EPSG:32633", WGS84)
+            lines.append(f"{p.y},{p.x},{'west' if x < 465685 else 'east'}")
+    (tmp_path / "points.csv").write_text("\n".join(lines) + "\n")
+    source = {"preset": "earth-search", "url": stac_env["es"], "cache_dir": "cache",
+              "retries": 2, "backoff_s": 0.05}
+    cfg = {
+        "task": "classification",
+        "encoder": "nano",
+        "labels": {"path": "points.csv", "field": "side"},
+        "sources": [source],
+        "windows": {"size_px": 16, "start": "2015-07-01", "end": "2015-10-01"},
+        "split": {"cell_size_m": 200, "train": 0.6, "val": 0.4, "test": 0.0, "seed": 1},
+        "train": {"epochs": 2, "batch_size": 8, "patch_size": 8, "lr": 2e-3, "head_hidden": 16},
+        "output": "model",
+    }
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(cfg))
+    stac_env["server"].clear_log()
+    r = CliRunner().invoke(app, ["finetune", "--config", str(tmp_path / "ft.yaml")])
+    assert r.exit_code == 0, r.output
+    assert any(q.path.endswith(".tif") for q in stac_env["server"].requests())
+    assert list((tmp_path / "cache").rglob("*.npz")), "asset windows go to the config's cache"
+    fm = load_bundle(tmp_path / "model")
+    assert fm.inputs.modalities == [S2]
+    assert fm.sources[0]["type"] == "stac_api" and fm.sources[0]["url"] == stac_env["es"]
+    assert set(fm.classes.names) == {"east", "west"} and "val" in fm.metrics
+
+    # the recorded source maps the area (no --sources needed)
+    area = reproject_geometry(shapely.box(465300, 5079380, 466070, 5080140), "EPSG:32633",
+                              WGS84)
+    res = predict_area(fm, area, *DATES, tmp_path / "map.tif")
+    with rasterio.open(res.path) as f:
+        assert (f.read(1) != 255).mean() > 0.5
