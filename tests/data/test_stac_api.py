@@ -492,3 +492,9 @@ def test_interrupted_fetch_resumes_from_the_work_store(env, tmp_path):
     again = fetch_composites([src(tmp_path / "c")], aoi, *dates, out)
     assert again.fetched_windows == 0 and again.cached_windows > 0
     assert {f: os.stat(f).st_mtime_ns for f in again.files} == before
+
+    # one fetch per folder at a time
+    from geolatent.data.run import OutputLock, RunLockedError
+
+    with OutputLock(out, "imagery fetch"), pytest.raises(RunLockedError, match="already running"):
+        fetch_composites([src(tmp_path / "c")], aoi, *dates, out)
