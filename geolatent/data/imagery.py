@@ -112,7 +112,7 @@ def imagery_source(
         extra["offline"] = True
     if re.match(r"^https?://", imagery):
         if not collection:
-            raise ValueError(f"--source {imagery} is a STAC API URL: also give --collection")
+            raise ValueError(f"{imagery} is a STAC API URL: also give --collection")
         spec: dict[str, Any] = {
             "type": "stac_api", "name": collection, "url": imagery, "collections": [collection],
             "modality": modality or _guess_modality(collection), **extra,

@@ -327,6 +327,8 @@ def _imagery_inputs(imagery: str, aoi: Path | None, start: str | None, end: str 
                     resolution: float | None) -> dict[str, list[RasterInput]]:
     """``--imagery``: fetch the area's monthly composites into ``OUT.work/imagery`` (resumable,
     see ``fetch_composites``) and return them as embed inputs."""
+    from rich.markup import escape
+
     from geolatent.data.imagery import composite_inputs, fetch_composites, imagery_sources
     from geolatent.data.run import work_dir_for
 
@@ -346,7 +348,7 @@ def _imagery_inputs(imagery: str, aoi: Path | None, start: str | None, end: str 
         )
     for window, problems in result.report.items():
         for line in problems:
-            console.print(f"[yellow]{window}[/yellow]: {line}")
+            console.print(f"[yellow]{escape(window)}[/yellow]: {escape(line)}")
     if result.missing_months:
         console.print(f"[dim]no valid pixel (left out): {', '.join(result.missing_months)}[/dim]")
     found = composite_inputs(result)
