@@ -5,6 +5,7 @@ against the loopback STAC API + range file server of the data tests
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,44 @@ def test_finetune_with_a_preset_source(stac_env, tmp_path):  # noqa: F811
     res = predict_area(fm, area, *DATES, tmp_path / "map.tif")
     with rasterio.open(res.path) as f:
         assert (f.read(1) != 255).mean() > 0.5
+
+
+@pytest.mark.slow
+def test_embed_imagery_interrupted_resumes_its_tiles(stac_env, nano, tmp_path,  # noqa: F811
+                                                     monkeypatch):
+    """An ``embed --imagery`` run stopped after some tiles: the rerun fetches the composites
+    again from the cache with the same bytes and mtimes, so the finished tiles are kept; the
+    result equals an uninterrupted run."""
+    from geolatent.inference.cli import _imagery_inputs
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    aoi = write_aoi(tmp_path)
+    out = tmp_path / "emb.tif"
+
+    def inputs():
+        return _imagery_inputs(stac_env["es"], aoi, *DATES, ["sentinel-2-l2a"], out, {}, None,
+                               None)
+
+    class Stop(Exception):
+        pass
+
+    def stop(done, total):
+        if done >= 2:
+            raise Stop
+
+    kw = dict(tile_size=64, batch_size=1)
+    with pytest.raises(Stop):
+        embed_geotiffs(nano, inputs(), out, progress=stop, **kw)
+    mtimes = {p: p.stat().st_mtime_ns for p in (work_dir_for(out) / "imagery").glob("*.tif")}
+    again = inputs()
+    assert {ri.path: ri.path.stat().st_mtime_ns for ris in again.values() for ri in ris} == mtimes
+    # an uninterrupted run on copies of the composites (the originals go with OUT.work)
+    copies = tmp_path / "ref-in"
+    copies.mkdir()
+    ref_inputs = {m: [RasterInput(Path(shutil.copy(ri.path, copies)), ri.dates) for ri in ris]
+                  for m, ris in again.items()}
+    ref = embed_geotiffs(nano, ref_inputs, tmp_path / "ref.tif", **kw)
+    seen: list[int] = []
+    embed_geotiffs(nano, again, out, progress=lambda done, total: seen.append(done), **kw)
+    assert seen[0] >= 2, "the finished tiles are kept"
+    np.testing.assert_array_equal(read_embedding(out), read_embedding(ref.path))
