@@ -12,16 +12,18 @@ and the ``--imagery NAME`` option of the area commands.
 
 from __future__ import annotations
 
+import filecmp
+import hashlib
 import json
 import os
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import rasterio
 import rasterio.shutil
 import shapely
@@ -34,6 +36,16 @@ from geolatent.data.area import AreaLike, read_area
 from geolatent.data.config import SourceConfig, StacApiSourceConfig
 from geolatent.data.materialize import materialize_window
 from geolatent.data.remote import STATS
+from geolatent.data.run import (
+    TMP_TAG,
+    OutputLock,
+    WorkStore,
+    clean_temporaries,
+    temp_path,
+    work_dir_for,
+    write_json_atomic,
+)
+from geolatent.data.sources import Source
 from geolatent.data.stac_api import StacApiSource, search_items
 from geolatent.data.stac_presets import PRESETS
 from geolatent.data.window import (
@@ -99,7 +111,7 @@ def imagery_source(
         extra["offline"] = True
     if re.match(r"^https?://", imagery):
         if not collection:
-            raise ValueError(f"--source {imagery} is a STAC API URL: also give --collection")
+            raise ValueError(f"{imagery} is a STAC API URL: also give --collection")
         spec: dict[str, Any] = {
             "type": "stac_api", "name": collection, "url": imagery, "collections": [collection],
             "modality": modality or _guess_modality(collection), **extra,
@@ -268,8 +280,34 @@ def _grid(windows: list[Window]) -> tuple[int, int, int, int]:
     return c0, r0, c1, r1
 
 
+def _fetch_fingerprint(srcs: list, geom: shapely.Geometry, t0: datetime, t1: datetime,
+                       crs: str, resolution: float, tile_size: int) -> str:
+    """Identifies everything that shapes the composites: each source's settings (not its
+    cache / network tuning), the scenes its search found, the AOI, dates and grid. Windows
+    stored under another fingerprint are never reused."""
+    skip = {"cache_dir", "cache_max_mb", "offline", "timeout_s", "retries", "backoff_s"}
+    parts = []
+    for s in srcs:
+        cfg = s.config.model_dump(mode="json", exclude=skip & set(type(s.config).model_fields))
+        parts.append([cfg, [sc.id for sc in s.scenes]])
+    payload = [parts, shapely.to_wkt(geom, rounding_precision=9), f"{t0:%Y-%m-%d}",
+               f"{t1:%Y-%m-%d}", crs, resolution, tile_size]
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _publish_if_changed(tmp: Path, final: Path) -> None:
+    """Move ``tmp`` to ``final`` unless ``final`` already holds the same bytes: a rerun then
+    leaves a finished file (and its modification time) alone, so work keyed on it (an embed
+    run over the composites) stays valid."""
+    if final.exists() and filecmp.cmp(tmp, final, shallow=False):
+        tmp.unlink()
+    else:
+        os.replace(tmp, final)
+
+
 def fetch_composites(
-    sources: list[SourceConfig] | list[StacApiSourceConfig],
+    sources: list[SourceConfig] | list[StacApiSourceConfig] | list[Source],
     aoi: AreaLike,
     start: str,
     end: str,
@@ -286,9 +324,16 @@ def fetch_composites(
     ``resolution`` metres; each tile is materialized by the data layer (scene choice, cloud
     masks, median) and written into one GeoTIFF per modality and month, published as a COG
     (float32, registry band order, band descriptions, nodata -99999) when all tiles are done.
-    Asset windows are cached, so a rerun after an interruption fetches nothing twice.
+
+    Resume (the run driver's scheme, :mod:`geolatent.data.run`): one run per ``out_dir``
+    (a lock in ``out_dir/.work``); each finished tile goes to the work store there, so a
+    rerun after a kill materializes only the tiles left, and the store goes once the COGs are
+    published. A COG equal to the one already at its path is not rewritten. The window cache
+    (``cache_dir``) stays a cache: asset windows read by another run, or by a tile killed
+    half-way, are not fetched again.
 
     Args:
+        sources: source configs, or opened sources (e.g. from :func:`imagery_sources`).
         progress: called after each tile with counts (``windows_done``, ``windows``,
             ``scenes``, ``bytes``).
 
@@ -305,42 +350,85 @@ def fetch_composites(
                            tile_size=tile_size, resolution=resolution)
     if not windows:
         raise ValueError(f"AOI {aoi}: no tiles (empty area)")
-    srcs = open_sources(list(sources))
+    srcs = [s if isinstance(s, Source) else open_sources([s])[0] for s in sources]
     for s in srcs:
         if isinstance(s, StacApiSource):
             s.search_area(tuple(geom.bounds), (t0, t1))  # one search for the whole AOI
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = out_dir / ".geolatent-fetch.work"  # our own name: nothing of the user is removed
-    if work.exists():
-        shutil.rmtree(work)  # partial files of an interrupted run: rebuilt from the cache
-    work.mkdir()
+    with OutputLock(out_dir, "imagery fetch"):
+        clean_temporaries(out_dir)  # a COG half-written by a killed run
+        store = WorkStore(work_dir_for(out_dir),
+                          _fetch_fingerprint(srcs, geom, t0, t1, crs, resolution, tile_size))
+        result = _materialize_into(store, windows, srcs, progress)
+        report = _publish(store, windows, srcs, result, out_dir, crs, resolution, t0, t1)
+        write_json_atomic(out_dir / "report.json", report)
+        store.discard()
+    return result
+
+
+def _window_key(i: int) -> str:
+    return f"window_{i:06d}"
+
+
+def _materialize_into(store: WorkStore, windows: list[Window], srcs: list,
+                      progress: Callable[[dict[str, int]], None] | None) -> FetchResult:
+    """Materialize every window not in ``store`` yet; per window one array per modality
+    (``[H, W, T, C]`` float32) and, written last, the window's record (warnings, scenes read,
+    output file tag per timestep)."""
+    result = FetchResult(windows=len(windows))
+    before = STATS.snapshot()
+    for i, w in enumerate(windows):
+        key = _window_key(i)
+        if not store.done(key):
+            mw = materialize_window(w, srcs)
+            tags: dict[str, list[str]] = {}
+            for modality, arr in mw.arrays.items():
+                if MODALITIES[modality].multitemporal:
+                    tags[modality] = [f"{modality}_{int(y):04d}-{int(m0) + 1:02d}"
+                                      for _, m0, y in mw.timestamps[: arr.shape[2]]]
+                else:
+                    tags[modality] = [modality] * arr.shape[2]
+                store.put(f"{key}__{modality}", np.ascontiguousarray(arr, dtype=np.float32))
+            store.put(key, None, {"warnings": list(mw.warnings), "tags": tags,
+                                  "scenes": sum(len(v) for v in mw.scenes_used.values())})
+        rec = store.get_record(key)
+        result.report[w.name] = rec["warnings"]
+        result.scenes_read += rec["scenes"]
+        if progress is not None:
+            progress({"windows_done": i + 1, "windows": len(windows),
+                      "scenes": result.scenes_read,
+                      "bytes": STATS.snapshot()["fetched_bytes"] - before["fetched_bytes"]})
+    after = STATS.snapshot()
+    result.fetched_windows = after["fetched"] - before["fetched"]
+    result.cached_windows = after["cache_hits"] - before["cache_hits"]
+    result.fetched_bytes = after["fetched_bytes"] - before["fetched_bytes"]
+    return result
+
+
+def _publish(store: WorkStore, windows: list[Window], srcs: list, result: FetchResult,
+             out_dir: Path, crs: str, resolution: float, t0: datetime, t1: datetime) -> dict:
+    """Assemble the stored windows into one GeoTIFF per modality and month (in the store),
+    publish each with valid pixels as a COG in ``out_dir``; returns the report."""
     gc0, gr0, gc1, gr1 = _grid(windows)
     transform = Affine(resolution, 0, gc0 * resolution, 0, -resolution, -gr0 * resolution)
     width, height = gc1 - gc0, gr1 - gr0
-    result = FetchResult(windows=len(windows))
     files: dict[str, rasterio.io.DatasetWriter] = {}
     valid: dict[str, bool] = {}
-    before = STATS.snapshot()
     try:
         for i, w in enumerate(windows):
-            mw = materialize_window(w, srcs)
-            result.report[w.name] = list(mw.warnings)
-            result.scenes_read += sum(len(v) for v in mw.scenes_used.values())
-            for modality, arr in mw.arrays.items():
+            key = _window_key(i)
+            for modality, tags in store.get_record(key)["tags"].items():
                 mod = MODALITIES[modality]
-                for t in range(arr.shape[2]):
-                    if mod.multitemporal:
-                        day, month0, year = (int(v) for v in mw.timestamps[t])
-                        tag = f"{modality}_{year:04d}-{month0 + 1:02d}"
-                    else:
-                        tag = modality
+                arr = store.get_array(f"{key}__{modality}")
+                for t, tag in enumerate(tags):
                     if tag not in files:
                         files[tag] = rasterio.open(
-                            work / f"{tag}.tif", "w", driver="GTiff", width=width,
-                            height=height, count=mod.num_bands, dtype="float32", crs=crs,
-                            transform=transform, nodata=MISSING_VALUE, tiled=True,
-                            blockxsize=256, blockysize=256, compress="deflate",
+                            store.root / f".{tag}{TMP_TAG}{os.getpid()}.tif", "w",
+                            driver="GTiff", width=width, height=height, count=mod.num_bands,
+                            dtype="float32", crs=crs, transform=transform,
+                            nodata=MISSING_VALUE, tiled=True, blockxsize=256, blockysize=256,
+                            compress="deflate",
                         )
                         files[tag].descriptions = tuple(mod.bands)
                         valid[tag] = False
@@ -348,39 +436,42 @@ def fetch_composites(
                     valid[tag] |= bool((block != MISSING_VALUE).any())
                     c0, r0, c1, r1 = w.pixel_bounds
                     files[tag].write(block, window=RioWindow(c0 - gc0, r0 - gr0, c1 - c0, r1 - r0))
-            now = STATS.snapshot()
-            if progress is not None:
-                progress({"windows_done": i + 1, "windows": len(windows),
-                          "scenes": result.scenes_read,
-                          "bytes": now["fetched_bytes"] - before["fetched_bytes"]})
     finally:
         for f in files.values():
             f.close()
-    after = STATS.snapshot()
-    result.fetched_windows = after["fetched"] - before["fetched"]
-    result.cached_windows = after["cache_hits"] - before["cache_hits"]
-    result.fetched_bytes = after["fetched_bytes"] - before["fetched_bytes"]
     for tag in sorted(files):
         if not valid[tag]:
             result.missing_months.append(tag)
             continue
         final = out_dir / f"{tag}.tif"
-        tmp = out_dir / f".{tag}.tmp.tif"
-        with rasterio.open(work / f"{tag}.tif") as src:
-            profile = {"driver": "COG", "compress": "deflate", "blocksize": 256,
-                       "overview_resampling": "average"}
-            rasterio.shutil.copy(src, tmp, **profile)
-        os.replace(tmp, final)
+        tmp = temp_path(final)
+        with rasterio.open(files[tag].name) as src:
+            rasterio.shutil.copy(src, tmp, driver="COG", compress="deflate", blocksize=256,
+                                 overview_resampling="average")
+        _publish_if_changed(tmp, final)
         result.files.append(str(final))
-    report = {
+    return {
         "start": f"{t0:%Y-%m-%d}", "end": f"{t1:%Y-%m-%d}", "crs": crs,
         "files": [Path(f).name for f in result.files], "missing": result.missing_months,
         "windows": result.report,
         "sources": [s.name for s in srcs],
         "search_problems": [str(p) for s in srcs for p in s.problems],
     }
-    tmp = out_dir / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, out_dir / "report.json")
-    shutil.rmtree(work, ignore_errors=True)
-    return result
+
+
+def composite_inputs(result: FetchResult) -> dict[str, list[tuple[Path, date]]]:
+    """The monthly COGs of a fetch as time series: per modality ``(path, first day of the
+    month)`` in time order (the day-1 timestamps ``materialize_window`` gives composites), the
+    inputs ``embed`` takes.
+
+    Raises:
+        ValueError: a static layer (WorldCover, DEM): not a time series to embed.
+    """
+    out: dict[str, list[tuple[Path, date]]] = {}
+    for f in map(Path, result.files):
+        m = re.fullmatch(r"(?P<mod>\w+?)_(?P<y>\d{4})-(?P<m>\d{2})", f.stem)
+        if m is None:
+            raise ValueError(f"{f.name}: a static layer ({f.stem}), not a monthly time series; "
+                             "embed takes Sentinel-2, Sentinel-1 or Landsat collections")
+        out.setdefault(m["mod"], []).append((f, date(int(m["y"]), int(m["m"]), 1)))
+    return {k: sorted(v, key=lambda x: x[1]) for k, v in out.items()}

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from geolatent.data.imagery import fetch_composites, imagery_source, search_scenes, write_footprints
 from geolatent.data.remote import AssetReadError
+from geolatent.data.run import RunLockedError
 from geolatent.data.stac_api import StacSearchError
 
 app = typer.Typer(
@@ -112,7 +113,7 @@ def fetch_command(
                                               total=p["windows"], scenes=p["scenes"],
                                               mb=p["bytes"] / 1e6),
             )
-    except (ValueError, StacSearchError, AssetReadError, OSError) as e:
+    except (ValueError, StacSearchError, AssetReadError, RunLockedError, OSError) as e:
         _fail(e)
         return
     for f in result.files:

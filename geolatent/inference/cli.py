@@ -40,6 +40,13 @@ Multi-sensor stack (Earth Engine export convention, e.g. CropHarvest):
   timestep, NAME_1, NAME_2, ... for the next; bands are assigned to modalities
   by name (B2 -> Sentinel-2, VV -> Sentinel-1, ...), other bands (weather,
   elevation, ...) are listed once and ignored.
+Imagery from a STAC API instead of files:
+  --imagery earth-search --aoi area.geojson --start 2024-05-01 --end 2024-09-01
+  fetches monthly cloud-masked median composites of the area (preset
+  earth-search or planetary-computer, or a STAC API URL with --collection;
+  repeat --collection for several, e.g. sentinel-2-l2a and sentinel-1-rtc)
+  into OUT.work/imagery and embeds them, one timestep per month; a rerun
+  after a kill resumes both the fetch and the embedding.
 Grid: files on one 10 m grid are read as they are (the map is on their grid);
 otherwise every file (any CRS, 20/30/60 m bands) is warped by the data layer to
 the 10 m UTM grid covering them, or to --crs / --resolution, or to the grid of
@@ -204,6 +211,15 @@ def register(app: typer.Typer) -> None:
         align_to: Annotated[
             Path | None, typer.Option(help="Put the embedding on the grid of this raster.")
         ] = None,
+        imagery: Annotated[str | None, typer.Option(
+            help="Inputs from a STAC API over --aoi: earth-search, planetary-computer or a URL."
+        )] = None,
+        aoi: Annotated[Path | None, typer.Option(help="--imagery area (GeoJSON, GPKG).")] = None,
+        start: Annotated[str | None, typer.Option(help="--imagery first day (ISO).")] = None,
+        end: Annotated[str | None, typer.Option(help="--imagery end day (ISO, excluded).")] = None,
+        collection: Annotated[list[str] | None, typer.Option(
+            help="--imagery collection(s); default the preset's Sentinel-2 L2A."
+        )] = None,
     ) -> None:
         from geolatent.data.io.grid import OutputGrid
         from geolatent.inference.embed_rasters import embed_geotiffs
@@ -233,14 +249,22 @@ def register(app: typer.Typer) -> None:
                 if ignored:
                     console.print(f"[dim]{stack.name}: ignored bands (not model inputs): "
                                   f"{', '.join(ignored)}[/dim]")
+            if imagery is not None:
+                inputs = _imagery_inputs(imagery, aoi, start, end, collection, out, inputs, crs,
+                                         resolution)
+            elif aoi or start or end or collection:
+                raise RasterInputError("--aoi / --start / --end / --collection are for --imagery")
             if not inputs:
                 raise RasterInputError(
-                    "no inputs: give at least one of --s2, --s1, --landsat, --stack")
+                    "no inputs: give at least one of --s2, --s1, --landsat, --stack, --imagery")
             if align_to is not None and (crs is not None or resolution is not None):
                 raise RasterInputError("give either --align-to or --crs / --resolution")
             grid = OutputGrid.of_raster(align_to) if align_to is not None else None
         except (RasterInputError, ValueError, OSError) as e:
             raise typer.BadParameter(str(e)) from None
+        except RuntimeError as e:  # a STAC API / asset server failing, a locked fetch
+            console.print(f"[bold red]error:[/bold red] {e}")
+            raise typer.Exit(code=2) from None
         net, weights = _load_model(model, random_weights, device)
         try:
             with _progress() as bar:
@@ -300,6 +324,47 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"overview:  {res.overview_path} (input true colour | embedding | classes)")
         typer.echo(f"note:      {res.note}")
         typer.echo(f"total:     {res.seconds:.1f} s")
+
+
+def _imagery_inputs(imagery: str, aoi: Path | None, start: str | None, end: str | None,
+                    collections: list[str] | None, out: Path, inputs: dict, crs: str | None,
+                    resolution: float | None) -> dict[str, list[RasterInput]]:
+    """``--imagery``: fetch the area's monthly composites into ``OUT.work/imagery`` (resumable,
+    see ``fetch_composites``) and return them as embed inputs."""
+    from rich.markup import escape
+
+    from geolatent.data.imagery import composite_inputs, fetch_composites, imagery_sources
+    from geolatent.data.run import work_dir_for
+
+    if inputs:
+        raise RasterInputError("give either --imagery or input files (--s2, --s1, --landsat, "
+                               "--stack), not both")
+    if aoi is None or start is None or end is None:
+        raise RasterInputError("--imagery needs --aoi FILE, --start DATE and --end DATE")
+    srcs = [s for c in (collections or [None])
+            for s in imagery_sources(imagery, aoi, start, end, collection=c)]
+    with Progress(
+        TextColumn("[bold]fetching imagery"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("tiles, {task.fields[scenes]} scenes, {task.fields[mb]:.1f} MB fetched"),
+        TimeElapsedColumn(), console=console,
+    ) as bar:
+        task = bar.add_task("fetch", total=None, scenes=0, mb=0.0)
+        result = fetch_composites(
+            srcs, aoi, start, end, work_dir_for(out) / "imagery", crs=crs,
+            resolution=resolution or 10.0,
+            progress=lambda p: bar.update(task, completed=p["windows_done"], total=p["windows"],
+                                          scenes=p["scenes"], mb=p["bytes"] / 1e6),
+        )
+    for window, problems in result.report.items():
+        for line in problems:
+            console.print(f"[yellow]{escape(window)}[/yellow]: {escape(line)}")
+    if result.missing_months:
+        console.print(f"[dim]no valid pixel (left out): {', '.join(result.missing_months)}[/dim]")
+    found = composite_inputs(result)
+    if not found:
+        raise RasterInputError(f"--imagery {imagery}: no valid pixel over --aoi {aoi} between "
+                               f"{start} and {end}")
+    return {m: [RasterInput(p, d) for p, d in files] for m, files in found.items()}
 
 
 def _print_embed_summary(result, weights: str | None) -> None:

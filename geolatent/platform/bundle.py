@@ -219,6 +219,17 @@ def save_bundle(fm: FinetunedModel, path: str | os.PathLike, *, complete: bool =
     return dest
 
 
+def bundle_modalities(path: str | os.PathLike) -> list[str]:
+    """The input modalities a fine-tuned model folder was trained on (``bundle.json``), read
+    without loading its weights (``predict --imagery`` picks the imagery to search by them)."""
+    path = Path(path)
+    try:
+        return list(json.loads((path / BUNDLE_FILE).read_text())["inputs"]["modalities"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--model {path}: cannot read the model's input modalities from "
+                         f"{BUNDLE_FILE} ({e}); give a fine-tuned model folder") from None
+
+
 def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> FinetunedModel:
     """Load a model folder written by :func:`save_bundle` (model in eval mode on ``device``)."""
     p = Path(path)

@@ -173,7 +173,9 @@ def predict_command(
                                   help="put the map on this raster's grid"),
     max_area_km2: float = typer.Option(2500.0, help="areas above this need --yes"),
 ) -> None:
+    from geolatent.data.imagery import imagery_source, imagery_sources
     from geolatent.platform.area import read_area
+    from geolatent.platform.bundle import bundle_modalities
     from geolatent.platform.predict import predict_area
 
     _check_predict_options(start=start, end=end, batch_size=batch_size, out=out, tile=tile)
@@ -183,11 +185,11 @@ def predict_command(
         area = read_area(aoi, crs=aoi_crs)
         srcs = _read_sources(sources) if sources else None
         if imagery:
-            from geolatent.data.imagery import imagery_sources
-
             if sources:
                 raise ValueError("give either --sources or --imagery, not both")
-            srcs = imagery_sources(imagery, area, start, end)
+            imagery_source(imagery)  # an unknown name is reported before the model is read
+            srcs = imagery_sources(imagery, area, start, end,
+                                   modalities=bundle_modalities(model))
         with _progress() as bar:
             task = bar.add_task("predicting tiles", total=None, visible=rank == 0)
             result = predict_area(

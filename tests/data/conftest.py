@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from .helpers import real_path
+from .stac_env import stac_env  # noqa: F401 (the loopback STAC APIs + asset server)
 
 
 @pytest.fixture

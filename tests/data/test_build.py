@@ -145,12 +145,13 @@ def test_bad_inputs_fail_their_windows_and_the_build_goes_on(tmp_path, s1_dir):
     assert {r["window"] for r in manifest} == set(summary.built)
 
     # failed windows are retried on the next run; once the inputs are fixed they build
-    for p in bad.glob("S1A_trunc*"):
-        p.unlink()
-    # the dual-polarisation file repaired: it now holds both vv and vh (a glob matching no file
-    # would be a config error, so the file is fixed rather than removed)
+    # (files are repaired rather than removed: a glob matching no file is a config error)
     with rasterio.open(next(s1_dir.glob("*20170309*"))) as f:
         data, t = f.read(1), f.transform
+    # the truncated file rewritten whole
+    write_raster(bad / "S1A_trunc_20170320T054356_VV.tif", data[:, :90], origin=(t.c, t.f),
+                 res=20.0, nodata=-99.0)
+    # the dual-polarisation file repaired: it now holds both vv and vh
     write_raster(bad / "S1A_dual_20170320T054356_VVVH.tif",
                  np.stack([data[:, 110:170]] * 2), origin=(t.c + 110 * 20, t.f), res=20.0,
                  nodata=-99.0)

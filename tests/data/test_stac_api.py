@@ -22,59 +22,19 @@ from geolatent.data.remote import WindowCache, clear_http_cache
 from geolatent.data.stac_presets import preset_source
 
 from .helpers import REAL
-from .stac_fixtures import (
-    L1C_ORDER,
-    PC_ACCOUNT,
-    S1_ACCOUNT,
-    S2_DATES,
-    build_s1,
-    build_s2,
-    s2_arrays,
-    write_items,
-)
-from .stac_servers import AssetServer, StacApi, rustac_binary
+from .stac_env import write_aoi
+from .stac_fixtures import L1C_ORDER, PC_ACCOUNT, S2_DATES, s2_arrays
+from .stac_servers import AssetServer
 
 REPO = Path(__file__).resolve().parents[2]
-# AOI inside the real patch (lon/lat), within one 256 px tile, and one across two tiles.
-AOI_ONE_TILE = {"type": "Polygon", "coordinates": [[[14.5540, 45.8665], [14.5595, 45.8665],
-                                                    [14.5595, 45.8720], [14.5540, 45.8720],
-                                                    [14.5540, 45.8665]]]}
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    if not (REAL / "eolearn").exists():
-        pytest.skip(f"real test data not found at {REAL} (needs ../shared/data/real)")
-    if rustac_binary() is None:
-        pytest.skip("rustac is not installed (pip install rustac)")
-    root = tmp_path_factory.mktemp("stac")
-    assets = root / "assets"
-    server = AssetServer(assets, signed_prefixes=(PC_ACCOUNT + "/", S1_ACCOUNT + "/"))
-    s2 = build_s2(REAL, assets, server.url)
-    s1 = build_s1(REAL, assets, server.url)
-    es_api = StacApi([write_items(s2["earth-search"], root / "es.json")], root)
-    pc_api = StacApi([write_items(s2["pc"] + s1, root / "pc.json")], root)
-    old = os.environ.get("PC_SDK_SAS_URL")
-    os.environ["PC_SDK_SAS_URL"] = f"{server.url}/sas/v1/token"
-    from planetary_computer.settings import Settings
-
-    Settings.get.cache_clear()
-    with server:
-        yield {"root": root, "server": server, "es": es_api.url, "pc": pc_api.url, "s2": s2}
-    es_api.stop()
-    pc_api.stop()
-    if old is None:
-        os.environ.pop("PC_SDK_SAS_URL", None)
-    else:
-        os.environ["PC_SDK_SAS_URL"] = old
-    Settings.get.cache_clear()
+def env(stac_env):  # the loopback STAC setup (tests/data/stac_env.py, via conftest.py)
+    return stac_env
 
 
-def _aoi(tmp_path: Path, geom: dict = AOI_ONE_TILE) -> Path:
-    p = tmp_path / "aoi.geojson"
-    p.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": geom, "properties": {}}]}))
-    return p
+_aoi = write_aoi
 
 
 def _fast(**kw):
@@ -491,3 +451,50 @@ def test_search_retries_5xx_and_429_of_the_stac_api(env, tmp_path):
 
         with pytest.raises(StacSearchError, match="search of http://127.0.0.1"):
             search_scenes(bad, _aoi(tmp_path), "2015-07-01", "2015-10-01")
+
+
+@pytest.mark.slow
+def test_interrupted_fetch_resumes_from_the_work_store(env, tmp_path):
+    """The run driver's resume scheme: finished tiles are kept in ``OUT/.work``, a rerun reads
+    them from there (not even a cache lookup) and fetches only the rest; the outputs equal an
+    uninterrupted run; a rerun of a finished fetch leaves the published COGs untouched."""
+    aoi = _aoi(tmp_path, {"type": "Polygon", "coordinates": [[[14.5520, 45.8660],
+                          [14.5640, 45.8660], [14.5640, 45.8730], [14.5520, 45.8730],
+                          [14.5520, 45.8660]]]})  # across two tiles
+    dates = ("2015-07-01", "2015-10-01")
+
+    def src(cache):
+        return imagery_source(env["es"], collection="sentinel-2-l2a", cache_dir=cache, **_fast())
+
+    ref = fetch_composites([src(tmp_path / "c0")], aoi, *dates, tmp_path / "ref")
+    assert ref.windows == 2 and ref.fetched_windows > 0
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(p):
+        if p["windows_done"] == 1:
+            raise Stop
+
+    out = tmp_path / "out"
+    with pytest.raises(Stop):
+        fetch_composites([src(tmp_path / "c")], aoi, *dates, out, progress=stop_after_first)
+    assert (out / ".work" / "window_000000.json").exists()
+    assert not (out / ".work" / "window_000001.json").exists()
+    res = fetch_composites([src(tmp_path / "c")], aoi, *dates, out)
+    assert res.cached_windows == 0 and 0 < res.fetched_windows < ref.fetched_windows
+    assert [Path(f).name for f in res.files] == [Path(f).name for f in ref.files]
+    for f in ref.files:
+        np.testing.assert_array_equal(_read(Path(f))[0], _read(out / Path(f).name)[0])
+    assert not (out / ".work").exists()  # the store goes once the COGs are published
+
+    before = {f: os.stat(f).st_mtime_ns for f in res.files}
+    again = fetch_composites([src(tmp_path / "c")], aoi, *dates, out)
+    assert again.fetched_windows == 0 and again.cached_windows > 0
+    assert {f: os.stat(f).st_mtime_ns for f in again.files} == before
+
+    # one fetch per folder at a time
+    from geolatent.data.run import OutputLock, RunLockedError
+
+    with OutputLock(out, "imagery fetch"), pytest.raises(RunLockedError, match="already running"):
+        fetch_composites([src(tmp_path / "c")], aoi, *dates, out)
