@@ -23,9 +23,11 @@ factors were used.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -352,6 +354,19 @@ class ComputeMeter:
             notes=list(self.notes),
         )
         return self.report
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`report_dict` as JSON at ``path`` atomically (a reader never sees half)."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.report_dict(), f, indent=2)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
 
     def report_dict(self) -> dict:
         """:attr:`report` as a JSON-ready dict (stops the meter first if it is running)."""

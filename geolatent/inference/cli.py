@@ -99,8 +99,34 @@ def _raster_inputs(
     )
 
 
-def _load_model(model_path: Path | None, random_weights: str | None, device: str | None):
+def _check_device_precision(device: str | None, precision: str = "fp32"):
+    """``--device`` and ``--precision`` checked before any work; errors name the flags."""
+    from geolatent.model.precision import resolve_precision
+    from geolatent.runtime import resolve_device
+
+    try:
+        return resolve_precision(precision, resolve_device(device or "cpu", "--device"),
+                                 "--precision")  # fmt: skip
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def _load_model(
+    model_path: Path | None, random_weights: str | None, device: str | None,
+    precision: str = "fp32",
+):  # fmt: skip
     """The model and a description of its weights; never random unless asked for."""
+    from geolatent.model.precision import set_precision
+
+    resolved = _check_device_precision(device, precision)
+    if resolved.name != "fp32":
+        console.print(f"encoder precision: {resolved}")
+    model, weights = _load_weights(model_path, random_weights, device)
+    set_precision(model, precision, "--precision")
+    return model, weights
+
+
+def _load_weights(model_path: Path | None, random_weights: str | None, device: str | None):
     import geolatent
     from geolatent.inference.demo import RANDOM_WEIGHTS_NOTE, random_model
 
@@ -182,12 +208,16 @@ def register(app: typer.Typer) -> None:
         ] = None,
         batch_size: Annotated[int, typer.Option(min=1, help="Tiles per model call.")] = 4,
         device: Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda.")] = None,
+        precision: Annotated[
+            str, typer.Option(help="Encoder precision: fp32 (exact) | bf16 | int8 | auto.")
+        ] = "fp32",
         align: Annotated[
             str, typer.Option(help="Timesteps from distinct 'date's or calendar 'month's.")
         ] = "date",
     ) -> None:
         from geolatent.inference.embed_rasters import embed_geotiffs
 
+        _check_device_precision(device, precision)
         try:
             inputs = {
                 name: files
@@ -202,7 +232,7 @@ def register(app: typer.Typer) -> None:
                 raise RasterInputError("no inputs: give at least one of --s2, --s1, --landsat")
         except RasterInputError as e:
             raise typer.BadParameter(str(e)) from None
-        net, weights = _load_model(model, random_weights, device)
+        net, weights = _load_model(model, random_weights, device, precision)
         try:
             with _progress() as bar:
                 task = bar.add_task("embedding", total=None)
@@ -231,6 +261,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from geolatent.inference.demo import RANDOM_WEIGHTS_NOTE, run_demo
 
+        _check_device_precision(device)
         if model is None:
             console.print(
                 f"[bold yellow]No --model given: using {RANDOM_WEIGHTS_NOTE}. The pipeline is "

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from geolatent.model.config import ModelConfig
 from geolatent.model.latent_mim import LatentMIM
+from geolatent.model.precision import current_precision, resolve_precision, set_precision
 
 FORMAT_NAME = "geolatent"
 FORMAT_VERSION = 1
@@ -180,13 +181,17 @@ def load_geolatent_folder(path: Path) -> LatentMIM:
     return model
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LatentMIM:
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32"
+) -> LatentMIM:
     """Load a model from a v1 release folder or a geolatent folder.
 
     Args:
         path: folder holding ``config.json`` plus ``weights.pth`` (v1 release) or
             ``model.safetensors`` (geolatent).
         device: where to put the weights.
+        precision: encoder precision for inference, ``fp32`` (exact) | ``bf16`` | ``int8`` |
+            ``auto`` (see :mod:`geolatent.model.precision`); reduced precisions cannot train.
 
     Returns:
         The :class:`LatentMIM` in eval mode.
@@ -194,7 +199,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     Raises:
         FileNotFoundError: the path or a required file does not exist.
         CheckpointError: the files do not describe this architecture exactly.
+        PrecisionError: this machine cannot run ``precision`` (names the missing CPU feature).
     """
+    resolve_precision(precision, device)  # fail before reading weights
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no checkpoint at {p}")
@@ -214,11 +221,16 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         raise FileNotFoundError(
             f"{p}: neither {WEIGHTS_FILE} (geolatent) nor {RELEASE_WEIGHTS_FILE} (v1 release) found"
         )
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    set_precision(model, precision)
+    return model
 
 
 def save_model(model: LatentMIM, path: str | os.PathLike) -> Path:
     """Write ``model`` as a geolatent folder (``config.json``, ``model.safetensors``) atomically."""
+    if current_precision(model) != "fp32":
+        raise ValueError(f"this model was loaded in {current_precision(model)} for inference; "
+                         "save the fp32 model (load it with precision='fp32')")  # fmt: skip
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

@@ -19,6 +19,7 @@ import torch
 
 from geolatent.modalities import MAX_TIMESTEPS, MISSING_VALUE, get_modality
 from geolatent.model.encoder import EncoderOutput, spatial_mean
+from geolatent.model.precision import encoder_at
 from geolatent.model.tokens import MaskValue
 from geolatent.normalize import normalize as normalize_values
 
@@ -331,6 +332,7 @@ def embed(
     bands: Mapping[str, Sequence[str]] | None = None,
     check_units: bool = True,
     batch_size: int | None = None,
+    precision: str | None = None,
 ) -> Embedding:
     """Embed raw satellite inputs with the encoder of ``model``.
 
@@ -347,6 +349,9 @@ def embed(
             that are not given are masked.
         check_units: reject values whose range says they are in the wrong units.
         batch_size: encode at most this many samples at once (bounds memory).
+        precision: ``fp32`` | ``bf16`` | ``int8`` | ``auto``; None keeps the model's own
+            (``fp32`` unless loaded otherwise). Another precision runs a converted copy of the
+            encoder and leaves ``model`` unchanged (:mod:`geolatent.model.precision`).
 
     Returns:
         :class:`Embedding` on the model's device.
@@ -354,7 +359,8 @@ def embed(
     batch = prepare_inputs(
         inputs, timestamps, patch_size, normalize, bands, check_units, model.config.modalities
     )
-    param = next(model.parameters())
+    encoder, _ = encoder_at(model, precision)
+    param = next(encoder.parameters())  # patch embeddings: fp32 in every precision
     b = batch.shape[0]
     step = batch_size or b
     was_training = model.training
@@ -365,7 +371,7 @@ def embed(
             for s in range(0, b, step):
                 part = batch.slice(slice(s, s + step)).to(param.device, param.dtype)
                 outs.append(
-                    model.encoder(part.inputs, part.timestamps, part.patch_size, part.token_mask)
+                    encoder(part.inputs, part.timestamps, part.patch_size, part.token_mask)
                 )
     finally:
         model.train(was_training)

@@ -80,6 +80,7 @@ def finetune_command(
     from geolatent.platform.dataset import prepare_training_data
     from geolatent.platform.finetune import finetune
     from geolatent.platform.labels import LabelError
+    from geolatent.runtime import DeviceError, resolve_device
 
     try:
         cfg = load_finetune_config(config)
@@ -88,6 +89,11 @@ def finetune_command(
         raise typer.Exit(2) from e
     if device:
         cfg.train.device = device
+    try:
+        resolve_device(cfg.train.device, "--device" if device else "train.device")
+    except DeviceError as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(2) from e
     try:
         with _progress() as bar:
             task = bar.add_task("materializing windows", total=None)
@@ -133,15 +139,22 @@ def predict_command(
     blend: str = typer.Option("linear", help="linear | trim"),
     batch_size: int = typer.Option(16, help="crops per model call"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    precision: str = typer.Option("fp32", help="fp32 | bf16 (GPU)"),
+    precision: str = typer.Option("fp32", help="encoder: fp32 (exact) | bf16 | int8 | auto"),
     executor: str = typer.Option("serial", help="serial | process | dask (materialization)"),
     workers: int = typer.Option(None, help="materialization workers"),
     scheduler: str = typer.Option(None, help="dask scheduler address"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="skip finished tiles"),
     keep_parts: bool = typer.Option(False, help="keep per-tile part files"),
 ) -> None:
+    from geolatent.model.precision import resolve_precision
     from geolatent.platform.predict import predict_area
+    from geolatent.runtime import resolve_device
 
+    try:  # before any work: errors name the flags
+        resolve_precision(precision, resolve_device(device, "--device"), "--precision")
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(2) from e
     _init_distributed()
     rank = int(os.environ.get("RANK", "0"))
     try:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from geolatent import runtime
 from geolatent.data.sources import open_sources
 from geolatent.modalities import MISSING_VALUE, get_modality
 from geolatent.model import build_model, load_model
@@ -55,9 +56,8 @@ PRELOAD_BYTES = 512 * 2**20
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``train.device`` as a ``torch.device`` (:func:`geolatent.runtime.resolve_device`)."""
+    return runtime.resolve_device(name, "train.device")
 
 
 def load_encoder(spec: str) -> tuple[Encoder, ModelConfig]:
@@ -322,6 +322,8 @@ def finetune(
     eval_kw = dict(task=cfg.task, crop=crop, patch_size=p, batch_size=tc.batch_size,
                    device=device, classes=classes, mean=data.target_mean, std=data.target_std,
                    weight=weight)
+    meter = runtime.ComputeMeter(device, "bf16" if autocast else "fp32", "training samples")
+    meter.start()
     history: list[dict] = []
     best: float | None = None
     best_epoch, best_state, best_val = -1, None, {}
@@ -350,6 +352,7 @@ def finetune(
             opt.step()
             total += float(loss.detach()) * len(items)
             count += len(items)
+            meter.add(len(items))
         val = evaluate(model, val_set, **eval_kw)
         plateau.step(val["loss"])
         if not frozen:  # the plateau schedule scales the head group; keep the encoder's ratio
@@ -376,7 +379,7 @@ def finetune(
         test = evaluate(model, WindowSamples(data, "test", mods, preload), **eval_kw)
         say(f"test {metric} {test.get(metric, float('nan')):.4f} (best epoch {best_epoch + 1})")
     fm.metrics = {"select_metric": metric, "best_epoch": best_epoch, "val": _brief(best_val),
-                  "test": _brief(test), "history": history}
+                  "test": _brief(test), "history": history, "compute": meter.report_dict()}
     save_bundle(fm, cfg.output)
     return FinetuneResult(cfg.output, best_epoch, float(best if best is not None else "nan"),
                           metric, history, best_val, test, data,

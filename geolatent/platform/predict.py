@@ -20,6 +20,7 @@ nodata 255; regression -> float32 values, nodata NaN; embedding -> float32 ``D``
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -45,6 +46,7 @@ from geolatent.data.window import Window
 from geolatent.inference.cog import COGWriter
 from geolatent.modalities import MAX_TIMESTEPS, MISSING_VALUE
 from geolatent.model.embed import check_value_units
+from geolatent.model.precision import set_precision
 from geolatent.platform.area import (
     AreaLike,
     AreaTile,
@@ -58,6 +60,7 @@ from geolatent.platform.classes import NODATA_CLASS
 from geolatent.platform.encoder_inputs import batch_from_normalized, normalize_arrays
 from geolatent.platform.finetune import resolve_device
 from geolatent.platform.windows import CLASS_TASKS
+from geolatent.runtime import ComputeMeter
 
 Progress = Callable[[int, int], None]
 PLAN_FILE = "plan.json"
@@ -79,6 +82,7 @@ class PredictResult:
     tiles_resumed: int
     area_km2: float
     seconds: float
+    compute: dict | None = None  # geolatent.runtime.ComputeMeter report of this run
 
     @property
     def km2_per_s(self) -> float:
@@ -351,7 +355,9 @@ def predict_area(
         tile: tile core side in pixels (memory per work item grows with its square).
         blend: ``linear`` (weighted blend of overlapping crops) or ``trim`` (centre blocks).
         batch_size: crops per model call.
-        device, precision: ``auto`` / ``cpu`` / ``cuda[:i]``; ``bf16`` autocast on GPUs.
+        device: ``auto`` / ``cpu`` / ``cuda[:i]``.
+        precision: encoder precision ``fp32`` | ``bf16`` | ``int8`` | ``auto``
+            (:mod:`geolatent.model.precision`); a model passed in is copied, not converted.
         executor, workers, scheduler: how tiles are materialized (data-layer executor).
         resume: skip tiles finished by an earlier run (and the whole run if ``out_path`` is
             already this plan's output).
@@ -368,6 +374,12 @@ def predict_area(
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
     fm = model if isinstance(model, FinetunedModel) else load_bundle(model, dev)
     fm.model.to(dev).eval()
+    if isinstance(model, FinetunedModel) and precision != "fp32":
+        fm = copy.copy(fm)
+        fm.model = copy.deepcopy(fm.model)
+    resolved = set_precision(fm.model, precision)
+    meter = ComputeMeter(dev, resolved.name, "km2")
+    meter.start()
     kind = output_kind(fm)
     if vector_path is not None and kind != "class":
         raise ValueError("vector output is for class maps; this model predicts "
@@ -393,13 +405,15 @@ def predict_area(
         raise ValueError(f"{start}..{end} covers {months} months; the model takes at most "
                          f"{MAX_TIMESTEPS} monthly steps")
     out_path = Path(out_path)
-    fingerprint = plan.fingerprint(_model_key(fm))
+    key = _model_key(fm)
+    fingerprint = plan.fingerprint(key if resolved.name == "fp32" else f"{key}:{resolved.name}")
     total = len(plan.tiles)
 
     def result(run: int, resumed: int) -> PredictResult:
+        meter.add(plan.area_km2 * run / max(total, 1))
         return PredictResult(out_path, Path(vector_path) if vector_path else None, plan.width,
                              plan.height, plan.crs, plan.transform, kind, total, run, resumed,
-                             plan.area_km2, time.perf_counter() - t0)
+                             plan.area_km2, time.perf_counter() - t0, meter.report_dict())
 
     if resume and out_path.exists() and _existing_fingerprint(out_path) == fingerprint:
         if progress is not None:
