@@ -72,20 +72,21 @@ def token_similarity(model) -> None:
             print(f"| {label} | {prec} | {lo:.5f} | {med:.5f} |")
 
 
-def eval_suite(tmp: Path) -> None:
+def eval_suite(tmp: Path, seeds: int | None, tasks: list[str] | None, cache: Path) -> None:
     base = yaml.safe_load((REPO / "configs/evals/realdata.yaml").read_text())
+    if tasks:
+        base["tasks"] = [t for t in base["tasks"] if t["name"] in tasks]
     scores: dict[str, dict] = {}
     for prec in PRECISIONS:
         suite = {
-            "name": f"realdata-{prec}", "seeds": base.get("seeds", 3),
+            "name": f"realdata-{prec}", "seeds": seeds or base.get("seeds", 3),
             "models": {"fixture-v1-nano": {"checkpoint": str(NANO)}},
             "tasks": [{**t, "root": str((REPO / t["root"]).resolve())} for t in base["tasks"]],
             "protocols": base["protocols"], "settings": {"precision": prec},
         }  # fmt: skip
         from geolatent.evals.runner import run_suite
 
-        res = run_suite(suite, out_dir=tmp / f"suite-{prec}", cache=str(tmp / "cache"),
-                        progress=False)  # fmt: skip
+        res = run_suite(suite, out_dir=tmp / f"suite-{prec}", cache=str(cache), progress=False)
         for r in res.results:
             key = f"{r.task} {r.protocol} ({r.primary_metric})"
             scores.setdefault(key, {})[prec] = r.metrics[r.primary_metric].mean
@@ -159,15 +160,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--skip-suite", action="store_true")
     ap.add_argument("--skip-area", action="store_true")
+    ap.add_argument("--skip-tokens", action="store_true")
+    ap.add_argument("--seeds", type=int, help="suite seeds (default: the suite's)")
+    ap.add_argument("--tasks", help="comma-separated suite tasks (default: all)")
+    ap.add_argument("--cache", type=Path, help="embedding cache folder (default: temporary)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     for prec in PRECISIONS:
         print(f"{prec}: {resolve_precision(prec)}")
-    model = geolatent.load_model(NANO)
-    token_similarity(model)
+    if not args.skip_tokens:
+        token_similarity(geolatent.load_model(NANO))
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_suite:
-            eval_suite(Path(tmp))
+            tasks = args.tasks.split(",") if args.tasks else None
+            eval_suite(Path(tmp), args.seeds, tasks, args.cache or Path(tmp) / "cache")
         if not args.skip_area:
             area_prediction(Path(tmp))
 
