@@ -1,22 +1,25 @@
-"""geolatent's AVX2 attention kernel vs PyTorch's fused CPU SDPA, same inputs, fp32.
+"""geolatent's attention kernel (each variant: AVX-512, AVX2) vs PyTorch's fused CPU SDPA, fp32.
 
-Prints milliseconds per call and the speed ratio for the head widths of the v1 sizes (16 for
-Nano, 64 for Tiny / Base / Large) over growing sequences, plus the largest difference between the
-two outputs. Both run on the same [B, N, H, d] inputs; SDPA gets the contiguous head-major layout
-it is fastest on (the copy is not timed).
+Prints milliseconds per call and the speed ratios for the head widths of the v1 sizes (16 for
+Nano, 64 for Tiny / Base / Large) over growing sequences, plus the largest difference to SDPA.
+All run on the same [B, N, H, d] inputs; SDPA gets the contiguous head-major layout it is
+fastest on (the copy is not timed). Each round times every variant once (interleaved, for a
+shared machine); medians of ``--rounds`` are printed.
 
-    python benchmarks/attention_kernel.py [--threads 2]
+    python benchmarks/attention_kernel.py [--threads 2] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
 import torch.nn.functional as F
 
 from geolatent.model import attention_kernel
+from geolatent.runtime import cpu_info
 
 CASES = [  # (label, heads, head width, tokens)
     ("nano, 64x64 px, T=12, p=4", 8, 16, 12288),
@@ -26,38 +29,57 @@ CASES = [  # (label, heads, head width, tokens)
 ]
 
 
-def best_of(fn, *args, seconds: float = 3.0) -> float:
-    """Fastest of repeated calls ``fn(*args)`` (after one warm-up), over about ``seconds``."""
+def timed(fn, *args) -> float:
+    t = time.perf_counter()
     fn(*args)
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 3:
-        t = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return time.perf_counter() - t
+
+
+def with_isa(isa: str):
+    """The kernel forced to variant ``isa`` (through ``GEOLATENT_ATTENTION_ISA``)."""
+
+    def run(q, k, v):
+        os.environ["GEOLATENT_ATTENTION_ISA"] = isa
+        return attention_kernel.attention(q, k, v)
+
+    return run
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    isas = attention_kernel.supported_isas()
     print(f"torch {torch.__version__}, {args.threads} threads, kernel: "
-          f"{attention_kernel.attention_backend()}")  # fmt: skip
+          f"{attention_kernel.attention_backend()}, variants here: {', '.join(isas)}; "
+          f"CPU {cpu_info().model} ({' '.join(cpu_info().features)}); "
+          f"median of {args.rounds} interleaved rounds (machine may be shared)")  # fmt: skip
     g = torch.Generator().manual_seed(0)
     for label, h, d, n in CASES:
         q, k, v = (torch.randn(1, n, h, d, generator=g) for _ in range(3))
         qh, kh, vh = (t.transpose(1, 2).contiguous() for t in (q, k, v))
+        runs = {isa: (with_isa(isa), (q, k, v)) for isa in isas}
+        runs["sdpa"] = (F.scaled_dot_product_attention, (qh, kh, vh))
         with torch.inference_mode():
-            ours = attention_kernel.attention(q, k, v)
             ref = F.scaled_dot_product_attention(qh, kh, vh).transpose(1, 2)
-            diff = (ours - ref).abs().max().item()
-            t_k = best_of(attention_kernel.attention, q, k, v)
-            t_s = best_of(F.scaled_dot_product_attention, qh, kh, vh)
-        cycles = t_k * args.threads * 2.45e9 / (h * n * n)
-        print(f"{label:28s} H={h:2d} d={d} N={n:6d}: kernel {t_k * 1e3:8.1f} ms, "
-              f"sdpa {t_s * 1e3:8.1f} ms, ratio {t_s / t_k:.2f}x, max diff {diff:.1e}, "
-              f"{cycles:.2f} cycles/score at 2.45 GHz")  # fmt: skip
+            diffs = {
+                isa: (fn(*a) - ref).abs().max().item()
+                for isa, (fn, a) in runs.items()
+                if isa != "sdpa"
+            }  # fmt: skip (also the warm-up)
+            times: dict[str, list[float]] = {name: [] for name in runs}
+            for _ in range(args.rounds):
+                for name, (fn, a) in runs.items():
+                    times[name].append(timed(fn, *a))
+        med = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+        parts = [f"{name} {med[name] * 1e3:7.1f} ms" for name in runs]
+        ratios = [f"{isa}/sdpa {med['sdpa'] / med[isa]:.2f}x" for isa in isas]
+        if len(isas) == 2:
+            ratios.append(f"avx512 vs avx2 {med['avx2'] / med['avx512']:.2f}x")
+        print(f"{label:28s} H={h:2d} d={d} N={n:6d}: {', '.join(parts)}; {', '.join(ratios)}; "
+              f"max diff {max(diffs.values()):.1e}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -25,6 +25,22 @@ def _parse_set(items: list[str]) -> dict:
     return out
 
 
+def _settings(set_: list[str] | None, precision: str | None) -> dict:
+    """``--set`` overrides plus ``--precision``, checked here so errors name the flags."""
+    from geolatent.model.precision import resolve_precision
+    from geolatent.runtime import resolve_device
+
+    out = _parse_set(set_ or [])
+    if precision is not None:
+        out["precision"] = precision
+    try:
+        dev = resolve_device(str(out.get("device", "cpu")), "--set device=")
+        resolve_precision(str(out.get("precision", "fp32")), dev, "--precision")
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    return out
+
+
 def eval_command(
     task: str = typer.Option(
         None, "--task", help="Task name (see --list), or your dataset file (.yaml, docs/evals.md)."
@@ -53,6 +69,9 @@ def eval_command(
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Embedding cache folder."),
     list_tasks: bool = typer.Option(False, "--list", help="List the tasks and exit."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+    precision: str = typer.Option(
+        None, "--precision", help="Encoder precision: fp32 (default) | bf16 | int8 | auto."
+    ),
 ) -> None:
     """Evaluate a model on a benchmark (kNN, linear probe or fine-tuning), or run a suite."""
     from geolatent.evals.report import markdown_table, write_report
@@ -65,6 +84,9 @@ def eval_command(
             console.print(f"[bold]{name}[/bold] (patch {t.patch_size}): {t.description}")
         return
     if suite is not None:
+        if precision is not None:
+            raise typer.BadParameter("--precision does not apply to --suite: set "
+                                     "`settings: {precision: bf16}` in the suite YAML")  # fmt: skip
         res = run_suite(suite, out_dir=out, cache=cache_dir and str(cache_dir),
                         progress=not no_progress)  # fmt: skip
         console.print(markdown_table(res.results))
@@ -85,7 +107,7 @@ def eval_command(
         spec = ModelSpec(baseline, baseline=baseline)
     results = run_eval(
         task, spec, protocol, seeds=seeds, label_fractions=label_fraction or None,
-        data_root=data_root, settings=_parse_set(set_ or []), patch_size=patch_size,
+        data_root=data_root, settings=_settings(set_, precision), patch_size=patch_size,
         cache=cache_dir and str(cache_dir), progress=not no_progress,
     )  # fmt: skip
     console.print(markdown_table(results))

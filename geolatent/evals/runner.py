@@ -171,6 +171,7 @@ class EvalSettings:
     embed_batch_size: int = 64
     n_boot: int = 1000
     device: str = "cpu"
+    precision: str = "fp32"  # fp32 | bf16 | int8 | auto (geolatent.model.precision)
 
     @classmethod
     def from_dict(cls, d: Mapping | None) -> EvalSettings:
@@ -234,6 +235,26 @@ def _needs_val(protocol: str, spec: ModelSpec, task_type: str, s: EvalSettings) 
 # ------------------------------------------------------------------------------------ run_eval
 
 
+def _at_precision(net, precision: str, shared: bool):
+    """``net`` with its encoder at ``precision``; the embedding cache key names the precision.
+
+    A model object the caller passed in (``shared``) is copied, never converted in place.
+    """
+    if net is None or precision == "fp32":
+        return net
+    import copy
+
+    from geolatent.evals.cache import model_fingerprint
+    from geolatent.model.precision import set_precision
+
+    fp = model_fingerprint(net)  # of the fp32 weights: int8 state dicts hold packed params
+    if shared:
+        net = copy.deepcopy(net)
+    resolved = set_precision(net, precision, "precision")
+    net._geolatent_fingerprint = f"{fp}:{resolved.name}"
+    return net
+
+
 def run_eval(
     task: str | EvalTask,
     model,
@@ -286,7 +307,7 @@ def run_eval(
     if not spec.baseline:
         key = (spec.label, spec.checkpoint, spec.random_init, spec.seed, id(spec.model))
         if key not in loaded:
-            loaded[key] = spec.load(s.device)
+            loaded[key] = _at_precision(spec.load(s.device), s.precision, spec.model is not None)
         net = loaded[key]
 
     timings: dict[str, float] = {}

@@ -114,8 +114,34 @@ def _raster_inputs(
     )
 
 
-def _load_model(model_path: Path | None, random_weights: str | None, device: str | None):
+def _check_device_precision(device: str | None, precision: str = "fp32"):
+    """``--device`` and ``--precision`` checked before any work; errors name the flags."""
+    from geolatent.model.precision import resolve_precision
+    from geolatent.runtime import resolve_device
+
+    try:
+        return resolve_precision(precision, resolve_device(device or "cpu", "--device"),
+                                 "--precision")  # fmt: skip
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def _load_model(
+    model_path: Path | None, random_weights: str | None, device: str | None,
+    precision: str = "fp32",
+):  # fmt: skip
     """The model and a description of its weights; never random unless asked for."""
+    from geolatent.model.precision import set_precision
+
+    resolved = _check_device_precision(device, precision)
+    if resolved.name != "fp32":
+        console.print(f"encoder precision: {resolved}")
+    model, weights = _load_weights(model_path, random_weights, device)
+    set_precision(model, precision, "--precision")
+    return model, weights
+
+
+def _load_weights(model_path: Path | None, random_weights: str | None, device: str | None):
     import geolatent
     from geolatent.inference.demo import RANDOM_WEIGHTS_NOTE, random_model
 
@@ -139,7 +165,8 @@ def _load_model(model_path: Path | None, random_weights: str | None, device: str
         )
         return random_model(random_weights), f"{RANDOM_WEIGHTS_NOTE}, {random_weights}, seed 0"
     raise typer.BadParameter(
-        "no model given: pass --model PATH (an OlmoEarth v1 release folder or a geolatent "
+        "no model given: pass --model PATH or ID (a release folder of any version, a release id "
+        "such as allenai/OlmoEarth-v1_2-Nano, or a geolatent "
         "checkpoint), or --random-weights nano for a demo with random weights"
     )
 
@@ -197,6 +224,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         batch_size: Annotated[int, typer.Option(min=1, help="Tiles per model call.")] = 4,
         device: Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda.")] = None,
+        precision: Annotated[
+            str, typer.Option(help="Encoder precision: fp32 (exact) | bf16 | int8 | auto.")
+        ] = "fp32",
         align: Annotated[
             str, typer.Option(help="Timesteps from distinct 'date's or calendar 'month's.")
         ] = "date",
@@ -224,6 +254,7 @@ def register(app: typer.Typer) -> None:
         from geolatent.data.io.grid import OutputGrid
         from geolatent.inference.embed_rasters import embed_geotiffs
 
+        _check_device_precision(device, precision)
         try:
             inputs = {
                 name: files
@@ -265,7 +296,7 @@ def register(app: typer.Typer) -> None:
         except RuntimeError as e:  # a STAC API / asset server failing, a locked fetch
             console.print(f"[bold red]error:[/bold red] {e}")
             raise typer.Exit(code=2) from None
-        net, weights = _load_model(model, random_weights, device)
+        net, weights = _load_model(model, random_weights, device, precision)
         try:
             with _progress() as bar:
                 task = bar.add_task("embedding", total=None)
@@ -294,6 +325,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from geolatent.inference.demo import RANDOM_WEIGHTS_NOTE, released_demo_model, run_demo
 
+        _check_device_precision(device)
         if model is None:
             net, weights, why_not = released_demo_model()
             if net is None:

@@ -1,9 +1,14 @@
-"""Exact fp32 CPU attention from a small AVX2/FMA C kernel, compiled on first use.
+"""Exact fp32 CPU attention from a small C kernel (AVX2/FMA or AVX-512), compiled on first use.
 
 Why: at head width 16 (Nano) PyTorch's fused CPU attention spends most of its time moving score
-blocks through memory; ``csrc/attention_avx2.c`` keeps a 6-query x 512-key tile in registers
+blocks through memory; ``csrc/attention_f32.c`` keeps a 6-query x 512-key tile in registers
 and L1 and runs 1.5-1.8x faster at the same fp32 results (see BENCHMARKS.md). It serves
 inference only (no autograd); training and GPUs use ``scaled_dot_product_attention``.
+
+The source builds two variants, chosen at run time by the CPU's features: ``avx512`` (16-lane
+vectors, CPUs with AVX-512 F) and ``avx2`` (8-lane, AVX2 + FMA). ``GEOLATENT_ATTENTION_ISA``
+(``auto`` | ``avx512`` | ``avx2``) forces one, for tests and benchmarks; a variant the CPU
+lacks is an error naming the missing feature. ``kernel_isa()`` reports the one in use.
 
 The C file is compiled with the system C compiler (``$CC``, else ``cc``) into a cache directory
 (``$GEOLATENT_CACHE_DIR``, else ``$XDG_CACHE_HOME/geolatent``, else ``~/.cache/geolatent``),
@@ -28,10 +33,16 @@ from pathlib import Path
 
 import torch
 
+from geolatent.runtime import cpu_has
+
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "attention_avx2.c"
+SOURCE = Path(__file__).with_name("csrc") / "attention_f32.c"
 FLAGS = ["-O3", "-mavx2", "-mfma", "-std=c11", "-fPIC", "-shared", "-fopenmp"]
+# Variant -> (extra compiler flags, CPU features it needs, /proc/cpuinfo names).
+ISA_FLAGS = {"avx512": ["-DGL_AVX512", "-mavx512f"], "avx2": []}
+ISA_NEEDS = {"avx512": ("avx2", "fma", "avx512f"), "avx2": ("avx2", "fma")}
+ISAS = ("auto", "avx512", "avx2")
 HEAD_DIMS = (16, 32, 48, 64)
 BACKENDS = ("auto", "kernel", "sdpa")
 
@@ -41,8 +52,9 @@ class KernelUnavailable(RuntimeError):
 
 
 _lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_unavailable: str | None = None
+_libs: dict[str, ctypes.CDLL] = {}  # per variant: a process may use both (tests, benchmarks)
+_unavailable: dict[str, str] = {}
+_last_isa: str | None = None
 _warned = False
 
 
@@ -55,33 +67,55 @@ def cache_dir() -> Path:
 
 
 def _cpu_has_avx2_fma() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64") and cpu_has("avx2", "fma")
+
+
+def requested_isa() -> str:
+    """The value of ``GEOLATENT_ATTENTION_ISA`` (``auto`` when unset)."""
+    name = os.environ.get("GEOLATENT_ATTENTION_ISA", "auto").strip().lower() or "auto"
+    if name not in ISAS:
+        raise ValueError(f"GEOLATENT_ATTENTION_ISA={name!r}: expected one of {', '.join(ISAS)}")
+    return name
+
+
+def supported_isas() -> list[str]:
+    """Kernel variants this CPU can run, fastest first."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
-                  if ln.startswith("flags")), [])  # fmt: skip
-    return "avx2" in flags and "fma" in flags
+        return []
+    return [isa for isa in ("avx512", "avx2") if cpu_has(*ISA_NEEDS[isa])]
 
 
-def _build() -> Path:
+def _choose_isa() -> str:
+    name, have = requested_isa(), supported_isas()
+    if name == "auto":
+        if not have:
+            raise KernelUnavailable("this CPU has no AVX2 + FMA")
+        return have[0]
+    if name not in have:
+        missing = [f.upper() for f in ISA_NEEDS[name] if not cpu_has(f)]
+        raise KernelUnavailable(
+            f"GEOLATENT_ATTENTION_ISA={name}: this CPU lacks {', '.join(missing)}"
+        )
+    return name
+
+
+def _build(isa: str = "avx2") -> Path:
     compiler = os.environ.get("CC", "cc")
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *FLAGS]).encode()).hexdigest()
+    flags = FLAGS + ISA_FLAGS[isa]
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *flags]).encode()).hexdigest()
     target_dir = cache_dir()
     try:
         target_dir.mkdir(parents=True, exist_ok=True)
     except OSError:
         target_dir = Path(tempfile.gettempdir()) / f"geolatent-{os.getuid()}"
         target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"attention_avx2-{key[:16]}.so"
+    target = target_dir / f"attention_{isa}-{key[:16]}.so"
     if target.exists():
         return target
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target_dir)
     os.close(fd)
     try:
-        proc = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp],
+        proc = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp],
                               capture_output=True, text=True, check=False)  # fmt: skip
     except OSError as exc:
         os.unlink(tmp)
@@ -94,26 +128,32 @@ def _build() -> Path:
 
 
 def _load() -> ctypes.CDLL:
-    global _lib, _unavailable
+    global _last_isa
+    isa = _choose_isa()
     with _lock:
-        if _lib is not None:
-            return _lib
-        if _unavailable is not None:
-            raise KernelUnavailable(_unavailable)
+        if isa in _libs:
+            _last_isa = isa
+            return _libs[isa]
+        if isa in _unavailable:
+            raise KernelUnavailable(_unavailable[isa])
         try:
-            if not _cpu_has_avx2_fma():
-                raise KernelUnavailable("this CPU has no AVX2 + FMA")
-            lib = ctypes.CDLL(str(_build()))
+            lib = ctypes.CDLL(str(_build(isa)))
         except (KernelUnavailable, OSError) as exc:
-            _unavailable = str(exc)
-            raise KernelUnavailable(_unavailable) from exc
+            _unavailable[isa] = str(exc)
+            raise KernelUnavailable(_unavailable[isa]) from exc
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
         lib.gl_attention_f32.argtypes = (
             [ptr, i64, i64, i64] * 4 + [ptr, i64] + [i64] * 5 + [ctypes.c_float, ctypes.c_int]
         )
         lib.gl_attention_f32.restype = ctypes.c_int
-        _lib = lib
+        _libs[isa] = lib
+        _last_isa = isa
         return lib
+
+
+def kernel_isa() -> str | None:
+    """``avx512`` / ``avx2``: the variant last used (None before any use or when unavailable)."""
+    return _last_isa
 
 
 def requested_backend() -> str:
@@ -143,13 +183,13 @@ def kernel_enabled() -> bool:
         return False
     try:
         _load()
-    except KernelUnavailable:
+    except KernelUnavailable as exc:
         if name == "kernel":
             raise
         if not _warned:
             _warned = True
             log.warning("fast CPU attention kernel unavailable (%s); using PyTorch SDPA, "
-                        "same results, slower", _unavailable)  # fmt: skip
+                        "same results, slower", exc)  # fmt: skip
         return False
     return True
 

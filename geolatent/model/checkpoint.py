@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from geolatent.model.config import ModelConfig, PoolerConfig
 from geolatent.model.latent_mim import LatentMIM
+from geolatent.model.precision import current_precision, resolve_precision, set_precision
 from geolatent.model.versions import size_name, version_spec
 
 FORMAT_NAME = "geolatent"
@@ -375,6 +376,7 @@ def load_model(
     path: str | os.PathLike,
     device: str | torch.device = "cpu",
     revision: str | None = None,
+    precision: str = "fp32",
 ) -> LatentMIM:
     """Load a model from a release folder (any version), a geolatent folder, or a release id.
 
@@ -385,6 +387,8 @@ def load_model(
             :mod:`geolatent.model.hub`).
         device: where to put the weights.
         revision: for an id: branch, tag or commit (default: the default branch).
+        precision: encoder precision for inference, ``fp32`` (exact) | ``bf16`` | ``int8`` |
+            ``auto`` (see :mod:`geolatent.model.precision`); reduced precisions cannot train.
 
     Returns:
         The :class:`LatentMIM` in eval mode; ``model.provenance`` says where it came from.
@@ -393,12 +397,16 @@ def load_model(
         FileNotFoundError: the path or a required file does not exist.
         CheckpointError: the files do not describe a released architecture exactly.
         geolatent.model.hub.ModelNotAvailable: an id whose weights cannot be had here.
+        PrecisionError: this machine cannot run ``precision`` (names the missing CPU feature).
     """
     from geolatent.model import hub
 
+    resolve_precision(precision, device)  # fail before reading weights
     p = Path(path)
     if not p.exists() and hub.looks_like_id(str(path)):
-        return hub.load_release(str(path), revision).to(device).eval()
+        model = hub.load_release(str(path), revision).to(device).eval()
+        set_precision(model, precision)
+        return model
     if revision is not None:
         raise ValueError(f"revision= applies to model ids, but {p} is a local path")
     if not p.exists():
@@ -422,11 +430,16 @@ def load_model(
         raise FileNotFoundError(
             f"{p}: neither {WEIGHTS_FILE} (geolatent) nor {RELEASE_WEIGHTS_FILE} (release) found"
         )
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    set_precision(model, precision)
+    return model
 
 
 def save_model(model: LatentMIM, path: str | os.PathLike) -> Path:
     """Write ``model`` as a geolatent folder (``config.json``, ``model.safetensors``) atomically."""
+    if current_precision(model) != "fp32":
+        raise ValueError(f"this model was loaded in {current_precision(model)} for inference; "
+                         "save the fp32 model (load it with precision='fp32')")  # fmt: skip
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

@@ -21,6 +21,7 @@ import torch
 from geolatent.modalities import MISSING_VALUE, get_modality
 from geolatent.model import missing as missing_rule
 from geolatent.model.encoder import EncoderOutput, spatial_mean
+from geolatent.model.precision import encoder_at
 from geolatent.model.tokens import MaskValue
 from geolatent.model.versions import version_spec
 
@@ -397,6 +398,7 @@ def embed(
     check_units: bool = True,
     batch_size: int | None = None,
     location_patch_size: int | None = None,
+    precision: str | None = None,
 ) -> Embedding:
     """Embed raw satellite inputs with the encoder of ``model``.
 
@@ -418,6 +420,9 @@ def embed(
         batch_size: encode at most this many samples at once (bounds memory).
         location_patch_size: v1.3 only: pixels per location token (divides p; default p; 1 gives
             one vector per pixel).
+        precision: ``fp32`` | ``bf16`` | ``int8`` | ``auto``; None keeps the model's own
+            (``fp32`` unless loaded otherwise). Another precision runs a converted copy of the
+            encoder and leaves ``model`` unchanged (:mod:`geolatent.model.precision`).
 
     Returns:
         :class:`Embedding` on the model's device.
@@ -443,7 +448,8 @@ def embed(
         warnings.warn(
             f"{batch.nonfinite} infinite input values were treated as missing data", stacklevel=2
         )
-    param = next(model.parameters())
+    encoder, _ = encoder_at(model, precision)
+    param = next(encoder.parameters())  # patch embeddings: fp32 in every precision
     b = batch.shape[0]
     step = batch_size or b
     was_training = model.training
@@ -454,8 +460,8 @@ def embed(
             for s in range(0, b, step):
                 part = batch.slice(slice(s, s + step)).to(param.device, param.dtype)
                 outs.append(
-                    model.encoder(part.inputs, part.timestamps, part.patch_size, part.token_mask,
-                                  location_patch_size)  # fmt: skip
+                    encoder(part.inputs, part.timestamps, part.patch_size, part.token_mask,
+                            location_patch_size)  # fmt: skip
                 )
     finally:
         model.train(was_training)

@@ -96,13 +96,6 @@ class FinetunedModel:
         return self.model.spec
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as ``torch.device(name)``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def build_encoder(config: ModelConfig) -> Encoder:
     """A randomly initialized encoder of ``config`` (weights are loaded afterwards)."""
     return Encoder.from_config(config)

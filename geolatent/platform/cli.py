@@ -94,6 +94,7 @@ def finetune_command(
         prepare_checked,
     )
     from geolatent.platform.labels import LabelError
+    from geolatent.runtime import DeviceError, resolve_device
 
     try:
         cfg = load_finetune_config(config)
@@ -102,6 +103,11 @@ def finetune_command(
         raise typer.Exit(2) from e
     if device:
         cfg.train.device = device
+    try:
+        resolve_device(cfg.train.device, "--device" if device else "train.device")
+    except DeviceError as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(2) from e
     try:
         if not prepare_only:  # before hours of work: never over the user's files
             check_model_output(cfg.output, "output:")
@@ -162,7 +168,7 @@ def predict_command(
     blend: str = typer.Option("linear", help="linear | trim"),
     batch_size: int = typer.Option(16, help="crops per model call"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    precision: str = typer.Option("fp32", help="fp32 | bf16 (GPU)"),
+    precision: str = typer.Option("fp32", help="encoder: fp32 (exact) | bf16 | int8 | auto"),
     executor: str = typer.Option("serial", help="serial | process | dask (materialization)"),
     workers: int = typer.Option(None, help="materialization workers"),
     scheduler: str = typer.Option(None, help="dask scheduler address"),
@@ -174,11 +180,18 @@ def predict_command(
     max_area_km2: float = typer.Option(2500.0, help="areas above this need --yes"),
 ) -> None:
     from geolatent.data.imagery import imagery_source, imagery_sources
+    from geolatent.model.precision import resolve_precision
     from geolatent.platform.area import read_area
     from geolatent.platform.bundle import bundle_modalities
     from geolatent.platform.predict import predict_area
+    from geolatent.runtime import resolve_device
 
     _check_predict_options(start=start, end=end, batch_size=batch_size, out=out, tile=tile)
+    try:  # before any work: errors name the flags
+        resolve_precision(precision, resolve_device(device, "--device"), "--precision")
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(2) from e
     _init_distributed()
     rank = int(os.environ.get("RANK", "0"))
     try:

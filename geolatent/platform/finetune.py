@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from geolatent import runtime
 from geolatent.data.sources import open_sources
 from geolatent.modalities import MISSING_VALUE, get_modality
 from geolatent.model import build_model, load_model
@@ -36,7 +37,6 @@ from geolatent.platform.bundle import (
     InputSpec,
     TaskSpec,
     check_model_output,
-    resolve_device,
     save_bundle,
 )
 from geolatent.platform.classes import IGNORE_INDEX, ClassTable
@@ -56,6 +56,7 @@ from geolatent.platform.metrics import (
     metrics_from_confusion,
 )
 from geolatent.platform.windows import CLASS_TASKS, PIXEL_TASKS
+from geolatent.runtime import resolve_device
 from geolatent.units import Fix, check_bandsets, check_source_files, check_values
 
 Log = Callable[[str], None]
@@ -440,7 +441,7 @@ def finetune(
     rng = np.random.default_rng(tc.seed)
     data = data or prepare_checked(cfg, progress=progress)
     say(data.report())
-    device = resolve_device(tc.device)
+    device = resolve_device(tc.device, "train.device")
     encoder, model_cfg = load_encoder(cfg.encoder)
     mods, bands = _modalities_with_data(data, [m for m in model_cfg.modalities
                                                if get_modality(m).encoder_input])
@@ -491,6 +492,8 @@ def finetune(
     eval_kw = dict(task=cfg.task, crop=crop, patch_size=p, batch_size=tc.batch_size,
                    device=device, classes=classes, mean=data.target_mean, std=data.target_std,
                    weight=weight)
+    meter = runtime.ComputeMeter(device, "bf16" if autocast else "fp32", "training samples")
+    meter.start()
     history: list[dict] = []
     best: float | None = None
     best_epoch, best_state, best_val = -1, None, {}
@@ -523,6 +526,7 @@ def finetune(
             opt.step()
             total += float(loss.detach()) * len(items)
             count += len(items)
+            meter.add(len(items))
         val = evaluate(model, val_set, **eval_kw)
         plateau.step(val["loss"])
         if not frozen:  # the plateau schedule scales the head group; keep the encoder's ratio
@@ -549,7 +553,7 @@ def finetune(
         test = evaluate(model, WindowSamples(data, "test", mods, preload), **eval_kw)
         say(f"test {metric} {test.get(metric, float('nan')):.4f} (best epoch {best_epoch + 1})")
     fm.metrics = {"select_metric": metric, "best_epoch": best_epoch, "val": _brief(best_val),
-                  "test": _brief(test), "history": history}
+                  "test": _brief(test), "history": history, "compute": meter.report_dict()}
     save_bundle(fm, cfg.output)
     write_report(Path(cfg.output) / REPORT_FILE, {
         "task": cfg.task, "select_metric": metric, "best_epoch": best_epoch,
@@ -617,7 +621,7 @@ def export_embedding_model(
     save_bundle(fm, cfg.output)
     if data is not None:
         path = export_window_embeddings(fm, data, Path(cfg.output) / WINDOW_EMBEDDINGS_FILE,
-                                        tc.batch_size, resolve_device(tc.device))
+                                        tc.batch_size, resolve_device(tc.device, "train.device"))
         say(f"window embeddings: {path}")
     return FinetuneResult(cfg.output, -1, float("nan"), "none", data=data,
                           seconds=time.perf_counter() - t0)

@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from geolatent.pretrain.config import CONFIG_NAME, ConfigError, load_config
         from geolatent.pretrain.trainer import Trainer
+        from geolatent.runtime import DeviceError
 
         if config is None:
             saved = run_dir / CONFIG_NAME
@@ -60,7 +61,7 @@ def register(app: typer.Typer) -> None:
         try:
             cfg = load_config(config, overrides or [])
             records = Trainer(cfg, run_dir, resume=resume, console=console).fit()
-        except (ConfigError, FileNotFoundError, FileExistsError) as e:
+        except (ConfigError, DeviceError, FileNotFoundError, FileExistsError) as e:
             console.print(f"[red]error:[/] {e}")
             raise typer.Exit(2) from None
         except (ValueError, FloatingPointError) as e:  # bad data (no usable sample, NaN loss)

@@ -60,6 +60,7 @@ from geolatent.pretrain.samples import (
     build_manifest,
     write_builtin_samples,
 )
+from geolatent.runtime import ComputeMeter
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,8 @@ class Trainer:
 
     Args:
         config: the validated configuration.
-        run_dir: output folder: ``config.yaml``, ``metrics.jsonl``, ``checkpoints/``, ``data/``.
+        run_dir: output folder: ``config.yaml``, ``metrics.jsonl``, ``compute.json`` (the last
+            session's :class:`~geolatent.runtime.ComputeMeter` report), ``checkpoints/``, ``data/``.
         resume: continue from the latest checkpoint of ``run_dir`` (error when there is none).
         console: where the progress bar and messages go.
     """
@@ -288,6 +290,10 @@ class Trainer:
         records: list[dict] = []
         n_micro = sampler.micro_batches_per_rank
         batches = iter(loader)
+        meter = ComputeMeter(device, "bf16" if bf16 else "fp32", "samples")
+        if info.world_size > 1:
+            meter.note(f"CPU time and energy of rank {info.rank} of {info.world_size} only")
+        meter.start()
         try:
             for step in range(start_step, sch.max_steps):
                 t0 = time.perf_counter()
@@ -353,6 +359,7 @@ class Trainer:
                 if not math.isfinite(rec["loss"]):
                     raise FloatingPointError(f"step {done}: loss is {rec['loss']}")
                 records.append(rec)
+                meter.add(tc.global_batch_size)
                 if monitor is not None:
                     monitor.log(rec)
                 if done % cfg.checkpoint.every_steps == 0 or done == sch.max_steps:
@@ -364,6 +371,8 @@ class Trainer:
             if monitor is not None:
                 monitor.close()
             del batches
+        if info.is_main:  # this session's cost, beside metrics.jsonl
+            meter.write(self.run_dir / "compute.json")
         return records
 
     def _checkpoint(

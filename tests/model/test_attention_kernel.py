@@ -1,4 +1,5 @@
-"""The AVX2 attention kernel: exact against float64 attention, masks, strides, backend choice."""
+"""The attention kernel (AVX2 and AVX-512 variants): exact against float64 attention, masks,
+strides, backend and variant choice. Every kernel test runs once per variant this CPU has."""
 
 from __future__ import annotations
 
@@ -17,15 +18,20 @@ from geolatent.model import attention as attention_mod
 from geolatent.model import attention_kernel as ak
 
 
-@pytest.fixture(scope="module")
-def kernel():
+@pytest.fixture(scope="module", params=["avx2", "avx512"])
+def kernel(request):
     if ak.requested_backend() == "sdpa":
         pytest.skip("GEOLATENT_ATTENTION=sdpa: the kernel is switched off")
-    try:
-        ak._load()
-    except ak.KernelUnavailable as exc:
-        pytest.skip(f"attention kernel unavailable here: {exc}")
-    return ak
+    if request.param not in ak.supported_isas():
+        pytest.skip(f"this CPU cannot run the {request.param} variant")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GEOLATENT_ATTENTION_ISA", request.param)
+        try:
+            ak._load()
+        except ak.KernelUnavailable as exc:
+            pytest.skip(f"attention kernel unavailable here: {exc}")
+        assert ak.kernel_isa() == request.param
+        yield ak
 
 
 def reference(q, k, v, key_valid=None):
@@ -234,7 +240,7 @@ def test_compiled_once_into_the_cache(kernel, tmp_path):
     first = _run(code, env)
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip() == "kernel"
-    (lib,) = tmp_path.glob("attention_avx2-*.so")
+    (lib,) = tmp_path.glob(f"attention_{ak.kernel_isa()}-*.so")
     stamp = lib.stat().st_mtime_ns
     second = _run(code, env)
     assert second.returncode == 0 and lib.stat().st_mtime_ns == stamp
@@ -260,3 +266,22 @@ def test_without_a_compiler_auto_warns_and_kernel_errors(tmp_path):
     forced = _run(code, {**env, "GEOLATENT_ATTENTION": "kernel"})
     assert forced.returncode != 0
     assert "KernelUnavailable" in forced.stderr and "no C compiler" in forced.stderr
+
+
+def test_auto_picks_the_widest_variant_and_a_missing_one_is_named(monkeypatch):
+    have = ak.supported_isas()
+    if not have:
+        pytest.skip("no kernel variant runs on this CPU")
+    monkeypatch.setenv("GEOLATENT_ATTENTION_ISA", "auto")
+    assert ak._choose_isa() == have[0]
+    if "avx512" in have:
+        assert have[0] == "avx512"
+    monkeypatch.setattr(ak, "cpu_has", lambda *f: "avx512f" not in f)  # a CPU without AVX-512
+    monkeypatch.setenv("GEOLATENT_ATTENTION_ISA", "avx512")
+    with pytest.raises(ak.KernelUnavailable, match="lacks AVX512F"):
+        ak._choose_isa()
+    monkeypatch.setenv("GEOLATENT_ATTENTION_ISA", "auto")
+    assert ak._choose_isa() == "avx2"
+    monkeypatch.setenv("GEOLATENT_ATTENTION_ISA", "sse")
+    with pytest.raises(ValueError, match="GEOLATENT_ATTENTION_ISA='sse'"):
+        ak._choose_isa()

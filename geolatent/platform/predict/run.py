@@ -4,6 +4,7 @@ with the model in this process and window materialization in the executor."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -30,8 +31,9 @@ from geolatent.data.run import (
 )
 from geolatent.data.sources import Source
 from geolatent.modalities import MAX_TIMESTEPS
+from geolatent.model.precision import set_precision
 from geolatent.platform.area import AreaLike, BlendMode, plan_prediction
-from geolatent.platform.bundle import FinetunedModel, load_bundle, resolve_device
+from geolatent.platform.bundle import FinetunedModel, load_bundle
 from geolatent.platform.predict.plan import (
     DEFAULT_MAX_AREA_KM2,
     check_run_size,
@@ -45,6 +47,7 @@ from geolatent.platform.predict.plan import (
 )
 from geolatent.platform.predict.tile import TileJob, TilePredictor, materialize_tile
 from geolatent.platform.predict.write import tile_key, write_prediction_cog
+from geolatent.runtime import ComputeMeter, resolve_device
 
 Progress = Callable[[int, int], None]
 #: How long ranks wait for each other (rank 0 for the others' tiles, others for rank 0's store).
@@ -67,6 +70,7 @@ class PredictResult:
     tiles_resumed: int
     area_km2: float
     seconds: float
+    compute: dict | None = None  # geolatent.runtime.ComputeMeter report of this run
 
     @property
     def km2_per_s(self) -> float:
@@ -140,7 +144,9 @@ def predict_area(
         tile: tile core side in pixels (memory per work item grows with its square).
         blend: ``linear`` (weighted blend of overlapping crops) or ``trim`` (centre blocks).
         batch_size: crops per model call.
-        device, precision: ``auto`` / ``cpu`` / ``cuda[:i]``; ``bf16`` autocast on GPUs.
+        device: ``auto`` / ``cpu`` / ``cuda[:i]``.
+        precision: encoder precision ``fp32`` | ``bf16`` | ``int8`` | ``auto``
+            (:mod:`geolatent.model.precision`); a model passed in is copied, not converted.
         executor, workers, scheduler: how tiles are materialized (data-layer executor).
         resume: skip tiles finished by an earlier run (and the whole run if ``out_path`` is
             already this plan's output); ``False`` starts the work store afresh.
@@ -162,11 +168,17 @@ def predict_area(
     """
     t0 = time.perf_counter()
     rank, world = _rank_world(rank, world_size)
-    dev = resolve_device(device)
+    dev = resolve_device(device, "device")
     if device == "auto" and dev.type == "cuda" and world > 1:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
     fm = model if isinstance(model, FinetunedModel) else load_bundle(model, dev)
     fm.model.to(dev).eval()
+    if isinstance(model, FinetunedModel) and precision != "fp32":
+        fm = copy.copy(fm)
+        fm.model = copy.deepcopy(fm.model)
+    resolved = set_precision(fm.model, precision)
+    meter = ComputeMeter(dev, resolved.name, "km2")
+    meter.start()
     kind = output_kind(fm)
     if vector_path is not None and kind != "class":
         raise ValueError("vector output is for class maps; this model predicts "
@@ -210,13 +222,15 @@ def predict_area(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_not_input(out_path, (f for s in srcs for sc in s.scenes for f in sc.files), "output")
-    fingerprint = plan.fingerprint(model_key(fm))
+    key = model_key(fm)
+    fingerprint = plan.fingerprint(key if resolved.name == "fp32" else f"{key}:{resolved.name}")
     total = len(plan.tiles)
 
     def result(run: int, resumed: int) -> PredictResult:
+        meter.add(plan.area_km2 * run / max(total, 1))
         return PredictResult(out_path, Path(vector_path) if vector_path else None, plan.width,
                              plan.height, plan.crs, plan.transform, kind, total, run, resumed,
-                             plan.area_km2, time.perf_counter() - t0)
+                             plan.area_km2, time.perf_counter() - t0, meter.report_dict())
 
     if resume and out_path.exists() and _existing_fingerprint(out_path) == fingerprint:
         if progress is not None:

@@ -1,4 +1,8 @@
-/* Exact fp32 multi-head attention for x86-64 CPUs with AVX2 + FMA (inference only).
+/* Exact fp32 multi-head attention for x86-64 CPUs with AVX2 + FMA or AVX-512 (inference only).
+ *
+ * One source, two builds: by default 8-lane AVX2 + FMA vectors; with -DGL_AVX512 (and
+ * -mavx512f) 16-lane AVX-512 vectors, the same algorithm with twice the keys per register
+ * tile. The V* macros below are the only place the vector width shows.
  *
  * Why: with head widths of 16 (OlmoEarth Nano) the generic fused CPU kernel spends much of its
  * time moving score blocks through memory. Here a tile of 6 queries x 512 keys stays in L1:
@@ -22,86 +26,127 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MQ 6       /* queries per register tile */
-#define KB 512     /* keys per online-softmax block (6 x 512 scores: 12 KB of L1) */
-#define KSTEP 16   /* keys are padded to a multiple of the register tile's 2 vectors */
-#define MAXD 64
-#define KC 2048    /* keys per L2-resident chunk (multiple of KB) */
-#define QCHUNK 768 /* queries per task (multiple of MQ) */
-#define LOG2E 1.4426950408889634f
-
-static inline __m256 exp2_core(__m256 x) {
-    /* 2^x for x in [-125, 1]. x = n + f with f in [-0.5, 0.5]; 2^f from a degree-5 polynomial
-       fitted on that interval (relative error 1.1e-7), 2^n added to the exponent bits. */
-    const __m256 shifter = _mm256_set1_ps(12582912.0f); /* 1.5 * 2^23 rounds to an integer */
-    __m256 t = _mm256_add_ps(x, shifter);
-    __m256 f = _mm256_sub_ps(x, _mm256_sub_ps(t, shifter));
-    __m256 p = _mm256_set1_ps(1.3218672e-3f);
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6716983e-3f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5508930e-2f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022238e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314688e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+#ifdef GL_AVX512
+#define W 16 /* floats per vector */
+typedef __m512 vf;
+#define VLOAD _mm512_load_ps
+#define VSTORE _mm512_store_ps
+#define VFMA _mm512_fmadd_ps
+#define VADD _mm512_add_ps
+#define VSUB _mm512_sub_ps
+#define VMUL _mm512_mul_ps
+#define VMAX _mm512_max_ps
+#define VSET1 _mm512_set1_ps
+#define VZERO _mm512_setzero_ps
+#define VBCAST(p) _mm512_set1_ps(*(p))
+static inline vf vexp_bits(vf p, vf t) { /* p * 2^n where t holds n in its low mantissa bits */
+    __m512i e = _mm512_slli_epi32(_mm512_castps_si512(t), 23);
+    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e));
+}
+/* Lanes 0..n-1 of p kept, the others 0 (n may be <= 0 or >= W). */
+static inline vf keep_first(vf p, int64_t n) {
+    const __mmask16 m = n <= 0 ? 0 : n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+    return _mm512_maskz_mov_ps(m, p);
+}
+static inline float hmax(vf v) { return _mm512_reduce_max_ps(v); }
+static inline float hsum(vf v) { return _mm512_reduce_add_ps(v); }
+#define ALIGN 64
+#else
+#define W 8
+typedef __m256 vf;
+#define VLOAD _mm256_load_ps
+#define VSTORE _mm256_store_ps
+#define VFMA _mm256_fmadd_ps
+#define VADD _mm256_add_ps
+#define VSUB _mm256_sub_ps
+#define VMUL _mm256_mul_ps
+#define VMAX _mm256_max_ps
+#define VSET1 _mm256_set1_ps
+#define VZERO _mm256_setzero_ps
+#define VBCAST _mm256_broadcast_ss
+static inline vf vexp_bits(vf p, vf t) {
     __m256i e = _mm256_slli_epi32(_mm256_castps_si256(t), 23); /* n << 23 */
     return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
 }
-
-/* 2^x for any x <= 0 (-inf included): below -125 it gives 2^-125, negligible next to a softmax
-   row sum, which is >= 1 when the offset is the row maximum. NaN stays NaN (max returns its
-   second operand when one is NaN), so a NaN score poisons its row as in PyTorch. */
-static inline __m256 exp2_nonpos(__m256 x) {
-    return exp2_core(_mm256_max_ps(_mm256_set1_ps(-125.0f), x));
-}
-
-/* Lanes 0..n-1 set (n may be <= 0 or >= 8). */
-static inline __m256 first_lanes(int64_t n) {
+static inline vf keep_first(vf p, int64_t n) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane));
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 0 ? 0 : n > 8 ? 8 : n)), lane);
+    return _mm256_and_ps(p, _mm256_castsi256_ps(m));
 }
-
-static inline float hmax(__m256 v) {
+static inline float hmax(vf v) {
     __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     a = _mm_max_ps(a, _mm_movehl_ps(a, a));
     a = _mm_max_ss(a, _mm_shuffle_ps(a, a, 1));
     return _mm_cvtss_f32(a);
 }
-
-static inline float hsum(__m256 v) {
+static inline float hsum(vf v) {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     a = _mm_add_ps(a, _mm_movehl_ps(a, a));
     a = _mm_add_ss(a, _mm_shuffle_ps(a, a, 1));
     return _mm_cvtss_f32(a);
 }
+#define ALIGN 32
+#endif
+
+#define MQ 6       /* queries per register tile */
+#define KB 512     /* keys per online-softmax block (6 x 512 scores: 12 KB of L1) */
+#define KSTEP (2 * W) /* keys are padded to a multiple of the register tile's 2 vectors */
+#define MAXD 64
+#define KC 2048    /* keys per L2-resident chunk (multiple of KB) */
+#define QCHUNK 768 /* queries per task (multiple of MQ) */
+#define LOG2E 1.4426950408889634f
+
+static inline vf exp2_core(vf x) {
+    /* 2^x for x in [-125, 1]. x = n + f with f in [-0.5, 0.5]; 2^f from a degree-5 polynomial
+       fitted on that interval (relative error 1.1e-7), 2^n added to the exponent bits. */
+    const vf shifter = VSET1(12582912.0f); /* 1.5 * 2^23 rounds to an integer */
+    vf t = VADD(x, shifter);
+    vf f = VSUB(x, VSUB(t, shifter));
+    vf p = VSET1(1.3218672e-3f);
+    p = VFMA(p, f, VSET1(9.6716983e-3f));
+    p = VFMA(p, f, VSET1(5.5508930e-2f));
+    p = VFMA(p, f, VSET1(2.4022238e-1f));
+    p = VFMA(p, f, VSET1(6.9314688e-1f));
+    p = VFMA(p, f, VSET1(1.0f));
+    return vexp_bits(p, t); /* 2^n added to the exponent bits */
+}
+
+/* 2^x for any x <= 0 (-inf included): below -125 it gives 2^-125, negligible next to a softmax
+   row sum, which is >= 1 when the offset is the row maximum. NaN stays NaN (max returns its
+   second operand when one is NaN), so a NaN score poisons its row as in PyTorch. */
+static inline vf exp2_nonpos(vf x) {
+    return exp2_core(VMAX(VSET1(-125.0f), x));
+}
 
 #define TILE_FMA(r)                                                                  \
-    b = _mm256_broadcast_ss(qt + (r) * d + c);                                       \
-    a##r##0 = _mm256_fmadd_ps(b, k0v, a##r##0);                                      \
-    a##r##1 = _mm256_fmadd_ps(b, k1v, a##r##1);
+    b = VBCAST(qt + (r) * d + c);                                                    \
+    a##r##0 = VFMA(b, k0v, a##r##0);                                                 \
+    a##r##1 = VFMA(b, k1v, a##r##1);
 
 #define TILE_STORE(r)                                                                \
-    _mm256_store_ps(sp + (r) * KB, a##r##0);                                         \
-    _mm256_store_ps(sp + (r) * KB + 8, a##r##1);
+    VSTORE(sp + (r) * KB, a##r##0);                                                  \
+    VSTORE(sp + (r) * KB + W, a##r##1);
 
 /* Scores of MQ queries (qt, [MQ, d], pre-scaled) against keys k0..k0+kl of the packed K^T
-   (kt, [nkp / 8, d, 8]) into s [MQ, KB]; 6 x 2 key vectors per register tile. */
+   (kt, [nkp / W, d, W]) into s [MQ, KB]; 6 x 2 key vectors per register tile. */
 static inline void tile_scores(const float *qt, const float *kt, float *s, int64_t k0, int64_t kl,
                                int64_t d) {
-    for (int64_t kv = 0; kv < kl / 8; kv += 2) {
-        const float *kb0 = kt + (k0 / 8 + kv) * d * 8;
-        const float *kb1 = kb0 + d * 8;
-        __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps();
-        __m256 a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps();
-        __m256 a20 = _mm256_setzero_ps(), a21 = _mm256_setzero_ps();
-        __m256 a30 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps();
-        __m256 a40 = _mm256_setzero_ps(), a41 = _mm256_setzero_ps();
-        __m256 a50 = _mm256_setzero_ps(), a51 = _mm256_setzero_ps();
+    for (int64_t kv = 0; kv < kl / W; kv += 2) {
+        const float *kb0 = kt + (k0 / W + kv) * d * W;
+        const float *kb1 = kb0 + d * W;
+        vf a00 = VZERO(), a01 = VZERO();
+        vf a10 = VZERO(), a11 = VZERO();
+        vf a20 = VZERO(), a21 = VZERO();
+        vf a30 = VZERO(), a31 = VZERO();
+        vf a40 = VZERO(), a41 = VZERO();
+        vf a50 = VZERO(), a51 = VZERO();
         for (int64_t c = 0; c < d; c++) {
-            __m256 k0v = _mm256_load_ps(kb0 + c * 8);
-            __m256 k1v = _mm256_load_ps(kb1 + c * 8);
-            __m256 b;
+            vf k0v = VLOAD(kb0 + c * W);
+            vf k1v = VLOAD(kb1 + c * W);
+            vf b;
             TILE_FMA(0) TILE_FMA(1) TILE_FMA(2) TILE_FMA(3) TILE_FMA(4) TILE_FMA(5)
         }
-        float *sp = s + kv * 8;
+        float *sp = s + kv * W;
         TILE_STORE(0) TILE_STORE(1) TILE_STORE(2) TILE_STORE(3) TILE_STORE(4) TILE_STORE(5)
     }
 }
@@ -115,7 +160,7 @@ static inline void tile_scores(const float *qt, const float *kt, float *s, int64
    Otherwise (large scores) the queries carry the 1 / sqrt(d) scale and the usual online softmax
    runs: block maximum, clamp, rescale, with exponents s * log2(e) - m in one FMA so that their
    rounding error is relative to the (small) difference, not to the (large) score. */
-static inline void tile_block(const float *qt, float *acc, float *m, __m256 *l, float *s,
+static inline void tile_block(const float *qt, float *acc, float *m, vf *l, float *s,
                               const float *kt, const float *vp, int64_t k0, int64_t kl,
                               int64_t nk, int64_t d, int bounded) {
     float alpha[MQ];
@@ -124,15 +169,15 @@ static inline void tile_block(const float *qt, float *acc, float *m, __m256 *l, 
     if (bounded) {
         for (int i = 0; i < MQ; i++) {
             float *row = s + i * KB;
-            const __m256 neg_m = _mm256_set1_ps(-m[i]);
-            __m256 sum = _mm256_setzero_ps();
-            for (int64_t j = 0; j < kl; j += 8) {
-                __m256 p = exp2_core(_mm256_add_ps(_mm256_load_ps(row + j), neg_m));
-                if (j + 8 > nreal) p = _mm256_and_ps(p, first_lanes(nreal - j));
-                _mm256_store_ps(row + j, p);
-                sum = _mm256_add_ps(sum, p);
+            const vf neg_m = VSET1(-m[i]);
+            vf sum = VZERO();
+            for (int64_t j = 0; j < kl; j += W) {
+                vf p = exp2_core(VADD(VLOAD(row + j), neg_m));
+                if (j + W > nreal) p = keep_first(p, nreal - j);
+                VSTORE(row + j, p);
+                sum = VADD(sum, p);
             }
-            l[i] = _mm256_add_ps(l[i], sum);
+            l[i] = VADD(l[i], sum);
             alpha[i] = 1.0f;
         }
     } else {
@@ -141,42 +186,44 @@ static inline void tile_block(const float *qt, float *acc, float *m, __m256 *l, 
                 for (int64_t j = nreal; j < kl; j++) s[i * KB + j] = -INFINITY;
         for (int i = 0; i < MQ; i++) {
             float *row = s + i * KB;
-            __m256 mx = _mm256_load_ps(row);
-            for (int64_t j = 8; j < kl; j += 8) mx = _mm256_max_ps(mx, _mm256_load_ps(row + j));
+            vf mx = VLOAD(row);
+            for (int64_t j = W; j < kl; j += W) mx = VMAX(mx, VLOAD(row + j));
             const float mb = hmax(mx) * LOG2E;
             const float mn = mb > m[i] ? mb : m[i];
             alpha[i] = exp2f(m[i] - mn);
             m[i] = mn;
-            const __m256 neg_m = _mm256_set1_ps(-mn), log2e = _mm256_set1_ps(LOG2E);
-            __m256 sum = _mm256_setzero_ps();
-            for (int64_t j = 0; j < kl; j += 8) {
-                __m256 p = exp2_nonpos(_mm256_fmadd_ps(_mm256_load_ps(row + j), log2e, neg_m));
-                _mm256_store_ps(row + j, p);
-                sum = _mm256_add_ps(sum, p);
+            const vf neg_m = VSET1(-mn), log2e = VSET1(LOG2E);
+            vf sum = VZERO();
+            for (int64_t j = 0; j < kl; j += W) {
+                vf p = exp2_nonpos(VFMA(VLOAD(row + j), log2e, neg_m));
+                VSTORE(row + j, p);
+                sum = VADD(sum, p);
             }
-            l[i] = _mm256_fmadd_ps(l[i], _mm256_set1_ps(alpha[i]), sum);
+            l[i] = VFMA(l[i], VSET1(alpha[i]), sum);
         }
     }
-    /* acc = alpha * acc + P V, 16 value columns at a time (12 accumulators). P V of the block
+    /* acc = alpha * acc + P V, 16 value columns at a time (6 or 12 accumulators). P V of the block
        is summed from zero and then added: two-level sums keep the rounding error of 10^4-key
        rows at the level of PyTorch's blocked kernel (one running sum would be ~10x worse). */
+    enum { NV = 16 / W }; /* vectors per 16 value columns */
     for (int64_t c0 = 0; c0 < d; c0 += 16) {
-        __m256 o[MQ][2];
-        for (int i = 0; i < MQ; i++) o[i][0] = o[i][1] = _mm256_setzero_ps();
+        vf o[MQ][NV];
+        for (int i = 0; i < MQ; i++)
+            for (int u = 0; u < NV; u++) o[i][u] = VZERO();
         const float *vj = vp + k0 * d + c0;
         for (int64_t j = 0; j < kl; j++, vj += d) {
-            const __m256 v0 = _mm256_load_ps(vj), v1 = _mm256_load_ps(vj + 8);
+            vf vv[NV];
+            for (int u = 0; u < NV; u++) vv[u] = VLOAD(vj + u * W);
             for (int i = 0; i < MQ; i++) {
-                const __m256 p = _mm256_broadcast_ss(s + i * KB + j);
-                o[i][0] = _mm256_fmadd_ps(p, v0, o[i][0]);
-                o[i][1] = _mm256_fmadd_ps(p, v1, o[i][1]);
+                const vf p = VBCAST(s + i * KB + j);
+                for (int u = 0; u < NV; u++) o[i][u] = VFMA(p, vv[u], o[i][u]);
             }
         }
         for (int i = 0; i < MQ; i++) {
-            const __m256 al = _mm256_set1_ps(alpha[i]);
+            const vf al = VSET1(alpha[i]);
             float *a = acc + i * d + c0;
-            _mm256_store_ps(a, _mm256_fmadd_ps(al, _mm256_load_ps(a), o[i][0]));
-            _mm256_store_ps(a + 8, _mm256_fmadd_ps(al, _mm256_load_ps(a + 8), o[i][1]));
+            for (int u = 0; u < NV; u++)
+                VSTORE(a + u * W, VFMA(al, VLOAD(a + u * W), o[i][u]));
         }
     }
 }
@@ -197,10 +244,10 @@ static void query_chunk(const float *q, int64_t q_sn, float *out, int64_t o_sn, 
     }
     const int64_t nkp = (nk + KSTEP - 1) / KSTEP * KSTEP;
     const int64_t ntiles = (nrows + MQ - 1) / MQ;
-    float s[MQ * KB] __attribute__((aligned(32)));
+    float s[MQ * KB] __attribute__((aligned(ALIGN)));
     memset(st->qt, 0, ntiles * MQ * d * sizeof(float));
     memset(st->acc, 0, ntiles * MQ * d * sizeof(float));
-    memset(st->l, 0, ntiles * MQ * 8 * sizeof(float));
+    memset(st->l, 0, ntiles * MQ * W * sizeof(float));
     for (int64_t i = 0; i < nrows; i++)
         for (int64_t c = 0; c < d; c++) st->qt[i * d + c] = q[i * q_sn + c] * qscale;
     /* A tile is bounded when every row's |q| * max|k| (log2 units) is at most 60. */
@@ -224,16 +271,16 @@ static void query_chunk(const float *q, int64_t q_sn, float *out, int64_t o_sn, 
         const int64_t kend = kc + KC < nkp ? kc + KC : nkp;
         for (int64_t t = 0; t < ntiles; t++) {
             float *qt = st->qt + t * MQ * d, *acc = st->acc + t * MQ * d, *m = st->m + t * MQ;
-            __m256 l[MQ];
-            for (int i = 0; i < MQ; i++) l[i] = _mm256_load_ps(st->l + (t * MQ + i) * 8);
+            vf l[MQ];
+            for (int i = 0; i < MQ; i++) l[i] = VLOAD(st->l + (t * MQ + i) * W);
             for (int64_t k0 = kc; k0 < kend; k0 += KB)
                 tile_block(qt, acc, m, l, s, kt, vp, k0, kend - k0 < KB ? kend - k0 : KB, nk, d,
                            bounded[t]);
-            for (int i = 0; i < MQ; i++) _mm256_store_ps(st->l + (t * MQ + i) * 8, l[i]);
+            for (int i = 0; i < MQ; i++) VSTORE(st->l + (t * MQ + i) * W, l[i]);
         }
     }
     for (int64_t i = 0; i < nrows; i++) {
-        const float inv = 1.0f / hsum(_mm256_load_ps(st->l + i * 8));
+        const float inv = 1.0f / hsum(VLOAD(st->l + i * W));
         for (int64_t c = 0; c < d; c++) out[i * o_sn + c] = st->acc[i * d + c] * inv;
     }
 }
@@ -248,7 +295,7 @@ typedef struct {
     atomic_long next;
 } Job;
 
-/* Packs the valid keys of one (batch, head): K^T into [nkp / 8, d, 8] and V into [nkp, d],
+/* Packs the valid keys of one (batch, head): K^T into [nkp / W, d, W] and V into [nkp, d],
    zero-padded. Returns the number of valid keys; *kmax gets the largest key norm. */
 static int64_t pack_keys(const Job *job, int64_t bi, int64_t hi, float *kt, float *vp,
                          float *kmax) {
@@ -262,10 +309,10 @@ static int64_t pack_keys(const Job *job, int64_t bi, int64_t hi, float *kt, floa
     for (int64_t j = 0; j < job->nk; j++) {
         if (valid && !valid[j]) continue;
         const float *kr = kh + j * job->k_sn;
-        float *dst = kt + (n / 8) * d * 8 + (n % 8);
+        float *dst = kt + (n / W) * d * W + (n % W);
         float n2 = 0.0f;
         for (int64_t c = 0; c < d; c++) {
-            dst[c * 8] = kr[c];
+            dst[c * W] = kr[c];
             n2 += kr[c] * kr[c];
         }
         if (n2 > max2) max2 = n2;
@@ -275,8 +322,8 @@ static int64_t pack_keys(const Job *job, int64_t bi, int64_t hi, float *kt, floa
     }
     const int64_t nkp = (n + KSTEP - 1) / KSTEP * KSTEP;
     for (int64_t j = n; j < nkp; j++) {
-        float *dst = kt + (j / 8) * d * 8 + (j % 8);
-        for (int64_t c = 0; c < d; c++) dst[c * 8] = 0.0f;
+        float *dst = kt + (j / W) * d * W + (j % W);
+        for (int64_t c = 0; c < d; c++) dst[c * W] = 0.0f;
         memset(vp + j * d, 0, d * sizeof(float));
     }
     /* 1 + 1e-6: the bound must not fall below a score computed with rounding */
@@ -288,17 +335,17 @@ static void *worker(void *arg) {
     Job *job = (Job *)arg;
     const int64_t nkp_max = (job->nk + KSTEP - 1) / KSTEP * KSTEP;
     const size_t bytes = (size_t)(nkp_max > 0 ? nkp_max : KSTEP) * job->d * sizeof(float);
-    float *kt = aligned_alloc(32, bytes);
-    float *vp = aligned_alloc(32, bytes);
+    float *kt = aligned_alloc(ALIGN, bytes);
+    float *vp = aligned_alloc(ALIGN, bytes);
     if (!kt || !vp) { /* the other threads take the tasks; the caller checks all were done */
         free(kt);
         free(vp);
         return NULL;
     }
-    ChunkState st = {aligned_alloc(32, QCHUNK * MAXD * sizeof(float)),
-                      aligned_alloc(32, QCHUNK * MAXD * sizeof(float)),
-                      aligned_alloc(32, QCHUNK * sizeof(float)),
-                      aligned_alloc(32, QCHUNK * 8 * sizeof(float))};
+    ChunkState st = {aligned_alloc(ALIGN, QCHUNK * MAXD * sizeof(float)),
+                      aligned_alloc(ALIGN, QCHUNK * MAXD * sizeof(float)),
+                      aligned_alloc(ALIGN, QCHUNK * sizeof(float)),
+                      aligned_alloc(ALIGN, QCHUNK * W * sizeof(float))};
     if (!st.qt || !st.acc || !st.m || !st.l) {
         free(st.qt); free(st.acc); free(st.m); free(st.l); free(kt); free(vp);
         return NULL;
