@@ -7,8 +7,8 @@ import hashlib
 import json
 
 import pytest
-from conftest import SHARED
 from hub_server import HubServer, Repo
+from shared_data import SHARED
 
 import geolatent
 from geolatent.model.hub import KNOWN_RELEASES, ModelNotAvailable, cached_revisions, resolve_id

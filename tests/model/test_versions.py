@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED
 from safetensors.torch import load_file
+from shared_data import SHARED
 
 import geolatent
 from geolatent.model.checkpoint import CheckpointError, export_release_folder
