@@ -294,6 +294,9 @@ def embed_geotiffs(
             "tile_size": plan.tile_size,
             "overlap": plan.overlap,
         }
+        provenance = getattr(model, "provenance", None)
+        if provenance:  # which weights made these embeddings (release, revision, sha256)
+            all_tags["model_provenance"] = json.dumps(provenance, sort_keys=True, default=str)
         all_tags.update(tags or {})
         fingerprint = _fingerprint(model, inputs, plan, align,
                                    {**all_tags, "grid": f"{stack.crs} {tuple(stack.transform)}"})

@@ -465,7 +465,8 @@ def finetune(
         model_config=model_cfg,
         classes=classes,
         sources=[s.model_dump(mode="json") for s in cfg.all_sources()],
-        extra={"encoder": cfg.encoder, "windows": data.counts()},
+        extra={"encoder": cfg.encoder, "encoder_provenance": getattr(encoder, "provenance", None),
+               "windows": data.counts()},
     )
     metric = tc.select_metric or DEFAULT_METRIC.get(cfg.task, "loss")
     window_bytes = sum(float(np.prod([crop, crop, timesteps, get_modality(m).num_bands]) * 4)
@@ -612,7 +613,8 @@ def export_embedding_model(
                          cfg.windows.resolution_m, months),
         model_config=model_cfg,
         sources=[s.model_dump(mode="json") for s in cfg.all_sources()],
-        extra={"encoder": cfg.encoder},
+        extra={"encoder": cfg.encoder,
+               "encoder_provenance": getattr(encoder, "provenance", None)},
     )
     if cfg.labels is not None:
         data = data or prepare_training_data(cfg, sources=sources, progress=progress)

@@ -3,6 +3,9 @@ fine-tuning from a release folder, then ``predict_area`` with the fine-tuned mod
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 import rasterio
@@ -68,7 +71,10 @@ def test_embed_finetune_predict_with_every_version(tmp_path, scene, version):
     assert res.exit_code == 0, res.output
     with rasterio.open(out) as src:
         emb = src.read()
+        provenance = json.loads(src.tags()["model_provenance"])
     assert emb.shape[0] == 128 and np.isfinite(emb).all()
+    digest = hashlib.sha256((rel / "weights.pth").read_bytes()).hexdigest()
+    assert provenance["sha256"] == digest and provenance["version"] == version
 
     rng = np.random.default_rng(1)
     rows, cols = rng.integers(4, 44, 40), rng.integers(4, 44, 40)
@@ -92,6 +98,7 @@ def test_embed_finetune_predict_with_every_version(tmp_path, scene, version):
     result = finetune(cfg)
     fm = load_bundle(result.bundle_path)
     assert fm.model.encoder.model_config.version == version
+    assert fm.extra["encoder_provenance"]["sha256"] == digest  # the bundle says which weights
     mapped = predict_area(fm, _area(scene, 8), scene.dates[0].isoformat(), "2024-02-29",
                           tmp_path / "map.tif")  # fmt: skip
     with rasterio.open(mapped.path) as src:
