@@ -41,6 +41,7 @@ from geolatent.data.run import (
     OutputLock,
     WorkStore,
     clean_temporaries,
+    prepare_output_dir,
     temp_path,
     work_dir_for,
     write_json_atomic,
@@ -344,6 +345,9 @@ def fetch_composites(
 
     geom = read_area(aoi)
     t0, t1 = _time_range(start, end)
+    # A new folder or one of an earlier fetch (marker file): never a folder of the user's files,
+    # whose names could collide with the composites (checked before any search or download).
+    out_dir = prepare_output_dir(out_dir, "imagery", "--out")
     c = geom.centroid
     crs = crs or utm_crs_for(c.x, c.y)
     windows = tile_windows(geom, time_range=(t0, t1), geometry_crs=WGS84, crs=crs,
@@ -354,8 +358,6 @@ def fetch_composites(
     for s in srcs:
         if isinstance(s, StacApiSource):
             s.search_area(tuple(geom.bounds), (t0, t1))  # one search for the whole AOI
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(out_dir, "imagery fetch"):
         clean_temporaries(out_dir)  # a COG half-written by a killed run
         store = WorkStore(work_dir_for(out_dir),

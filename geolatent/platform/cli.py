@@ -179,11 +179,10 @@ def predict_command(
                                   help="put the map on this raster's grid"),
     max_area_km2: float = typer.Option(2500.0, help="areas above this need --yes"),
 ) -> None:
-    from geolatent.data.imagery import imagery_source, imagery_sources
     from geolatent.model.precision import resolve_precision
     from geolatent.platform.area import read_area
-    from geolatent.platform.bundle import bundle_modalities
     from geolatent.platform.predict import predict_area
+    from geolatent.platform.predict.plan import imagery_for_model
     from geolatent.runtime import resolve_device
 
     _check_predict_options(start=start, end=end, batch_size=batch_size, out=out, tile=tile)
@@ -200,9 +199,7 @@ def predict_command(
         if imagery:
             if sources:
                 raise ValueError("give either --sources or --imagery, not both")
-            imagery_source(imagery)  # an unknown name is reported before the model is read
-            srcs = imagery_sources(imagery, area, start, end,
-                                   modalities=bundle_modalities(model))
+            srcs = imagery_for_model(imagery, model, area, start, end)
         with _progress() as bar:
             task = bar.add_task("predicting tiles", total=None, visible=rank == 0)
             result = predict_area(

@@ -264,14 +264,18 @@ def prepare_checked(cfg: FinetuneConfig, *,
                     progress: Callable[[int, int], None] | None = None) -> PreparedData:
     """:func:`prepare_training_data` after checking the source files' metadata (product level,
     band descriptions against ``bands:``; :func:`geolatent.units.check_source_files`)."""
+    from geolatent.data.stac_api import StacApiSource
+
     sources = open_sources(cfg.all_sources())
-    for src in sources:
+    # STAC API sources find their scenes (and bands) per window, later: checked as they read.
+    indexed = [s for s in sources if not isinstance(s, StacApiSource)]
+    for src in indexed:
         if not src.scenes and not src.problems:  # would only give "no window overlaps"
             where = getattr(src.config, "paths", None) or getattr(src.config, "catalog", "")
             raise ValueError(f"source {src.name!r} has no scene: nothing matches {where}; "
                              "check the paths in `sources:`")
-    check_bandsets(sources)
-    check_source_files(sources)
+    check_bandsets(indexed)
+    check_source_files(indexed)
     return prepare_training_data(cfg, sources=sources, progress=progress)
 
 

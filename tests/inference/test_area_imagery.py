@@ -119,8 +119,8 @@ def test_embed_imagery_option_errors_are_clear(tmp_path):
 
 @pytest.mark.slow
 def test_predict_imagery_feeds_the_models_own_modalities(stac_env, tmp_path):  # noqa: F811
-    from geolatent.platform.cli import imagery_for_model
     from geolatent.platform.predict import predict_area
+    from geolatent.platform.predict.plan import imagery_for_model
 
     aoi = write_aoi(tmp_path)
     kw = dict(url=stac_env["pc"], cache_dir=tmp_path / "c")

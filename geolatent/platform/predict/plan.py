@@ -19,7 +19,7 @@ from geolatent.data.io.grid import OutputGrid
 from geolatent.data.run import check_free_space
 from geolatent.data.sources import Source, open_sources
 from geolatent.platform.area import PredictionPlan
-from geolatent.platform.bundle import FinetunedModel
+from geolatent.platform.bundle import FinetunedModel, bundle_modalities
 from geolatent.platform.windows import CLASS_TASKS
 
 #: Above this area (km²) a run needs ``confirm=True`` (CLI ``--yes``); settable per call.
@@ -60,6 +60,18 @@ def open_prediction_sources(fm: FinetunedModel, sources) -> list[Source]:
     adapter = TypeAdapter(SourceConfig)
     return open_sources([adapter.validate_python(s) if isinstance(s, dict) else s
                          for s in sources])
+
+
+def imagery_for_model(imagery: str, model: str | os.PathLike, aoi, start: str, end: str,
+                      **overrides) -> list[Source]:
+    """``predict --imagery``: the imagery's collections feeding the fine-tuned model's own
+    input modalities (its ``bundle.json``), searched over the area. ``overrides`` are
+    ``stac_api`` fields for every source (``url`` for a mirror, ...)."""
+    from geolatent.data.imagery import imagery_source, imagery_sources
+
+    imagery_source(imagery)  # an unknown name is reported before the model folder is read
+    return imagery_sources(imagery, aoi, start, end, modalities=bundle_modalities(model),
+                           **overrides)
 
 
 def single_grid(sources: list[Source], resolution: float) -> OutputGrid | None:
