@@ -315,7 +315,7 @@ class Archive:
                       float(best_s[i])) for i in order], paths
 
     def _heatmap_writers(self, heatmap, kind):
-        from geolatent.inference.cog import COGWriter
+        from geolatent.data.io.cog import COGWriter
 
         heatmap = Path(heatmap)
         out = []

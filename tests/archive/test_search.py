@@ -16,7 +16,7 @@ from archive_fixtures import (
 
 import geolatent.archive as ga
 from geolatent.archive.store import ArchiveError
-from geolatent.inference.cog import is_cloud_optimized
+from geolatent.data.io.cog import is_cloud_optimized
 
 ROWS, COLS, DIMS, PLANTED = 96, 80, 64, 25
 
