@@ -32,35 +32,61 @@ def build_command(
     start: str = typer.Option(..., "--start", help="first date (ISO), inclusive"),
     end: str = typer.Option(..., "--end", help="last date (ISO), inclusive"),
     out: Path = typer.Option(..., "--out", help="the Zarr v3 store to write (region.zarr)"),
-    imagery: str = typer.Option(None, "--imagery", help="imagery preset (see --config)"),
+    imagery: str = typer.Option(None, "--imagery", help="STAC imagery: a preset "
+                                "(earth-search, planetary-computer) or a STAC API URL; "
+                                "Sentinel-2 L2A unless --collection"),
+    collection: str = typer.Option(None, "--collection", help="collection of --imagery (needed "
+                                   "for a URL), e.g. sentinel-1-rtc"),
     config: Path = typer.Option(None, "--config", help="YAML with a `sources:` list"),
     patch_size: int = typer.Option(4, "--patch-size", help="one vector per p x p pixels"),
     dims: int = typer.Option(128, "--dims", help="128 | 64 (PCA prefix)"),
     dtype: str = typer.Option("int8", "--dtype", help="int8 | float16 | float32"),
+    executor: str = typer.Option("serial", "--executor",
+                                 help="serial | process | dask (materialization)"),
+    workers: int = typer.Option(None, "--workers", help="materialization workers"),
+    scheduler: str = typer.Option(None, "--scheduler", help="dask scheduler address"),
 ) -> None:
     """Embed every location of the area into a resumable Zarr v3 archive."""
-    from geolatent.archive.build import build
+    from geolatent.archive.build import build, time_range_of
+    from geolatent.data.run import DiskFullError, RunLockedError
+    from geolatent.data.stac_api import StacSearchError
 
-    if imagery is not None:
-        _fail(ValueError(
-            f"--imagery {imagery}: imagery presets are not part of this build; give "
-            f"--config data.yaml with a `sources:` list instead"))
-    if config is None:
-        _fail(ValueError("give --config data.yaml (a YAML with a `sources:` list)"))
+    if imagery is not None and config is not None:
+        _fail(ValueError("give either --config or --imagery, not both"))
+    if imagery is None and config is None:
+        _fail(ValueError("give --config data.yaml (a YAML with a `sources:` list) or --imagery "
+                         "PRESET (earth-search, planetary-computer or a STAC API URL)"))
+    if collection is not None and imagery is None:
+        _fail(ValueError("--collection goes with --imagery; with --config the YAML names the "
+                         "collections"))
+    if imagery is not None and "://" in imagery and not collection:
+        _fail(ValueError(f"--imagery {imagery} is a STAC API URL: also give --collection"))
     if not aoi.exists():
         _fail(FileNotFoundError(f"--aoi {aoi} does not exist"))
     if dims not in (128, 64):
         _fail(ValueError(f"--dims must be 128 or 64, got {dims}"))
     if dtype not in ("int8", "float16", "float32"):
         _fail(ValueError(f"--dtype must be int8, float16 or float32, got {dtype!r}"))
+    if executor not in ("serial", "process", "dask"):
+        _fail(ValueError(f"--executor must be serial, process or dask, got {executor!r}"))
 
     def progress(done: int, total: int) -> None:
         typer.echo(f"tiles {done}/{total}", err=True)
 
     try:
-        r = build(model, aoi, start, end, out, config=config, patch_size=patch_size, dims=dims,
-                  dtype=dtype, progress=progress)  # fmt: skip
-    except (ValueError, FileNotFoundError) as e:
+        sources = None
+        if imagery is not None:
+            from geolatent.data.imagery import imagery_sources
+
+            # the one function behind --imagery (as for predict): opened sources, searched
+            # over the AOI; no scene at all is an error here, not an empty archive
+            t0, t1 = time_range_of(start, end)  # inclusive end; imagery takes [t0, t1)
+            sources = imagery_sources(imagery, aoi, t0.isoformat(), t1.isoformat(),
+                                      collection=collection)
+        r = build(model, aoi, start, end, out, sources=sources, config=config,
+                  patch_size=patch_size, dims=dims, dtype=dtype, executor=executor,
+                  workers=workers, scheduler=scheduler, progress=progress)  # fmt: skip
+    except (ValueError, FileNotFoundError, RunLockedError, DiskFullError, StacSearchError) as e:
         _fail(e)
         return
     typer.echo(
