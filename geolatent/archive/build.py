@@ -176,6 +176,32 @@ def time_range_of(start: str | date, end: str | date) -> tuple[date, date]:
     return s, e + timedelta(days=1)  # end inclusive -> exclusive
 
 
+def archive_imagery(imagery: str, aoi, start: str | date, end: str | date, *,
+                    collection: str | None = None, **overrides) -> list[Source]:
+    """The sources of ``--imagery PRESET``: :func:`geolatent.data.imagery.imagery_sources`
+    (the one function behind ``--imagery``) over the AOI and the build's dates, ``end``
+    inclusive as everywhere in a build.
+
+    Args:
+        imagery: a preset (``earth-search``, ``planetary-computer``) or a STAC API URL (then
+            ``collection`` is required).
+        collection: the collection (default: the preset's Sentinel-2 L2A).
+        overrides: ``stac_api`` fields set on the source (``url`` for a mirror, ``cache_dir``,
+            ``max_cloud``, ...).
+
+    Raises:
+        ValueError: an unknown preset, a URL without a collection, or no scene over the AOI in
+            the dates (instead of an archive of nodata).
+    """
+    from geolatent.data.imagery import imagery_sources
+
+    if "://" in imagery and not collection:
+        raise ValueError(f"--imagery {imagery} is a STAC API URL: also give --collection")
+    t0, t1 = time_range_of(start, end)  # imagery takes [t0, t1)
+    return list(imagery_sources(imagery, aoi, t0.isoformat(), t1.isoformat(),
+                                collection=collection, **overrides))
+
+
 def plan_zones(area_wgs84, windows: Sequence[Window], tile_size: int, patch_size: int
                ) -> dict[str, tuple[ZoneGrid, list[Window]]]:
     """Group build tiles by CRS and fix each zone's output grid."""
@@ -571,5 +597,5 @@ def _remove_if_only_marker(out: Path) -> None:
         out.rmdir()
 
 
-__all__ = ["BuildResult", "build", "fit_projection", "load_archive_model", "model_identity",
-           "project", "sources_key", "tile_key"]
+__all__ = ["BuildResult", "archive_imagery", "build", "fit_projection", "load_archive_model",
+           "model_identity", "project", "sources_key", "tile_key"]

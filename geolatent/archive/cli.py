@@ -47,7 +47,7 @@ def build_command(
     scheduler: str = typer.Option(None, "--scheduler", help="dask scheduler address"),
 ) -> None:
     """Embed every location of the area into a resumable Zarr v3 archive."""
-    from geolatent.archive.build import build, time_range_of
+    from geolatent.archive.build import archive_imagery, build
     from geolatent.data.run import DiskFullError, RunLockedError
     from geolatent.data.stac_api import StacSearchError
 
@@ -59,8 +59,6 @@ def build_command(
     if collection is not None and imagery is None:
         _fail(ValueError("--collection goes with --imagery; with --config the YAML names the "
                          "collections"))
-    if imagery is not None and "://" in imagery and not collection:
-        _fail(ValueError(f"--imagery {imagery} is a STAC API URL: also give --collection"))
     if not aoi.exists():
         _fail(FileNotFoundError(f"--aoi {aoi} does not exist"))
     if dims not in (128, 64):
@@ -75,14 +73,8 @@ def build_command(
 
     try:
         sources = None
-        if imagery is not None:
-            from geolatent.data.imagery import imagery_sources
-
-            # the one function behind --imagery (as for predict): opened sources, searched
-            # over the AOI; no scene at all is an error here, not an empty archive
-            t0, t1 = time_range_of(start, end)  # inclusive end; imagery takes [t0, t1)
-            sources = imagery_sources(imagery, aoi, t0.isoformat(), t1.isoformat(),
-                                      collection=collection)
+        if imagery is not None:  # opened sources, searched over the AOI
+            sources = archive_imagery(imagery, aoi, start, end, collection=collection)
         r = build(model, aoi, start, end, out, sources=sources, config=config,
                   patch_size=patch_size, dims=dims, dtype=dtype, executor=executor,
                   workers=workers, scheduler=scheduler, progress=progress)  # fmt: skip
