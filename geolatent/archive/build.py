@@ -38,6 +38,7 @@ once, with other settings it is refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -73,6 +74,8 @@ from geolatent.archive.tile import embed_arrays, encode_block, materialize_tile,
 from geolatent.data.config import SourceConfig
 from geolatent.data.executor import make_executor
 from geolatent.data.run import (
+    LOCK_FILE,
+    WORK_SUFFIX,
     OutputLock,
     WorkStore,
     check_free_space,
@@ -81,7 +84,7 @@ from geolatent.data.run import (
     marker_name,
     prepare_output_dir,
     temp_path,
-    work_dir_for,
+    wait_for_ranks,
 )
 from geolatent.data.sources import Source, open_sources
 from geolatent.data.window import WGS84, Window, reproject_geometry, tile_windows
@@ -340,6 +343,9 @@ def build(
     pca_tiles: int = 8,
     samples_max: int = 100_000,
     progress: Progress | None = None,
+    rank: int = 0,
+    world: int = 1,
+    rank_timeout_s: float = 86400.0,
 ) -> BuildResult:
     """Build (or resume) an embedding archive.
 
@@ -362,7 +368,13 @@ def build(
             ``dask``; see :func:`geolatent.data.make_executor`).
         pca_tiles: tiles embedded to fit the PCA.
         samples_max: at most this many GeoParquet point samples.
-        progress: called with ``(tiles finished, tiles total)``.
+        progress: called with ``(tiles finished, tiles total)`` (of this rank's tiles).
+        rank, world: torchrun-style ranks sharing the build (one process each, a shared
+            folder): rank ``r`` embeds every ``world``-th tile from ``r``; rank 0 fits the PCA
+            first, waits for every rank's tiles, then publishes. The CLI reads ``RANK`` and
+            ``WORLD_SIZE``.
+        rank_timeout_s: how long a rank waits for another (rank 0's store and PCA, the other
+            ranks' tiles) before raising :class:`TimeoutError` naming the missing rank.
 
     Raises:
         ArchiveError: ``out`` holds an archive built with other settings, or the area is too
@@ -380,6 +392,9 @@ def build(
     if tile_size <= 0 or tile_size % patch_size:
         raise ValueError(f"tile_size must be a positive multiple of patch_size {patch_size}, "
                          f"got {tile_size}")  # fmt: skip
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} must be in 0..{world - 1} (world {world}; CLI: the RANK "
+                         f"and WORLD_SIZE environment variables)")  # fmt: skip
     if (sources is None) == (config is None):
         raise ValueError("give exactly one of sources= or config= (CLI: --config data.yaml or "
                          "--imagery PRESET)")  # fmt: skip
@@ -420,18 +435,35 @@ def build(
                            time.perf_counter() - t_start,
                            float(root.attrs["geoemb:dequantization_cosine"][dtype]))  # fmt: skip
 
-    created = not out.exists()
-    # The folder (with its marker) first, so that the lock and the work store always live in
-    # region.zarr/.work: work_dir_for() of a path that is not yet a folder would be beside it.
-    prepare_output_dir(out, "archive", option="--out")
-    work = work_dir_for(out)
+    fingerprint = hashlib.sha256(json.dumps(sig, sort_keys=True).encode()).hexdigest()
+    created = rank == 0 and not out.exists()
+    work = out / WORK_SUFFIX  # the archive folder's work area (work_dir_for of a folder)
+    if rank == 0:
+        # The folder (with its marker) first, so that the lock and the work store always live
+        # in region.zarr/.work: work_dir_for() of a path that is not yet a folder is beside it.
+        prepare_output_dir(out, "archive", option="--out")
+        lock = OutputLock(out, "archive build")
+        cleanup: contextlib.AbstractContextManager = drop_empty_work_on_error(work)
+    else:  # rank 0 prepares the folder and owns the store: wait until it is this plan's
+        WorkStore(work, fingerprint, create=False).wait_ready(rank_timeout_s)
+        lock = OutputLock(out, "archive build", f"{LOCK_FILE}-rank{rank}")
+        cleanup = contextlib.nullcontext()
     try:
-        with OutputLock(out, "archive build"), drop_empty_work_on_error(work):
-            check_free_space(out, estimate_bytes(zones, dims, dtype), "this archive")
-            fingerprint = hashlib.sha256(json.dumps(sig, sort_keys=True).encode()).hexdigest()
-            store = WorkStore(work, fingerprint)  # removes a killed run's temporaries
-            todo = _run_tiles(store, net, area, srcs, modalities, all_jobs, dims, dtype,
-                              patch_size, pca_tiles, executor, workers, scheduler, progress)
+        with lock, cleanup:
+            if rank == 0:
+                check_free_space(out, estimate_bytes(zones, dims, dtype), "this archive")
+            # rank 0 removes a killed run's temporaries and another plan's items
+            store = WorkStore(work, fingerprint, create=rank == 0)
+            run, resumed = _run_tiles(store, net, area, srcs, modalities, all_jobs, dims, dtype,
+                                      patch_size, pca_tiles, executor, workers, scheduler,
+                                      progress, rank, world, rank_timeout_s)  # fmt: skip
+            if rank != 0:  # rank 0 publishes
+                return BuildResult(out, sorted(zones), total, run, resumed, 0, 0.0,
+                                   time.perf_counter() - t_start, float("nan"))  # fmt: skip
+            if world > 1:
+                keys = [tile_key(g, w) for g, w in all_jobs]
+                wait_for_ranks(store, {r: keys[r::world] for r in range(1, world)},
+                               rank_timeout_s)  # fmt: skip
             projection = store.get_record(PROJECTION_KEY)
             attrs = _archive_attrs(sig, ident, dims, dtype, patch_size, zones, srcs, projection)
             n_vectors = _publish(store, out, zones, attrs, dims, dtype, samples_max)
@@ -446,23 +478,22 @@ def build(
             _remove_if_only_marker(out)
     cos = float(projection["dequantization_cosine"][dtype])
     km2 = n_vectors * (BASE_RESOLUTION_M * patch_size) ** 2 / 1e6
-    return BuildResult(out, sorted(zones), total, todo, total - todo, n_vectors, km2,
+    return BuildResult(out, sorted(zones), total, run, resumed, n_vectors, km2,
                        time.perf_counter() - t_start, cos)  # fmt: skip
 
 
 def _run_tiles(store: WorkStore, net, area, srcs: list[Source], modalities: list[str],
                all_jobs: list[tuple[ZoneGrid, Window]], dims: int, dtype: str, patch_size: int,
                pca_tiles: int, executor: str, workers: int | None, scheduler: str | None,
-               progress: Progress | None) -> int:
-    """Fit the PCA (unless stored) and put every tile not yet in ``store``; returns how many
-    tiles this run embedded. Each tile is ``store.put(key, block [n, n, dims], record)``."""
+               progress: Progress | None, rank: int = 0, world: int = 1,
+               rank_timeout_s: float = 86400.0) -> tuple[int, int]:
+    """Fit the PCA (rank 0, unless stored) and put every tile of this rank (every ``world``-th
+    tile from ``rank``) not yet in ``store``; returns ``(tiles embedded, tiles found done)``.
+    Each tile is ``store.put(key, block [n, n, dims], record)``."""
     keys = {tile_key(g, w): (g, w) for g, w in all_jobs}
     key_of = {w.name: k for k, (_, w) in keys.items()}
-    todo = store.pending(keys)
+    mine = list(keys)[rank::world]
     total = len(all_jobs)
-    finished = total - len(todo)
-    if progress:
-        progress(finished, total)
 
     def features(w: Window, value: dict) -> np.ndarray:
         f = embed_arrays(net, value["arrays"], value["timestamps"], patch_size)
@@ -473,7 +504,7 @@ def _run_tiles(store: WorkStore, net, area, srcs: list[Source], modalities: list
     failures: list[str] = []
     ex = make_executor(executor, workers, scheduler)  # type: ignore[arg-type]
     try:
-        if not store.done(PROJECTION_KEY):
+        if rank == 0 and not store.done(PROJECTION_KEY):
             pick = np.unique(np.linspace(0, total - 1, min(pca_tiles, total)).round().astype(int))
             picked = [all_jobs[i][1] for i in pick]
             for o in ex.map_unordered(materialize_tile, [(w, srcs, modalities) for w in picked]):
@@ -488,38 +519,45 @@ def _run_tiles(store: WorkStore, net, area, srcs: list[Source], modalities: list
             store.put(PROJECTION_KEY, np.vstack([mean[None], comps]),
                       {"explained_variance_ratio": evr.tolist(), "dequantization_cosine": cos,
                        "fitted_on_tiles": len(pick)})  # fmt: skip
+        elif rank != 0 and not store.done(PROJECTION_KEY):  # rank 0 fits it
+            wait_for_ranks(store, {0: [PROJECTION_KEY]}, rank_timeout_s)
         proj = store.get_array(PROJECTION_KEY)
         mean, comps = proj[0], proj[1:]
 
         def put(key: str, f: np.ndarray) -> None:
-            nonlocal finished
             grid, w = keys[key]
             store.put(key, encode_block(f, mean, comps, dtype),
                       {"zone": grid.name, "tile": list(grid.tile_of(*w.pixel_bounds[:2]))})
-            finished += 1
-            if progress:
-                progress(finished, total)
 
-        jobs = []
-        for key in todo:
-            w = keys[key][1]
-            if w.name in cache:
-                put(key, cache.pop(w.name))
-            else:
-                jobs.append((w, srcs, modalities))
-        for o in ex.map_unordered(materialize_tile, jobs):
+        pending = store.pending(mine)
+        resumed = len(mine) - len(pending)
+        # the PCA's tiles are embedded already, whichever rank they belong to
+        for name, f in cache.items():
+            if not store.done(key_of[name]):
+                put(key_of[name], f)
+        todo = store.pending(mine)
+        run = len(pending) - len(todo)
+        finished = len(mine) - len(todo)
+        if progress:
+            progress(finished, len(mine))
+        for o in ex.map_unordered(materialize_tile, [(keys[k][1], srcs, modalities)
+                                                     for k in todo]):
             w = o.item[0]
             if o.error:
                 failures.append(f"tile {w.name}: {o.error}")
                 continue
             put(key_of[w.name], features(w, o.value))
+            finished += 1
+            run += 1
+            if progress:
+                progress(finished, len(mine))
     finally:
         ex.close()
     if failures:
-        raise RuntimeError(f"{len(failures)} tiles failed ({finished} of {total} tiles are done "
-                           "and kept; rerun the same command to resume):\n"
+        raise RuntimeError(f"{len(failures)} tiles failed ({finished} of {len(mine)} tiles are "
+                           "done and kept; rerun the same command to resume):\n"
                            + "\n".join(failures[:10]))  # fmt: skip
-    return len(todo)
+    return run, resumed
 
 
 def _archive_attrs(sig: dict, ident: dict, dims: int, dtype: str, patch_size: int,

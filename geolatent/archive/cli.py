@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -75,11 +76,20 @@ def build_command(
         sources = None
         if imagery is not None:  # opened sources, searched over the AOI
             sources = archive_imagery(imagery, aoi, start, end, collection=collection)
+        # torchrun ranks share the build (RANK / WORLD_SIZE); rank 0 publishes the archive
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
         r = build(model, aoi, start, end, out, sources=sources, config=config,
                   patch_size=patch_size, dims=dims, dtype=dtype, executor=executor,
-                  workers=workers, scheduler=scheduler, progress=progress)  # fmt: skip
-    except (ValueError, FileNotFoundError, RunLockedError, DiskFullError, StacSearchError) as e:
+                  workers=workers, scheduler=scheduler, progress=progress, rank=rank,
+                  world=world)  # fmt: skip
+    except (ValueError, FileNotFoundError, RunLockedError, DiskFullError, StacSearchError,
+            TimeoutError) as e:
         _fail(e)
+        return
+    if rank != 0:
+        typer.echo(f"rank {rank}: {r.tiles_run} tiles run, {r.tiles_resumed} resumed; rank 0 "
+                   f"writes {r.path}")
         return
     typer.echo(
         f"{r.path}: {r.vectors} vectors in {', '.join(r.zones)}, {r.tiles_run} tiles run, "

@@ -312,3 +312,36 @@ def test_an_area_too_small_for_the_pca_is_a_clear_error(sample, fixture_dir, tmp
         ga.build(fixture_dir, tiny, "2024-01-01", "2024-03-31", tmp_path / "t.zarr",
                  config=sample["config"])
     assert not (tmp_path / "t.zarr").exists()  # a build that finished nothing leaves nothing
+
+
+@pytest.mark.slow
+def test_ranks_share_the_build_and_rank_0_publishes(sample, fixture_dir, tmp_path):
+    """torchrun-style ranks on one folder: rank 0 fits the PCA and publishes, each rank embeds
+    every second tile; waits time out naming the missing rank; the archive equals one built by
+    a single process."""
+    args = (fixture_dir, sample["aoi"], "2024-01-01", "2024-03-31")
+    kw = dict(sources=sample["sources"], tile_size=32, pca_tiles=2)  # 6 tiles; PCA on 0 and 5
+    out = tmp_path / "ranks.zarr"
+    with pytest.raises(TimeoutError, match=r"rank 0 did not prepare .*ranks.zarr"):
+        ga.build(*args, out, rank=1, world=2, rank_timeout_s=0.5, **kw)
+    assert not out.exists()
+    # rank 0 alone: the PCA's tiles and its own (0, 2, 4), then it waits for rank 1
+    with pytest.raises(TimeoutError, match=r"rank 1 \(2 items left\) did not finish within 1 s"):
+        ga.build(*args, out, rank=0, world=2, rank_timeout_s=1, **kw)
+    assert not (out / "zarr.json").exists()
+    r1 = ga.build(*args, out, rank=1, world=2, rank_timeout_s=5, **kw)
+    assert (r1.tiles_run, r1.tiles_resumed) == (2, 1)  # tile 5 came with the PCA
+    assert not (out / "zarr.json").exists()  # only rank 0 publishes
+    r0 = ga.build(*args, out, rank=0, world=2, rank_timeout_s=5, **kw)
+    assert (r0.tiles_run, r0.tiles_resumed) == (0, 3) and not (out / ".work").exists()
+    ref = ga.build(*args, tmp_path / "ref.zarr", **kw)
+    a, b = (zarr.open_group(str(p), mode="r") for p in (ref.path, out))
+    for name in ("embeddings", "overview_rgb"):
+        np.testing.assert_array_equal(a["zones"]["32633"][name][:], b["zones"]["32633"][name][:])
+    np.testing.assert_array_equal(a["projection"]["components"][:],
+                                  b["projection"]["components"][:])
+    r = CliRunner().invoke(app, [
+        "archive", "build", "--model", str(fixture_dir), "--aoi", str(sample["aoi"]),
+        "--start", "2024-01-01", "--end", "2024-03-31", "--config", str(sample["config"]),
+        "--out", str(tmp_path / "x.zarr")], env={"RANK": "2", "WORLD_SIZE": "2"})
+    assert r.exit_code == 2 and "rank 2 must be in 0..1" in r.output and "WORLD_SIZE" in r.output
