@@ -445,7 +445,15 @@ def build(
         lock = OutputLock(out, "archive build")
         cleanup: contextlib.AbstractContextManager = drop_empty_work_on_error(work)
     else:  # rank 0 prepares the folder and owns the store: wait until it is this plan's
-        WorkStore(work, fingerprint, create=False).wait_ready(rank_timeout_s)
+        shared = WorkStore(work, fingerprint, create=False)
+        ready = _wait_for_rank0(out, lambda: _store_ready(shared), f"prepare {work}",
+                                rank_timeout_s)  # fmt: skip
+        if ready:
+            ready = _wait_for_rank0(out, lambda: shared.done(PROJECTION_KEY), "fit the PCA",
+                                    rank_timeout_s)  # fmt: skip
+        if not ready:  # rank 0 did every tile and published meanwhile
+            return BuildResult(out, sorted(zones), total, 0, len(all_jobs[rank::world]), 0,
+                               0.0, time.perf_counter() - t_start, float("nan"))  # fmt: skip
         lock = OutputLock(out, "archive build", f"{LOCK_FILE}-rank{rank}")
         cleanup = contextlib.nullcontext()
     try:
@@ -456,7 +464,8 @@ def build(
             store = WorkStore(work, fingerprint, create=rank == 0)
             run, resumed = _run_tiles(store, net, area, srcs, modalities, all_jobs, dims, dtype,
                                       patch_size, pca_tiles, executor, workers, scheduler,
-                                      progress, rank, world, rank_timeout_s)  # fmt: skip
+                                      progress, rank, world,
+                                      published=lambda: is_archive(out))  # fmt: skip
             if rank != 0:  # rank 0 publishes
                 return BuildResult(out, sorted(zones), total, run, resumed, 0, 0.0,
                                    time.perf_counter() - t_start, float("nan"))  # fmt: skip
@@ -476,6 +485,10 @@ def build(
     finally:
         if created:
             _remove_if_only_marker(out)
+        if rank != 0 and is_archive(out):  # published, its work area removed: leave no lock
+            (work / f"{LOCK_FILE}-rank{rank}").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                work.rmdir()
     cos = float(projection["dequantization_cosine"][dtype])
     km2 = n_vectors * (BASE_RESOLUTION_M * patch_size) ** 2 / 1e6
     return BuildResult(out, sorted(zones), total, run, resumed, n_vectors, km2,
@@ -486,7 +499,7 @@ def _run_tiles(store: WorkStore, net, area, srcs: list[Source], modalities: list
                all_jobs: list[tuple[ZoneGrid, Window]], dims: int, dtype: str, patch_size: int,
                pca_tiles: int, executor: str, workers: int | None, scheduler: str | None,
                progress: Progress | None, rank: int = 0, world: int = 1,
-               rank_timeout_s: float = 86400.0) -> tuple[int, int]:
+               published: Callable[[], bool] | None = None) -> tuple[int, int]:
     """Fit the PCA (rank 0, unless stored) and put every tile of this rank (every ``world``-th
     tile from ``rank``) not yet in ``store``; returns ``(tiles embedded, tiles found done)``.
     Each tile is ``store.put(key, block [n, n, dims], record)``."""
@@ -519,9 +532,7 @@ def _run_tiles(store: WorkStore, net, area, srcs: list[Source], modalities: list
             store.put(PROJECTION_KEY, np.vstack([mean[None], comps]),
                       {"explained_variance_ratio": evr.tolist(), "dequantization_cosine": cos,
                        "fitted_on_tiles": len(pick)})  # fmt: skip
-        elif rank != 0 and not store.done(PROJECTION_KEY):  # rank 0 fits it
-            wait_for_ranks(store, {0: [PROJECTION_KEY]}, rank_timeout_s)
-        proj = store.get_array(PROJECTION_KEY)
+        proj = store.get_array(PROJECTION_KEY)  # other ranks waited for rank 0's
         mean, comps = proj[0], proj[1:]
 
         def put(key: str, f: np.ndarray) -> None:
@@ -536,6 +547,9 @@ def _run_tiles(store: WorkStore, net, area, srcs: list[Source], modalities: list
             if not store.done(key_of[name]):
                 put(key_of[name], f)
         todo = store.pending(mine)
+        if rank != 0 and published is not None and published():
+            # rank 0 did the rest and published (then removed the store): nothing left here
+            return 0, len(mine)
         run = len(pending) - len(todo)
         finished = len(mine) - len(todo)
         if progress:
@@ -558,6 +572,29 @@ def _run_tiles(store: WorkStore, net, area, srcs: list[Source], modalities: list
                            "done and kept; rerun the same command to resume):\n"
                            + "\n".join(failures[:10]))  # fmt: skip
     return run, resumed
+
+
+def _store_ready(store: WorkStore) -> bool:
+    try:
+        store.wait_ready(0)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _wait_for_rank0(out: Path, ready: Callable[[], bool], what: str, timeout_s: float,
+                    poll_s: float = 0.2) -> bool:
+    """Wait until ``ready()`` (returns True) or until rank 0 has published ``out`` (False: rank
+    0 may finish every tile itself, then it removes the store a rank would wait on)."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if is_archive(out):
+            return False
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank 0 did not {what} within {timeout_s:.1f} s; check rank 0's "
+                               "log (it may have failed before starting), then rerun")
+        time.sleep(poll_s)
+    return True
 
 
 def _archive_attrs(sig: dict, ident: dict, dims: int, dtype: str, patch_size: int,

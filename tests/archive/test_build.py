@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -340,6 +341,18 @@ def test_ranks_share_the_build_and_rank_0_publishes(sample, fixture_dir, tmp_pat
         np.testing.assert_array_equal(a["zones"]["32633"][name][:], b["zones"]["32633"][name][:])
     np.testing.assert_array_equal(a["projection"]["components"][:],
                                   b["projection"]["components"][:])
+    # rank 0 embedding every tile itself (all of them fit the PCA) while rank 1 waits: rank 1
+    # stops once the archive is published (its store is gone) and leaves nothing behind
+    out2, all6 = tmp_path / "ranks2.zarr", dict(kw, pca_tiles=6)
+    got: dict = {}
+    waiter = threading.Thread(target=lambda: got.update(r1=ga.build(
+        *args, out2, rank=1, world=2, rank_timeout_s=60, **all6)))
+    waiter.start()
+    r0 = ga.build(*args, out2, rank=0, world=2, rank_timeout_s=60, **all6)
+    waiter.join(120)
+    assert r0.tiles_run == 3 and got["r1"].tiles_run == 0
+    assert sorted(p.name for p in out2.iterdir()) == [".geolatent-archive", "projection",
+                                                      "zarr.json", "zones"]
     r = CliRunner().invoke(app, [
         "archive", "build", "--model", str(fixture_dir), "--aoi", str(sample["aoi"]),
         "--start", "2024-01-01", "--end", "2024-03-31", "--config", str(sample["config"]),
