@@ -1,12 +1,18 @@
 """``geolatent archive build``: embeddings of every location of an area into a Zarr v3 archive.
 
-Pipeline::
+Pipeline (on the tiled-run driver, :mod:`geolatent.data.run`)::
 
     area + dates -> build tiles (``tile_size`` px squares on each UTM zone's global grid,
-    :func:`geolatent.data.tile_windows`) -> PCA fitted once on a deterministic sample of tiles
-    (stored in the archive) -> per tile: materialize (executor: serial, process pool or Dask)
-    -> :func:`.tile.embed_arrays` -> :func:`.tile.encode_block` -> write the tile's chunk ->
-    mark the tile done -> (all done) PCA RGB overview + GeoParquet samples.
+    :func:`geolatent.data.tile_windows`)
+    -> prepare_output_dir(out, "archive")   a new folder or one of ours (``.geolatent-archive``)
+    -> OutputLock(out)                       one build per archive, "already running (pid N)"
+    -> check_free_space                      the estimate fits before any work
+    -> WorkStore(out/.work, fingerprint)     PCA fitted once on a deterministic sample of tiles
+       (``projection``), then per tile: materialize (executor: serial, process pool or Dask)
+       -> :func:`.tile.embed_arrays` -> :func:`.tile.encode_block` -> ``store.put(tile key)``
+    -> publish: the Zarr store written from the work store in the work area, PCA RGB overview,
+       GeoParquet samples; its nodes moved into ``out``, the root ``zarr.json`` last
+    -> store.discard()
 
 One vector per ``p x p`` patch (``10 * p`` m pixels), the feature map of
 :func:`geolatent.model.embed.embed` (the mean over time steps and bandsets of the encoder's
@@ -21,17 +27,22 @@ coordinates are the best ``k``-dim linear summary, so every prefix listed in
 ``geoemb:matryoshka_prefixes`` is a valid lower-dimensional embedding (renormalize after
 slicing). The PCA is fitted on up to ``pca_tiles`` tiles spread evenly over the plan.
 
-Resumable: the PCA is written before any tile and reused by a rerun; a tile is marked done only
-after its chunk is written, so a rerun after an interruption (even ``kill -9``) recomputes only
-unfinished tiles and produces the same arrays as an uninterrupted run. A rerun with different
-settings (model, dims, dtype, patch size, dates, area) into the same store is refused.
+Resumable with the driver's one scheme: the work store's fingerprint is the build's settings
+(model and weights, dims, dtype, patch and tile size, dates, area, imagery); the PCA is stored
+before any tile, and a tile's marker is written after its block, so a rerun after an
+interruption (even ``kill -9``) embeds only the missing tiles and publishes the same arrays as
+an uninterrupted run. A rerun with other settings restarts the unfinished work (the driver's
+rule); a published archive is never rewritten: a rerun with the same settings returns at
+once, with other settings it is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,11 +68,24 @@ from geolatent.archive.store import (
     ZoneGrid,
     beside,
     create_zone,
-    grid_from_attrs,
+    is_archive,
 )
 from geolatent.archive.tile import embed_arrays, encode_block, materialize_tile, project
 from geolatent.data.config import SourceConfig
 from geolatent.data.executor import make_executor
+from geolatent.data.run import (
+    LOCK_FILE,
+    WORK_SUFFIX,
+    OutputLock,
+    WorkStore,
+    check_free_space,
+    disk_error,
+    drop_empty_work_on_error,
+    marker_name,
+    prepare_output_dir,
+    temp_path,
+    wait_for_ranks,
+)
 from geolatent.data.sources import Source, open_sources
 from geolatent.data.window import WGS84, Window, reproject_geometry, tile_windows
 from geolatent.modalities import BASE_RESOLUTION_M
@@ -143,12 +167,42 @@ def read_sources(config: str | os.PathLike) -> list[SourceConfig]:
     return resolve_source_paths(srcs, path.resolve().parent)
 
 
-def _time_range(start: str | date, end: str | date) -> tuple[date, date]:
-    s = date.fromisoformat(str(start))
-    e = date.fromisoformat(str(end))
+def time_range_of(start: str | date, end: str | date) -> tuple[date, date]:
+    """``[start, end + 1 day)`` of two inclusive ISO dates."""
+    try:
+        s = date.fromisoformat(str(start))
+        e = date.fromisoformat(str(end))
+    except ValueError:
+        raise ValueError(f"--start {start} / --end {end}: give ISO dates (2024-01-31)") from None
     if e < s:
         raise ValueError(f"--end {e} is before --start {s}")
     return s, e + timedelta(days=1)  # end inclusive -> exclusive
+
+
+def archive_imagery(imagery: str, aoi, start: str | date, end: str | date, *,
+                    collection: str | None = None, **overrides) -> list[Source]:
+    """The sources of ``--imagery PRESET``: :func:`geolatent.data.imagery.imagery_sources`
+    (the one function behind ``--imagery``) over the AOI and the build's dates, ``end``
+    inclusive as everywhere in a build.
+
+    Args:
+        imagery: a preset (``earth-search``, ``planetary-computer``) or a STAC API URL (then
+            ``collection`` is required).
+        collection: the collection (default: the preset's Sentinel-2 L2A).
+        overrides: ``stac_api`` fields set on the source (``url`` for a mirror, ``cache_dir``,
+            ``max_cloud``, ...).
+
+    Raises:
+        ValueError: an unknown preset, a URL without a collection, or no scene over the AOI in
+            the dates (instead of an archive of nodata).
+    """
+    from geolatent.data.imagery import imagery_sources
+
+    if "://" in imagery and not collection:
+        raise ValueError(f"--imagery {imagery} is a STAC API URL: also give --collection")
+    t0, t1 = time_range_of(start, end)  # imagery takes [t0, t1)
+    return list(imagery_sources(imagery, aoi, t0.isoformat(), t1.isoformat(),
+                                collection=collection, **overrides))
 
 
 def plan_zones(area_wgs84, windows: Sequence[Window], tile_size: int, patch_size: int
@@ -178,22 +232,40 @@ def area_mask(area_wgs84, window: Window, patch_size: int) -> np.ndarray:
     return rasterio.features.geometry_mask([geom], (h, w), t, invert=True, all_touched=False)
 
 
-# -- the store ------------------------------------------------------------------------------------
+# -- settings and resume ----------------------------------------------------------------------
+# Operational settings of a source that do not change its pixels (kept out of the signature).
+_OPERATIONAL = ("cache_dir", "cache_max_mb", "offline", "timeout_s", "retries", "backoff_s")
+
+
+def sources_key(srcs: Sequence[Source]) -> list[dict]:
+    """What identifies the imagery of a build: each source's configuration without its
+    operational settings (cache folder, timeouts, ...), sorted by name."""
+    out = []
+    for s in srcs:
+        cfg = s.config.model_dump(mode="json")
+        out.append({k: v for k, v in cfg.items() if k not in _OPERATIONAL})
+    return sorted(out, key=lambda c: json.dumps(c, sort_keys=True))
+
+
 def _signature(ident: dict, dims: int, dtype: str, patch_size: int, tile_size: int,
-               time_range: tuple[date, date], area_wgs84) -> dict:
+               time_range: tuple[date, date], area_wgs84, srcs: Sequence[Source]) -> dict:
     return {"model": ident["id"], "revision": ident["revision"], "dims": dims, "dtype": dtype,
             "patch_size": patch_size, "tile_size": tile_size,
             "time_range": [time_range[0].isoformat(), time_range[1].isoformat()],
-            "area_sha256": hashlib.sha256(shapely.to_wkb(area_wgs84)).hexdigest()[:16]}
+            "area_sha256": hashlib.sha256(shapely.to_wkb(area_wgs84)).hexdigest()[:16],
+            "sources_sha256": hashlib.sha256(json.dumps(sources_key(srcs), sort_keys=True)
+                                             .encode()).hexdigest()[:16]}  # fmt: skip
 
 
 def _check_signature(path: Path, old: dict, new: dict) -> None:
-    diff = [k for k in new if old.get(k) != new[k]]
+    diff = [k for k in new if k in old and old[k] != new[k]] + \
+        [k for k in ("model", "revision", "dims", "dtype") if k not in old]
     if not diff:
         return
     names = {"model": "--model", "revision": "--model (other weights)", "dims": "--dims",
              "dtype": "--dtype", "patch_size": "--patch-size", "time_range": "--start/--end",
-             "area_sha256": "--aoi", "tile_size": "tile_size"}  # fmt: skip
+             "area_sha256": "--aoi", "tile_size": "tile_size",
+             "sources_sha256": "--config/--imagery (other imagery)"}  # fmt: skip
     detail = "; ".join(f"{names[k]}: archive has {old.get(k)!r}, asked {new[k]!r}" for k in diff)
     raise ArchiveError(
         f"--out {path} already holds an archive built with other settings ({detail}). "
@@ -201,26 +273,14 @@ def _check_signature(path: Path, old: dict, new: dict) -> None:
     )
 
 
-def _open_or_create(path: Path, sig: dict, attrs: dict) -> zarr.Group:
-    if path.exists():
-        if not (path / "zarr.json").is_file():
-            raise ArchiveError(f"--out {path} exists and is not a Zarr archive; choose another "
-                               f"--out (nothing of yours is overwritten)")
-        root = zarr.open_group(str(path), mode="r+")
-        if root.attrs.get("geolatent:format") != FORMAT:
-            raise ArchiveError(f"--out {path} is a Zarr store but not a geolatent archive; "
-                               f"choose another --out")
-        _check_signature(path, dict(root.attrs.get("geolatent:build", {})), sig)
-        return root
-    root = zarr.open_group(str(path), mode="w-", zarr_format=3)
-    root.attrs.update(attrs)
-    return root
+def fit_projection(samples: list[np.ndarray], dims: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PCA of the sampled feature maps ``[h, w, D]`` (float64 SVD of the centred data).
 
-
-def _fit_projection(root: zarr.Group, samples: list[np.ndarray], dims: int) -> None:
-    """PCA of the sampled feature vectors (float64 SVD of the centred data), stored in
-    ``projection/``. Signs are fixed (largest-magnitude loading of each component positive) so
-    a refit gives the same components."""
+    Returns float32 ``(mean [D], components [dims, D], explained_variance_ratio [dims])``.
+    Signs are fixed (largest-magnitude loading of each component positive) so a refit gives
+    the same components.
+    """
     x = np.concatenate([s.reshape(-1, s.shape[-1]) for s in samples])
     x = x[~np.isnan(x).any(axis=1)].astype(np.float64)
     if len(x) < dims:
@@ -239,21 +299,29 @@ def _fit_projection(root: zarr.Group, samples: list[np.ndarray], dims: int) -> N
     flip = np.sign(comps[np.arange(dims), np.abs(comps).argmax(axis=1)])
     comps *= flip[:, None]
     var = sv**2
-    g = root.require_group("projection")
-    g.create_array("mean", data=mean.astype(np.float32), overwrite=True)
-    g.create_array("components", data=comps.astype(np.float32), overwrite=True)
-    g.create_array("explained_variance_ratio", data=(var[:dims] / var.sum()).astype(np.float32),
-                   overwrite=True)
+    return (mean.astype(np.float32), comps.astype(np.float32),
+            (var[:dims] / var.sum()).astype(np.float32))
 
 
-def _projection(root: zarr.Group, require_complete: bool = True
-                ) -> tuple[np.ndarray, np.ndarray] | None:
-    if "projection" not in root:
-        return None
-    g = root["projection"]
-    if require_complete and not g.attrs.get("complete"):
-        return None
-    return g["mean"][:], g["components"][:]
+PROJECTION_KEY = "projection"
+
+
+def tile_key(grid: ZoneGrid, w: Window) -> str:
+    """The work-store key of a build tile: ``tile-<zone>-<tile row>-<tile col>``."""
+    tr, tc = grid.tile_of(w.pixel_bounds[0], w.pixel_bounds[1])
+    return f"tile-{grid.name}-{tr:05d}-{tc:05d}"
+
+
+def estimate_bytes(zones: dict[str, tuple[ZoneGrid, list[Window]]], dims: int,
+                   dtype: str) -> int:
+    """Disk a build needs while running: the encoded tiles in the work store, the archive
+    (uncompressed, an upper bound) and its overview."""
+    item = np.dtype(dtype).itemsize
+    n = 0
+    for grid, ws in zones.values():
+        px = len(ws) * grid.tile_out**2
+        n += 2 * px * dims * item + 3 * grid.shape[0] * grid.shape[1]
+    return n
 
 
 def build(
@@ -275,6 +343,9 @@ def build(
     pca_tiles: int = 8,
     samples_max: int = 100_000,
     progress: Progress | None = None,
+    rank: int = 0,
+    world: int = 1,
+    rank_timeout_s: float = 86400.0,
 ) -> BuildResult:
     """Build (or resume) an embedding archive.
 
@@ -284,9 +355,11 @@ def build(
         aoi: the area: GeoJSON / GeoPackage path, GeoJSON mapping, lon/lat shapely geometry or
             ``(lon_min, lat_min, lon_max, lat_max)``.
         start, end: ISO dates, both inclusive (at most 12 monthly time steps).
-        out: the Zarr store to create or resume (``.zarr`` folder).
-        sources: imagery sources (configs or opened sources); or ``config``: a YAML with a
-            ``sources:`` list.
+        out: the Zarr store to create or resume (``.zarr`` folder; a new folder, or one this
+            function created).
+        sources: imagery sources (configs or opened sources, e.g. those of
+            :func:`geolatent.data.imagery.imagery_sources`, which the CLI's ``--imagery``
+            uses); or ``config``: a YAML with a ``sources:`` list.
         patch_size: p (1-8): one vector per ``p x p`` input pixels, ``10 * p`` m.
         dims: 128 or 64 (PCA prefix, see the module docstring).
         dtype: ``int8`` (signed square root of unit vectors), ``float16`` or ``float32``.
@@ -295,7 +368,20 @@ def build(
             ``dask``; see :func:`geolatent.data.make_executor`).
         pca_tiles: tiles embedded to fit the PCA.
         samples_max: at most this many GeoParquet point samples.
-        progress: called with ``(tiles finished, tiles total)``.
+        progress: called with ``(tiles finished, tiles total)`` (of this rank's tiles).
+        rank, world: torchrun-style ranks sharing the build (one process each, a shared
+            folder): rank ``r`` embeds every ``world``-th tile from ``r``; rank 0 fits the PCA
+            first, waits for every rank's tiles, then publishes. The CLI reads ``RANK`` and
+            ``WORLD_SIZE``.
+        rank_timeout_s: how long a rank waits for another (rank 0's store and PCA, the other
+            ranks' tiles) before raising :class:`TimeoutError` naming the missing rank.
+
+    Raises:
+        ArchiveError: ``out`` holds an archive built with other settings, or the area is too
+            small for the PCA.
+        OutputConflictError: ``out`` is a file or a folder of other files (left untouched).
+        RunLockedError: another build writes ``out``.
+        DiskFullError: the disk cannot hold the build, or filled up (rerun to resume).
     """
     t_start = time.perf_counter()
     check_dtype(dtype)
@@ -306,12 +392,16 @@ def build(
     if tile_size <= 0 or tile_size % patch_size:
         raise ValueError(f"tile_size must be a positive multiple of patch_size {patch_size}, "
                          f"got {tile_size}")  # fmt: skip
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} must be in 0..{world - 1} (world {world}; CLI: the RANK "
+                         f"and WORLD_SIZE environment variables)")  # fmt: skip
     if (sources is None) == (config is None):
-        raise ValueError("give exactly one of sources= or config= (CLI: --config data.yaml)")
+        raise ValueError("give exactly one of sources= or config= (CLI: --config data.yaml or "
+                         "--imagery PRESET)")  # fmt: skip
     from geolatent.platform.area import read_area
 
     area = read_area(aoi)
-    time_range = _time_range(start, end)
+    time_range = time_range_of(start, end)
     srcs_cfg = list(sources) if sources is not None else read_sources(config)  # type: ignore[arg-type]
     opened = [s for s in srcs_cfg if isinstance(s, Source)]
     srcs = opened + (open_sources([s for s in srcs_cfg if not isinstance(s, Source)])
@@ -330,120 +420,257 @@ def build(
         raise ValueError("the area covers no build tile")
     zones = plan_zones(area, windows, tile_size, patch_size)
     out = Path(out)
-    sig = _signature(ident, dims, dtype, patch_size, tile_size, time_range, area)
-    prefixes = [d for d in (16, 32, 64, 128) if d <= dims]
-    attrs = {
+    sig = _signature(ident, dims, dtype, patch_size, tile_size, time_range, area, srcs)
+    all_jobs = [(grid, w) for grid, ws in zones.values() for w in ws]
+    total = len(all_jobs)
+
+    if is_archive(out):  # published, so complete: never rewritten
+        root = zarr.open_group(str(out), mode="r")
+        _check_signature(out, dict(root.attrs.get("geolatent:build", {})), sig)
+        if progress:
+            progress(total, total)
+        n = int(root.attrs.get("geolatent:vectors", 0))
+        return BuildResult(out, sorted(zones), total, 0, total, n,
+                           n * (BASE_RESOLUTION_M * patch_size) ** 2 / 1e6,
+                           time.perf_counter() - t_start,
+                           float(root.attrs["geoemb:dequantization_cosine"][dtype]))  # fmt: skip
+
+    fingerprint = hashlib.sha256(json.dumps(sig, sort_keys=True).encode()).hexdigest()
+    created = rank == 0 and not out.exists()
+    work = out / WORK_SUFFIX  # the archive folder's work area (work_dir_for of a folder)
+    if rank == 0:
+        # The folder (with its marker) first, so that the lock and the work store always live
+        # in region.zarr/.work: work_dir_for() of a path that is not yet a folder is beside it.
+        prepare_output_dir(out, "archive", option="--out")
+        lock = OutputLock(out, "archive build")
+        cleanup: contextlib.AbstractContextManager = drop_empty_work_on_error(work)
+    else:  # rank 0 prepares the folder and owns the store: wait until it is this plan's
+        shared = WorkStore(work, fingerprint, create=False)
+        ready = _wait_for_rank0(out, lambda: _store_ready(shared), f"prepare {work}",
+                                rank_timeout_s)  # fmt: skip
+        if ready:
+            ready = _wait_for_rank0(out, lambda: shared.done(PROJECTION_KEY), "fit the PCA",
+                                    rank_timeout_s)  # fmt: skip
+        if not ready:  # rank 0 did every tile and published meanwhile
+            return BuildResult(out, sorted(zones), total, 0, len(all_jobs[rank::world]), 0,
+                               0.0, time.perf_counter() - t_start, float("nan"))  # fmt: skip
+        lock = OutputLock(out, "archive build", f"{LOCK_FILE}-rank{rank}")
+        cleanup = contextlib.nullcontext()
+    try:
+        with lock, cleanup:
+            if rank == 0:
+                check_free_space(out, estimate_bytes(zones, dims, dtype), "this archive")
+            # rank 0 removes a killed run's temporaries and another plan's items
+            store = WorkStore(work, fingerprint, create=rank == 0)
+            run, resumed = _run_tiles(store, net, area, srcs, modalities, all_jobs, dims, dtype,
+                                      patch_size, pca_tiles, executor, workers, scheduler,
+                                      progress, rank, world,
+                                      published=lambda: is_archive(out))  # fmt: skip
+            if rank != 0:  # rank 0 publishes
+                return BuildResult(out, sorted(zones), total, run, resumed, 0, 0.0,
+                                   time.perf_counter() - t_start, float("nan"))  # fmt: skip
+            if world > 1:
+                keys = [tile_key(g, w) for g, w in all_jobs]
+                wait_for_ranks(store, {r: keys[r::world] for r in range(1, world)},
+                               rank_timeout_s)  # fmt: skip
+            projection = store.get_record(PROJECTION_KEY)
+            attrs = _archive_attrs(sig, ident, dims, dtype, patch_size, zones, srcs, projection)
+            n_vectors = _publish(store, out, zones, attrs, dims, dtype, samples_max)
+            store.discard()
+    except OSError as e:  # a full disk: one line naming the path; the run stays resumable
+        full = disk_error(e, out)
+        if full is e:
+            raise
+        raise full from e
+    finally:
+        if created:
+            _remove_if_only_marker(out)
+        if rank != 0 and is_archive(out):  # published, its work area removed: leave no lock
+            (work / f"{LOCK_FILE}-rank{rank}").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                work.rmdir()
+    cos = float(projection["dequantization_cosine"][dtype])
+    km2 = n_vectors * (BASE_RESOLUTION_M * patch_size) ** 2 / 1e6
+    return BuildResult(out, sorted(zones), total, run, resumed, n_vectors, km2,
+                       time.perf_counter() - t_start, cos)  # fmt: skip
+
+
+def _run_tiles(store: WorkStore, net, area, srcs: list[Source], modalities: list[str],
+               all_jobs: list[tuple[ZoneGrid, Window]], dims: int, dtype: str, patch_size: int,
+               pca_tiles: int, executor: str, workers: int | None, scheduler: str | None,
+               progress: Progress | None, rank: int = 0, world: int = 1,
+               published: Callable[[], bool] | None = None) -> tuple[int, int]:
+    """Fit the PCA (rank 0, unless stored) and put every tile of this rank (every ``world``-th
+    tile from ``rank``) not yet in ``store``; returns ``(tiles embedded, tiles found done)``.
+    Each tile is ``store.put(key, block [n, n, dims], record)``."""
+    keys = {tile_key(g, w): (g, w) for g, w in all_jobs}
+    key_of = {w.name: k for k, (_, w) in keys.items()}
+    mine = list(keys)[rank::world]
+    total = len(all_jobs)
+
+    def features(w: Window, value: dict) -> np.ndarray:
+        f = embed_arrays(net, value["arrays"], value["timestamps"], patch_size)
+        f[~area_mask(area, w, patch_size)] = np.nan
+        return f
+
+    cache: dict[str, np.ndarray] = {}
+    failures: list[str] = []
+    ex = make_executor(executor, workers, scheduler)  # type: ignore[arg-type]
+    try:
+        if rank == 0 and not store.done(PROJECTION_KEY):
+            pick = np.unique(np.linspace(0, total - 1, min(pca_tiles, total)).round().astype(int))
+            picked = [all_jobs[i][1] for i in pick]
+            for o in ex.map_unordered(materialize_tile, [(w, srcs, modalities) for w in picked]):
+                if o.error:
+                    raise RuntimeError(f"tile {o.item[0].name}: {o.error}")
+                cache[o.item[0].name] = features(o.item[0], o.value)
+            sample = [cache[w.name] for w in picked]
+            mean, comps, evr = fit_projection(sample, dims)
+            coords = np.concatenate([project(f, mean, comps).reshape(-1, dims) for f in sample])
+            cos = {d: dequantization_cosine(coords, d) for d in ("int8", "float16", "float32")}
+            # the PCA before any tile: every tile of a resumed run is encoded with these arrays
+            store.put(PROJECTION_KEY, np.vstack([mean[None], comps]),
+                      {"explained_variance_ratio": evr.tolist(), "dequantization_cosine": cos,
+                       "fitted_on_tiles": len(pick)})  # fmt: skip
+        proj = store.get_array(PROJECTION_KEY)  # other ranks waited for rank 0's
+        mean, comps = proj[0], proj[1:]
+
+        def put(key: str, f: np.ndarray) -> None:
+            grid, w = keys[key]
+            store.put(key, encode_block(f, mean, comps, dtype),
+                      {"zone": grid.name, "tile": list(grid.tile_of(*w.pixel_bounds[:2]))})
+
+        pending = store.pending(mine)
+        resumed = len(mine) - len(pending)
+        # the PCA's tiles are embedded already, whichever rank they belong to
+        for name, f in cache.items():
+            if not store.done(key_of[name]):
+                put(key_of[name], f)
+        todo = store.pending(mine)
+        if rank != 0 and published is not None and published():
+            # rank 0 did the rest and published (then removed the store): nothing left here
+            return 0, len(mine)
+        run = len(pending) - len(todo)
+        finished = len(mine) - len(todo)
+        if progress:
+            progress(finished, len(mine))
+        for o in ex.map_unordered(materialize_tile, [(keys[k][1], srcs, modalities)
+                                                     for k in todo]):
+            w = o.item[0]
+            if o.error:
+                failures.append(f"tile {w.name}: {o.error}")
+                continue
+            put(key_of[w.name], features(w, o.value))
+            finished += 1
+            run += 1
+            if progress:
+                progress(finished, len(mine))
+    finally:
+        ex.close()
+    if failures:
+        raise RuntimeError(f"{len(failures)} tiles failed ({finished} of {len(mine)} tiles are "
+                           "done and kept; rerun the same command to resume):\n"
+                           + "\n".join(failures[:10]))  # fmt: skip
+    return run, resumed
+
+
+def _store_ready(store: WorkStore) -> bool:
+    try:
+        store.wait_ready(0)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _wait_for_rank0(out: Path, ready: Callable[[], bool], what: str, timeout_s: float,
+                    poll_s: float = 0.2) -> bool:
+    """Wait until ``ready()`` (returns True) or until rank 0 has published ``out`` (False: rank
+    0 may finish every tile itself, then it removes the store a rank would wait on)."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if is_archive(out):
+            return False
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank 0 did not {what} within {timeout_s:.1f} s; check rank 0's "
+                               "log (it may have failed before starting), then rerun")
+        time.sleep(poll_s)
+    return True
+
+
+def _archive_attrs(sig: dict, ident: dict, dims: int, dtype: str, patch_size: int,
+                   zones: dict, srcs: Sequence[Source], projection: dict) -> dict:
+    return {
         "geolatent:format": FORMAT, "geolatent:format_version": FORMAT_VERSION,
-        "geolatent:build": sig,
-        "geolatent:area": shapely.geometry.mapping(area),
-        "geoemb:model": ident, "geoemb:dims": dims, "geoemb:matryoshka_prefixes": prefixes,
+        "geolatent:build": sig, "geolatent:sources": sources_key(srcs),
+        "geoemb:model": ident, "geoemb:dims": dims,
+        "geoemb:matryoshka_prefixes": [d for d in (16, 32, 64, 128) if d <= dims],
         "geoemb:quantization": quantization_attrs(dtype),
         "geoemb:time_range": sig["time_range"], "geoemb:time_range_end": "exclusive",
         "geoemb:patch_size": patch_size, "geoemb:pixel_size_m": BASE_RESOLUTION_M * patch_size,
         "geoemb:reduction": {"method": "pca", "from_dims": ident["embedding_size"],
-                             "to_dims": dims, "fitted_on_tiles": 0,
+                             "to_dims": dims, "fitted_on_tiles": projection["fitted_on_tiles"],
                              "note": "coordinates ordered by explained variance; every prefix "
                                      "is a valid embedding after renormalizing"},
-        "geoemb:crs": sorted(zones), "geolatent:complete": False,
+        "geoemb:dequantization_cosine": projection["dequantization_cosine"],
+        "geoemb:crs": sorted(zones), "geolatent:complete": True,
     }  # fmt: skip
-    root = _open_or_create(out, sig, attrs)
-    for crs, (grid, ws) in zones.items():
-        if "zones" in root and grid.name in root["zones"]:
-            if not {"embeddings", "tiles_planned", "tiles_done"} <= set(
-                    root["zones"][grid.name].array_keys()):
-                del root["zones"][grid.name]  # interrupted while being created: recreate it
-        if "zones" in root and grid.name in root["zones"]:
-            if grid_from_attrs(dict(root["zones"][grid.name].attrs)) != grid:
-                raise ArchiveError(f"{out}: zone {crs} grid differs from the plan; "
-                                   f"choose another --out")  # fmt: skip
-            continue
-        planned = np.zeros((grid.tile_rows, grid.tile_cols), dtype=np.uint8)
-        for w in ws:
-            planned[grid.tile_of(w.pixel_bounds[0], w.pixel_bounds[1])] = 1
-        create_zone(root, grid, dims, dtype, planned)
 
-    all_jobs = [(grid, w) for grid, ws in zones.values() for w in ws]
-    proj = _projection(root)
-    cache: dict[str, np.ndarray] = {}
-    ex = make_executor(executor, workers, scheduler)  # type: ignore[arg-type]
-    try:
-        if proj is None:
-            pick = np.unique(np.linspace(0, len(all_jobs) - 1, min(pca_tiles, len(all_jobs)))
-                             .round().astype(int))  # fmt: skip
-            feats = {}
-            for o in ex.map_unordered(materialize_tile,
-                                      [(all_jobs[i][1], srcs, modalities) for i in pick]):
-                if o.error:
-                    raise RuntimeError(f"tile {o.item[0].name}: {o.error}")
-                w = o.item[0]
-                f = embed_arrays(net, o.value["arrays"], o.value["timestamps"], patch_size)
-                f[~area_mask(area, w, patch_size)] = np.nan
-                feats[w.name] = f
-            sample = [feats[all_jobs[i][1].name] for i in pick]
-            _fit_projection(root, sample, dims)
-            m_, c_ = _projection(root, require_complete=False)  # type: ignore[misc]
-            coords = np.concatenate([project(f, m_, c_).reshape(-1, dims) for f in sample])
-            root.attrs["geoemb:dequantization_cosine"] = {
-                d: dequantization_cosine(coords, d) for d in ("int8", "float16", "float32")}
-            root["projection"].attrs["complete"] = True  # last: a rerun refits until here
-            reduction = dict(root.attrs["geoemb:reduction"], fitted_on_tiles=len(pick))
-            root.attrs["geoemb:reduction"] = reduction
-            proj = _projection(root)
-            cache = feats
-        mean, comps = proj  # type: ignore[misc]
 
-        done_arrays = {g.name: root["zones"][g.name]["tiles_done"] for g, _ in zones.values()}
-        done_now = {g.name: done_arrays[g.name][:] for g, _ in zones.values()}
-        todo = [(g, w) for g, w in all_jobs
-                if not done_now[g.name][g.tile_of(w.pixel_bounds[0], w.pixel_bounds[1])]]
-        resumed = len(all_jobs) - len(todo)
-        finished = resumed
-        if progress:
-            progress(finished, len(all_jobs))
-        grid_of = {w.name: g for g, w in todo}
+def _publish(store: WorkStore, out: Path, zones: dict[str, tuple[ZoneGrid, list[Window]]],
+             attrs: dict, dims: int, dtype: str, samples_max: int) -> int:
+    """Write the archive from the finished store and publish it into ``out``; returns the
+    number of valid vectors.
 
-        def write(grid: ZoneGrid, w: Window, feats: np.ndarray) -> None:
-            block = encode_block(feats, mean, comps, dtype)
-            tr, tc = grid.tile_of(w.pixel_bounds[0], w.pixel_bounds[1])
-            n = grid.tile_out
-            zg = root["zones"][grid.name]
-            zg["embeddings"][tr * n:(tr + 1) * n, tc * n:(tc + 1) * n, :] = block
-            done_arrays[grid.name][tr, tc] = 1  # only after the chunk is written
-
-        pending = []
-        for g, w in todo:
-            if w.name in cache:
-                write(g, w, cache.pop(w.name))
-                finished += 1
-                if progress:
-                    progress(finished, len(all_jobs))
-            else:
-                pending.append((w, srcs, modalities))
-        for o in ex.map_unordered(materialize_tile, pending):
-            if o.error:
-                raise RuntimeError(f"tile {o.item[0].name}: {o.error} (finished tiles are kept; "
-                                   f"rerun the same command to resume)")
-            w = o.item[0]
-            f = embed_arrays(net, o.value["arrays"], o.value["timestamps"], patch_size)
-            f[~area_mask(area, w, patch_size)] = np.nan
-            write(grid_of[w.name], w, f)
-            finished += 1
-            if progress:
-                progress(finished, len(all_jobs))
-    finally:
-        ex.close()
-
+    The whole store is first written in the work area (``.archive.zarr.tmp-*``, removed with
+    the other temporaries if a run is killed), then its nodes are moved into ``out``, the root
+    ``zarr.json`` last: until that rename ``out`` is no Zarr group, after it a complete one.
+    """
     from geolatent.archive.overview import write_overviews
     from geolatent.archive.samples import write_samples
 
+    stage = temp_path(store.root / "archive.zarr")
+    proj = store.get_array(PROJECTION_KEY)
+    rec = store.get_record(PROJECTION_KEY)
+    root = zarr.open_group(str(stage), mode="w-", zarr_format=3)
+    root.attrs.update(attrs)
+    g = root.create_group("projection")
+    g.create_array("mean", data=proj[0])
+    g.create_array("components", data=proj[1:])
+    g.create_array("explained_variance_ratio",
+                   data=np.asarray(rec["explained_variance_ratio"], np.float32))
+    for grid, ws in zones.values():
+        planned = np.zeros((grid.tile_rows, grid.tile_cols), dtype=np.uint8)
+        for w in ws:
+            planned[grid.tile_of(*w.pixel_bounds[:2])] = 1
+        emb = create_zone(root, grid, dims, dtype, planned)["embeddings"]
+        n = grid.tile_out
+        for w in ws:
+            tr, tc = grid.tile_of(*w.pixel_bounds[:2])
+            emb[tr * n:(tr + 1) * n, tc * n:(tc + 1) * n, :] = store.get_array(tile_key(grid, w))
     write_overviews(root)
-    n_vectors = write_samples(root, beside(out, ".samples.parquet"), samples_max)
-    cos = float(root.attrs["geoemb:dequantization_cosine"][dtype])
-    root.attrs["geolatent:complete"] = True
-    seconds = time.perf_counter() - t_start
-    km2 = n_vectors * (BASE_RESOLUTION_M * patch_size) ** 2 / 1e6
-    return BuildResult(out, sorted(zones), len(all_jobs), len(todo), resumed, n_vectors, km2,
-                       seconds, cos)  # fmt: skip
+    samples = temp_path(store.root / "samples.parquet")
+    n_vectors = write_samples(root, samples, samples_max)
+    root.attrs["geolatent:vectors"] = n_vectors
+
+    os.replace(samples, beside(out, ".samples.parquet"))
+    for name in ("projection", "zones"):
+        dest = out / name
+        if dest.exists():  # moved by a run killed while publishing (never an archive: no root)
+            shutil.rmtree(dest)
+        os.replace(stage / name, dest)
+    os.replace(stage / "zarr.json", out / "zarr.json")  # the publication point
+    shutil.rmtree(stage)
+    return n_vectors
 
 
-__all__ = ["BuildResult", "build", "load_archive_model", "model_identity", "project"]
+def _remove_if_only_marker(out: Path) -> None:
+    """Remove a folder this build created when it holds nothing but its marker (a build that
+    failed before finishing any tile leaves nothing behind)."""
+    marker = out / marker_name("archive")
+    if out.is_dir() and [p.name for p in out.iterdir()] == [marker.name]:
+        marker.unlink()
+        out.rmdir()
+
+
+__all__ = ["BuildResult", "archive_imagery", "build", "fit_projection", "load_archive_model",
+           "model_identity", "project", "sources_key", "tile_key"]

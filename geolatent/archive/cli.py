@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -32,36 +33,63 @@ def build_command(
     start: str = typer.Option(..., "--start", help="first date (ISO), inclusive"),
     end: str = typer.Option(..., "--end", help="last date (ISO), inclusive"),
     out: Path = typer.Option(..., "--out", help="the Zarr v3 store to write (region.zarr)"),
-    imagery: str = typer.Option(None, "--imagery", help="imagery preset (see --config)"),
+    imagery: str = typer.Option(None, "--imagery", help="STAC imagery: a preset "
+                                "(earth-search, planetary-computer) or a STAC API URL; "
+                                "Sentinel-2 L2A unless --collection"),
+    collection: str = typer.Option(None, "--collection", help="collection of --imagery (needed "
+                                   "for a URL), e.g. sentinel-1-rtc"),
     config: Path = typer.Option(None, "--config", help="YAML with a `sources:` list"),
     patch_size: int = typer.Option(4, "--patch-size", help="one vector per p x p pixels"),
     dims: int = typer.Option(128, "--dims", help="128 | 64 (PCA prefix)"),
     dtype: str = typer.Option("int8", "--dtype", help="int8 | float16 | float32"),
+    executor: str = typer.Option("serial", "--executor",
+                                 help="serial | process | dask (materialization)"),
+    workers: int = typer.Option(None, "--workers", help="materialization workers"),
+    scheduler: str = typer.Option(None, "--scheduler", help="dask scheduler address"),
 ) -> None:
     """Embed every location of the area into a resumable Zarr v3 archive."""
-    from geolatent.archive.build import build
+    from geolatent.archive.build import archive_imagery, build
+    from geolatent.data.run import DiskFullError, RunLockedError
+    from geolatent.data.stac_api import StacSearchError
 
-    if imagery is not None:
-        _fail(ValueError(
-            f"--imagery {imagery}: imagery presets are not part of this build; give "
-            f"--config data.yaml with a `sources:` list instead"))
-    if config is None:
-        _fail(ValueError("give --config data.yaml (a YAML with a `sources:` list)"))
+    if imagery is not None and config is not None:
+        _fail(ValueError("give either --config or --imagery, not both"))
+    if imagery is None and config is None:
+        _fail(ValueError("give --config data.yaml (a YAML with a `sources:` list) or --imagery "
+                         "PRESET (earth-search, planetary-computer or a STAC API URL)"))
+    if collection is not None and imagery is None:
+        _fail(ValueError("--collection goes with --imagery; with --config the YAML names the "
+                         "collections"))
     if not aoi.exists():
         _fail(FileNotFoundError(f"--aoi {aoi} does not exist"))
     if dims not in (128, 64):
         _fail(ValueError(f"--dims must be 128 or 64, got {dims}"))
     if dtype not in ("int8", "float16", "float32"):
         _fail(ValueError(f"--dtype must be int8, float16 or float32, got {dtype!r}"))
+    if executor not in ("serial", "process", "dask"):
+        _fail(ValueError(f"--executor must be serial, process or dask, got {executor!r}"))
 
     def progress(done: int, total: int) -> None:
         typer.echo(f"tiles {done}/{total}", err=True)
 
     try:
-        r = build(model, aoi, start, end, out, config=config, patch_size=patch_size, dims=dims,
-                  dtype=dtype, progress=progress)  # fmt: skip
-    except (ValueError, FileNotFoundError) as e:
+        sources = None
+        if imagery is not None:  # opened sources, searched over the AOI
+            sources = archive_imagery(imagery, aoi, start, end, collection=collection)
+        # torchrun ranks share the build (RANK / WORLD_SIZE); rank 0 publishes the archive
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        r = build(model, aoi, start, end, out, sources=sources, config=config,
+                  patch_size=patch_size, dims=dims, dtype=dtype, executor=executor,
+                  workers=workers, scheduler=scheduler, progress=progress, rank=rank,
+                  world=world)  # fmt: skip
+    except (ValueError, FileNotFoundError, RunLockedError, DiskFullError, StacSearchError,
+            TimeoutError) as e:
         _fail(e)
+        return
+    if rank != 0:
+        typer.echo(f"rank {rank}: {r.tiles_run} tiles run, {r.tiles_resumed} resumed; rank 0 "
+                   f"writes {r.path}")
         return
     typer.echo(
         f"{r.path}: {r.vectors} vectors in {', '.join(r.zones)}, {r.tiles_run} tiles run, "

@@ -37,7 +37,9 @@ def count_valid(zone: zarr.Group) -> int:
 
 
 def write_samples(root: zarr.Group, path: str | os.PathLike, samples_max: int) -> int:
-    """Write the samples file atomically; returns the number of valid vectors in the archive."""
+    """Write the samples file at ``path``; returns the number of valid vectors in the archive.
+
+    The build writes it inside its work area and moves it into place (atomic publication)."""
     path = Path(path)
     zones = [root["zones"][n] for n in sorted(root["zones"])]
     totals = [count_valid(z) for z in zones]
@@ -85,7 +87,5 @@ def write_samples(root: zarr.Group, path: str | os.PathLike, samples_max: int) -
     meta[b"geoemb"] = json.dumps({"model": root.attrs["geoemb:model"], "dims": dims,
                                   "stride": stride}).encode()  # fmt: skip
     table = table.cast(schema).replace_schema_metadata(meta)
-    tmp = path.with_name(f".{path.name}.part")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    pq.write_table(table, path)
     return total

@@ -14,9 +14,9 @@
                     so a map read of an area touches the tiles it covers and a vector read
                     touches exactly one chunk; dimension_names (y, x, dim)
         tiles_planned uint8 [tile_rows, tile_cols]  1 where a build tile intersects the area
-        tiles_done    uint8 [tile_rows, tile_cols]  1 once that tile's chunk is written
         overview_rgb  uint8 [3, rows, cols]  first three principal components stretched to
                       0-255 (for viewing; written when the build completes)
+      .geolatent-archive           marker: this folder holds a geolatent archive (run driver)
     region.samples.parquet         beside the store: GeoParquet point samples (:mod:`.samples`)
     region.faiss, region.faiss.json  beside the store: FAISS index, built on demand (:mod:`.index`)
 
@@ -27,9 +27,10 @@ Root attributes (the ``geoemb:`` convention of community geo-embedding Zarr stor
 Zone attributes: ``geoemb:crs`` and ``geoemb:transform`` (GDAL order ``[a, b, c, d, e, f]`` of
 the affine pixel -> CRS transform of ``embeddings``; pixels of ``10 * p`` m).
 
-Completion is recorded per tile *after* its chunk is written, so an interrupted build (even
-``kill -9``) leaves at worst a half-written chunk whose tile is not marked done; the next run
-rewrites it. Chunks are the unit of writing, so no two tiles ever share a chunk.
+An archive is only ever seen complete: :func:`geolatent.archive.build` keeps finished tiles in
+the run driver's work store (``region.zarr/.work``) and publishes the store's nodes when every
+tile is done, the root ``zarr.json`` last (see :mod:`.build`). Chunks are tiles, so no two
+tiles ever share a chunk.
 """
 
 from __future__ import annotations
@@ -139,8 +140,6 @@ def create_zone(root: zarr.Group, grid: ZoneGrid, dims: int, dtype: str,
                    chunks=(grid.tile_out, grid.tile_out, dims), fill_value=fill,
                    dimension_names=("y", "x", "dim"))  # fmt: skip
     g.create_array("tiles_planned", data=planned.astype(np.uint8), chunks=planned.shape)
-    g.create_array("tiles_done", shape=planned.shape, dtype="uint8", chunks=(1, 1),
-                   fill_value=0)  # fmt: skip
     return g
 
 
@@ -195,5 +194,4 @@ def write_zone_vectors(root: zarr.Group, crs: str, col0: int, row0: int, rows: i
     for block in strips:
         arr[r:r + block.shape[0], :block.shape[1]] = encode(block, dtype)
         r += block.shape[0]
-    g["tiles_done"][:] = 1
     return grid

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from archive_fixtures import write_sample
 from typer.testing import CliRunner
 
 import geolatent.archive as ga
-from geolatent.archive.store import ArchiveError
+from geolatent.archive.store import ArchiveError, is_archive
 from geolatent.cli import app
+from geolatent.data.run import OutputConflictError, OutputLock, RunLockedError, prepare_output_dir
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -71,7 +73,9 @@ def test_build_writes_a_zarr_v3_archive(built, fixture_dir):
     assert zone.attrs["geoemb:transform"] == [40.0, 0.0, 400000.0, 0.0, -40.0, 5100800.0]
     emb = zone["embeddings"]
     assert emb.shape == (32, 32, 128) and emb.chunks == (16, 16, 128) and emb.dtype == np.int8
-    assert zone["tiles_done"][:].all()
+    # published from the run driver's work store: every planned tile written, work area gone
+    assert zone["tiles_planned"][:].all() and "tiles_done" not in zone
+    assert not (built / ".work").exists() and (built / ".geolatent-archive").is_file()
     from geolatent.archive.quantize import decode
 
     v, ok = decode(emb[:])
@@ -153,7 +157,15 @@ def test_cli_bad_inputs_say_what_to_change(sample, tmp_path, fixture_dir):
     cases = [
         (["--config", str(sample["config"]), "--dims", "256"], "--dims must be 128 or 64"),
         (["--config", str(sample["config"]), "--dtype", "int4"], "--dtype must be int8, float16"),
-        (["--imagery", "sentinel2"], "give --config data.yaml"),
+        (["--imagery", "sentinel2"], "unknown imagery 'sentinel2'"),
+        (["--imagery", "http://127.0.0.1:9/stac"], "also give --collection"),
+        (["--imagery", "earth-search", "--config", str(sample["config"])],
+         "give either --config or --imagery"),
+        (["--config", str(sample["config"]), "--collection", "sentinel-2-l2a"],
+         "--collection goes with --imagery"),
+        (["--imagery", "earth-search", "--start", "2024-13-01"], "give ISO dates"),
+        (["--config", str(sample["config"]), "--executor", "threads"],
+         "--executor must be serial, process or dask"),
         ([], "give --config data.yaml"),
     ]
     for extra, msg in cases:
@@ -168,10 +180,36 @@ def test_cli_bad_inputs_say_what_to_change(sample, tmp_path, fixture_dir):
     assert not (tmp_path / "a.zarr").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(ArchiveError, match="exists and is not a Zarr archive"):
+    with pytest.raises(OutputConflictError, match=r"--out .*mine is a folder with other files "
+                                                  r"\(notes.txt\) and no geolatent archive"):
         ga.build(fixture_dir, sample["aoi"], "2024-01-01", "2024-03-31", tmp_path / "mine",
                  config=sample["config"])
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    (tmp_path / "file.zarr").write_text("mine too")
+    r = CliRunner().invoke(app, [*base[:-1], str(tmp_path / "file.zarr"),
+                                 "--config", str(sample["config"])])
+    assert r.exit_code == 2 and "is an existing file, not a folder" in r.output, r.output
+    assert (tmp_path / "file.zarr").read_text() == "mine too"
+
+
+def test_one_build_per_archive(sample, tmp_path, fixture_dir):
+    """A second build of the same archive stops at once naming the running one's pid."""
+    out = tmp_path / "a.zarr"
+    prepare_output_dir(out, "archive")
+    with OutputLock(out, "archive build"):
+        with pytest.raises(RunLockedError, match=rf"archive build on .*a.zarr is already running "
+                                                 rf"\(pid {os.getpid()}\)"):
+            ga.build(fixture_dir, sample["aoi"], "2024-01-01", "2024-03-31", out,
+                     config=sample["config"])
+        r = CliRunner().invoke(app, [
+            "archive", "build", "--model", str(fixture_dir), "--aoi", str(sample["aoi"]),
+            "--start", "2024-01-01", "--end", "2024-03-31", "--config", str(sample["config"]),
+            "--out", str(out)])  # fmt: skip
+        assert r.exit_code == 2 and f"is already running (pid {os.getpid()})" in r.output
+    # the refused runs touched nothing: only the marker and the lock are there
+    assert sorted(p.name for p in out.iterdir()) == [".geolatent-archive", ".work"]
+    assert [p.name for p in (out / ".work").iterdir()] == ["lock"]
 
 
 KILLED_BUILD = textwrap.dedent("""
@@ -204,11 +242,15 @@ def test_kill_9_then_resume_gives_identical_arrays(sample, fixture_dir, tmp_path
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    done_dir = out / "zones" / "32633" / "tiles_done" / "c"
+    work = out / ".work"  # the run driver's work store: one marker per finished tile
+
+    def tiles_done() -> int:
+        return len(list(work.glob("tile-*.json")))
+
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if done_dir.exists() and sum(1 for p in done_dir.rglob("*") if p.is_file()) >= 2:
+            if tiles_done() >= 2:
                 os.kill(proc.pid, signal.SIGKILL)
                 break
             time.sleep(0.02)
@@ -217,20 +259,35 @@ def test_kill_9_then_resume_gives_identical_arrays(sample, fixture_dir, tmp_path
             proc.kill()
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, err
-    root = zarr.open_group(str(out), mode="r")
-    done_at_kill = int(root["zones"]["32633"]["tiles_done"][:].sum())
-    assert 2 <= done_at_kill < ref.tiles_total and root.attrs["geolatent:complete"] is False
+    done_at_kill = tiles_done()
+    assert 2 <= done_at_kill < ref.tiles_total
+    # nothing published yet: the folder is no Zarr store until every tile is done
+    assert not (out / "zarr.json").exists() and not is_archive(out)
+    assert not out.with_name("killed.samples.parquet").exists()
     print(f"\nkilled with {done_at_kill}/{ref.tiles_total} tiles done")
 
     res = ga.build(fixture_dir, sample["aoi"], "2024-01-01", "2024-03-31", out,
                    sources=sample["sources"], tile_size=32, pca_tiles=2)
     assert res.tiles_resumed == done_at_kill and res.tiles_run == ref.tiles_total - done_at_kill
+    assert not work.exists() and _complete(out)
     a = zarr.open_group(str(tmp_path / "ref.zarr"), mode="r")
     b = zarr.open_group(str(out), mode="r")
-    for name in ("embeddings", "overview_rgb", "tiles_done"):
+    for name in ("embeddings", "overview_rgb", "tiles_planned"):
         np.testing.assert_array_equal(a["zones"]["32633"][name][:], b["zones"]["32633"][name][:])
-    for name in ("mean", "components"):
+    for name in ("mean", "components", "explained_variance_ratio"):
         np.testing.assert_array_equal(a["projection"][name][:], b["projection"][name][:])
+    assert pq.read_table(tmp_path / "ref.samples.parquet").equals(
+        pq.read_table(tmp_path / "killed.samples.parquet"))
+    # a rerun of the finished archive changes nothing and runs nothing
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    again = ga.build(fixture_dir, sample["aoi"], "2024-01-01", "2024-03-31", out,
+                     sources=sample["sources"], tile_size=32, pca_tiles=2)
+    assert again.tiles_run == 0 and again.vectors == res.vectors
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+def _complete(path: Path) -> bool:
+    return zarr.open_group(str(path), mode="r").attrs["geolatent:complete"] is True
 
 
 @pytest.mark.slow
@@ -255,3 +312,49 @@ def test_an_area_too_small_for_the_pca_is_a_clear_error(sample, fixture_dir, tmp
     with pytest.raises(ArchiveError, match=r"fewer than --dims 128.*use a larger --aoi"):
         ga.build(fixture_dir, tiny, "2024-01-01", "2024-03-31", tmp_path / "t.zarr",
                  config=sample["config"])
+    assert not (tmp_path / "t.zarr").exists()  # a build that finished nothing leaves nothing
+
+
+@pytest.mark.slow
+def test_ranks_share_the_build_and_rank_0_publishes(sample, fixture_dir, tmp_path):
+    """torchrun-style ranks on one folder: rank 0 fits the PCA and publishes, each rank embeds
+    every second tile; waits time out naming the missing rank; the archive equals one built by
+    a single process."""
+    args = (fixture_dir, sample["aoi"], "2024-01-01", "2024-03-31")
+    kw = dict(sources=sample["sources"], tile_size=32, pca_tiles=2)  # 6 tiles; PCA on 0 and 5
+    out = tmp_path / "ranks.zarr"
+    with pytest.raises(TimeoutError, match=r"rank 0 did not prepare .*ranks.zarr"):
+        ga.build(*args, out, rank=1, world=2, rank_timeout_s=0.5, **kw)
+    assert not out.exists()
+    # rank 0 alone: the PCA's tiles and its own (0, 2, 4), then it waits for rank 1
+    with pytest.raises(TimeoutError, match=r"rank 1 \(2 items left\) did not finish within 1 s"):
+        ga.build(*args, out, rank=0, world=2, rank_timeout_s=1, **kw)
+    assert not (out / "zarr.json").exists()
+    r1 = ga.build(*args, out, rank=1, world=2, rank_timeout_s=5, **kw)
+    assert (r1.tiles_run, r1.tiles_resumed) == (2, 1)  # tile 5 came with the PCA
+    assert not (out / "zarr.json").exists()  # only rank 0 publishes
+    r0 = ga.build(*args, out, rank=0, world=2, rank_timeout_s=5, **kw)
+    assert (r0.tiles_run, r0.tiles_resumed) == (0, 3) and not (out / ".work").exists()
+    ref = ga.build(*args, tmp_path / "ref.zarr", **kw)
+    a, b = (zarr.open_group(str(p), mode="r") for p in (ref.path, out))
+    for name in ("embeddings", "overview_rgb"):
+        np.testing.assert_array_equal(a["zones"]["32633"][name][:], b["zones"]["32633"][name][:])
+    np.testing.assert_array_equal(a["projection"]["components"][:],
+                                  b["projection"]["components"][:])
+    # rank 0 embedding every tile itself (all of them fit the PCA) while rank 1 waits: rank 1
+    # stops once the archive is published (its store is gone) and leaves nothing behind
+    out2, all6 = tmp_path / "ranks2.zarr", dict(kw, pca_tiles=6)
+    got: dict = {}
+    waiter = threading.Thread(target=lambda: got.update(r1=ga.build(
+        *args, out2, rank=1, world=2, rank_timeout_s=60, **all6)))
+    waiter.start()
+    r0 = ga.build(*args, out2, rank=0, world=2, rank_timeout_s=60, **all6)
+    waiter.join(120)
+    assert r0.tiles_run == 3 and got["r1"].tiles_run == 0
+    assert sorted(p.name for p in out2.iterdir()) == [".geolatent-archive", "projection",
+                                                      "zarr.json", "zones"]
+    r = CliRunner().invoke(app, [
+        "archive", "build", "--model", str(fixture_dir), "--aoi", str(sample["aoi"]),
+        "--start", "2024-01-01", "--end", "2024-03-31", "--config", str(sample["config"]),
+        "--out", str(tmp_path / "x.zarr")], env={"RANK": "2", "WORLD_SIZE": "2"})
+    assert r.exit_code == 2 and "rank 2 must be in 0..1" in r.output and "WORLD_SIZE" in r.output
