@@ -115,19 +115,21 @@ class BuildResult:
 
 # -- model identity -----------------------------------------------------------------------------
 def load_archive_model(model: str | os.PathLike | torch.nn.Module):
-    """A model folder (geolatent or v1 release) or an already loaded model."""
+    """A model folder (release of any version or geolatent), a release id such as
+    ``allenai/OlmoEarth-v1_2-Nano`` (through :mod:`geolatent.model.hub`), or a loaded model."""
     if isinstance(model, torch.nn.Module):
         return model.eval()
-    from geolatent.model import load_model
+    from geolatent.model import hub, load_model
 
     p = Path(model)
-    if not p.exists():
+    if not p.exists() and not hub.looks_like_id(str(model)):
         raise FileNotFoundError(
-            f"--model {model}: no model folder there (give a folder with config.json and "
-            f"weights; no random weights are ever used)"
+            f"--model {model}: no model folder there and not a release id (give a folder with "
+            "config.json and weights, or an id such as allenai/OlmoEarth-v1_2-Nano; no random "
+            "weights are ever used)"
         )
-    m = load_model(p)
-    m.__dict__.setdefault("_archive_source", str(p.resolve()))
+    m = load_model(p if p.exists() else str(model))
+    m.__dict__.setdefault("_archive_source", str(p.resolve()) if p.exists() else str(model))
     return m
 
 
@@ -140,9 +142,10 @@ def model_identity(model) -> dict:
     prov = getattr(model, "provenance", None) or {}
     prov = json.loads(json.dumps(prov, default=str))
     src = getattr(model, "_archive_source", None)
-    model_id = prov.get("model_id") or prov.get("id") or (Path(src).name if src else None) \
-        or f"olmoearth-v1-{model.config.size or 'custom'}"
-    revision = prov.get("revision")
+    model_id = prov.get("repo_id") or prov.get("model_id") or prov.get("id") \
+        or (Path(src).name if src else None) or f"olmoearth-v1-{model.config.size or 'custom'}"
+    revision = prov.get("revision") or (f"sha256:{prov['sha256'][:16]}" if prov.get("sha256")
+                                        else None)
     if not revision:
         h = hashlib.sha256()
         for k, v in sorted(model.state_dict().items()):

@@ -51,6 +51,7 @@ def build_command(
     from geolatent.archive.build import archive_imagery, build
     from geolatent.data.run import DiskFullError, RunLockedError
     from geolatent.data.stac_api import StacSearchError
+    from geolatent.model.hub import ModelNotAvailable
 
     if imagery is not None and config is not None:
         _fail(ValueError("give either --config or --imagery, not both"))
@@ -84,7 +85,7 @@ def build_command(
                   workers=workers, scheduler=scheduler, progress=progress, rank=rank,
                   world=world)  # fmt: skip
     except (ValueError, FileNotFoundError, RunLockedError, DiskFullError, StacSearchError,
-            TimeoutError) as e:
+            TimeoutError, ModelNotAvailable) as e:
         _fail(e)
         return
     if rank != 0:

@@ -167,3 +167,13 @@ def test_cli_model_flag_takes_an_id(hf_env, tmp_path):
                                    "--s2-dates", "2024-01-01"])  # fmt: skip
     assert res.exit_code == 2
     assert "was not found" in " ".join(res.output.split())
+
+
+def test_archive_build_takes_a_release_id_and_records_it(hf_env, server):
+    """``archive build --model ID``: the archive's model identity is the release and commit."""
+    from geolatent.archive.build import load_archive_model, model_identity
+
+    ident = model_identity(load_archive_model(REPO))
+    assert ident["id"] == REPO and ident["revision"] == MAIN
+    with pytest.raises(FileNotFoundError, match="not a release id"):
+        load_archive_model(hf_env / "no-such-folder")
