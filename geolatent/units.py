@@ -297,19 +297,23 @@ def check_source_files(sources: Sequence, *, max_files: int = 64) -> None:
 
 
 def check_bandsets(sources: Sequence, *, strict: bool = True) -> list[str]:
-    """Every encoder modality fed by ``sources`` should get at least one complete bandset.
+    """What the model will make of the bands ``sources`` give each encoder modality.
 
-    A bandset is tokenized as a whole: with a band missing, its tokens are masked. Sources
-    whose bands together complete no bandset of their modality give inputs the model cannot
-    see at all: for fine-tuning a configuration error, raised before any work; a data build
-    (whose samples other tools may use) reports it (``strict=False``).
+    The one missing-data rule (:mod:`geolatent.model.missing`): a band missing inside a bandset
+    that has data is filled by the model version's rule (v1.1+: 0 after normalization; v1: the
+    present band nearest in wavelength), and a bandset with none of its bands is masked. So a
+    subset of bands is usable input (e.g. Sentinel-2 without B01/B09, RGB only, Sentinel-1 VV
+    without VH); only a modality that gets no band at all is an error.
 
     Args:
         sources: indexed data-layer sources (``.name``, ``.modality``, ``.bands``).
-        strict: raise on the first such modality (else return the messages).
+        strict: raise when a modality gets no band at all (else return that as a message too).
+
+    Returns:
+        One note per modality whose bands are filled or whose bandsets are masked.
 
     Raises:
-        ValueError: naming the sources, their bands and the bandsets that could be formed.
+        ValueError: (``strict``) a source that feeds its modality no band, naming it.
     """
     messages = []
     by_modality: dict[str, list] = {}
@@ -320,16 +324,23 @@ def check_bandsets(sources: Sequence, *, strict: bool = True) -> list[str]:
         if not mod.encoder_input:
             continue
         have = {canonical_band_name(b) for s in group for b in s.bands}
-        if any(all(canonical_band_name(b) in have for b in bs) for bs in mod.bandsets):
-            continue
         names = ", ".join(repr(s.name) for s in group)
-        given = sorted({b for s in group for b in s.bands})
-        message = (
-            f"source(s) {names} give {modality} bands {given}, which complete none of its "
-            f"bandsets {[list(bs) for bs in mod.bandsets]}: the model would see nothing (a "
-            "bandset is used only when all its bands are present); add the missing bands to "
-            "`bands:` (and their files)")
-        if strict:
-            raise ValueError(message)
-        messages.append(message)
+        filled = [b for bs in mod.bandsets if any(canonical_band_name(x) in have for x in bs)
+                  for b in bs if canonical_band_name(b) not in have]
+        masked = [list(bs) for bs in mod.bandsets
+                  if not any(canonical_band_name(x) in have for x in bs)]
+        if len(masked) == len(mod.bandsets):
+            message = (f"source(s) {names} give no {modality} band (bands "
+                       f"{sorted({b for s in group for b in s.bands})}): the model would see "
+                       f"nothing; give `bands:` among {list(mod.bands)}")
+            if strict:
+                raise ValueError(message)
+            messages.append(message)
+            continue
+        if filled or masked:
+            messages.append(
+                f"source(s) {names} give {modality} bands {sorted(have)}"
+                + (f"; {filled} are filled by the model version's missing-band rule" if filled
+                   else "")
+                + (f"; bandsets {masked} have no band and are masked" if masked else ""))
     return messages

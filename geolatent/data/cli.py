@@ -63,8 +63,13 @@ def build(
     except (ValueError, OSError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from e
-    for message in check_bandsets(plan.sources, strict=False):
-        console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
+    try:
+        notes = check_bandsets(plan.sources)  # a source feeding no band is a config error
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(2) from e
+    for message in notes:
+        console.print(f"note: {escape(message)}", soft_wrap=True)
     if dry_run:
         _print_plan(plan, console)
         return

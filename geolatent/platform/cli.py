@@ -117,7 +117,8 @@ def finetune_command(
             with _progress() as bar:
                 task = bar.add_task("materializing windows", total=None)
                 data = prepare_checked(
-                    cfg, progress=lambda done, total: bar.update(task, completed=done, total=total)
+                    cfg, progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    log=lambda msg: console.print(escape(msg)),
                 )
             console.print(escape(data.report()))
             if prepare_only:

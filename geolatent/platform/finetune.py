@@ -261,7 +261,8 @@ def inspect_windows(data: PreparedData, modalities: Sequence[str], *, task: str,
 
 
 def prepare_checked(cfg: FinetuneConfig, *,
-                    progress: Callable[[int, int], None] | None = None) -> PreparedData:
+                    progress: Callable[[int, int], None] | None = None,
+                    log: Callable[[str], None] | None = None) -> PreparedData:
     """:func:`prepare_training_data` after checking the source files' metadata (product level,
     band descriptions against ``bands:``; :func:`geolatent.units.check_source_files`)."""
     from geolatent.data.stac_api import StacApiSource
@@ -274,7 +275,8 @@ def prepare_checked(cfg: FinetuneConfig, *,
             where = getattr(src.config, "paths", None) or getattr(src.config, "catalog", "")
             raise ValueError(f"source {src.name!r} has no scene: nothing matches {where}; "
                              "check the paths in `sources:`")
-    check_bandsets(indexed)
+    for note in check_bandsets(indexed):
+        (log or print)(f"note: {note}")
     check_source_files(indexed)
     return prepare_training_data(cfg, sources=sources, progress=progress)
 

@@ -241,14 +241,15 @@ PROBES: list[Probe] = [
     Probe("data build: reflectance 0-1 written as samples", lambda t: _data_build(
         t, scene=_scene_files(t / "s2", transform_values=lambda a: a / 10000)), 1,
         ("reflectance in 0-1", "scale: 10000` on source 'my_s2'")),
-    Probe("data build: bands that complete no bandset (warned, builds)", lambda t: _data_build(
-        t, scene=_with_source(t, bands=S2_BANDS[:3])), 0,
-        ("warning:", "complete none of its bandsets")),
+    Probe("data build: a band subset (builds; the rest filled by the missing-band rule)",
+          lambda t: _data_build(t, scene=_with_source(t, bands=S2_BANDS[:3])), 0,
+          ("note:", "are filled by the model version's missing-band rule")),
     Probe("finetune: a bandset all NaN in the files (warned)", lambda t: _finetune(
         t, scene=_scene_files(t / "s2", transform_values=_nan_b01_b09), prepare_only=True), 0,
         ("warning:", "bandset ['B01', 'B09'] has no valid value in any window")),
-    Probe("finetune: bands that complete no bandset", lambda t: _finetune(
-        t, scene=_with_source(t, bands=S2_BANDS[:3])), 1, ("complete none of its bandsets",)),
+    Probe("finetune: a band subset (the rest filled by the missing-band rule)", lambda t: _finetune(
+        t, scene=_with_source(t, bands=S2_BANDS[:3]), prepare_only=True), 0,
+          ("note:", "are filled by the model version's missing-band rule")),
     Probe("data build: output_dir an existing file", lambda t: _data_build(
         t, output_dir=str(_write(t / "notes.txt", "my notes"))), 2,
         ("is an existing file",), keeps=("notes.txt",)),
