@@ -178,7 +178,10 @@ _REGISTRY: tuple[Modality, ...] = (
         # fall below these ranges.
         unit_spec=UnitSpec(
             (0.0, 65535.0), (4500.0, 40000.0),
-            band_medians=(("B10", 12000.0, 45000.0), ("B11", 12000.0, 45000.0)),
+            # Cirrus (B9) sits near zero reflectance almost everywhere: pretraining mean
+            # 4,585 +- 2,550 DN, so its median says little about the units.
+            band_medians=(("B10", 12000.0, 45000.0), ("B11", 12000.0, 45000.0),
+                          ("B9", 1000.0, 40000.0)),
             wrong_products=(("L2SP", "Landsat Collection-2 Level-2 (surface reflectance)"),
                             ("L2SR", "Landsat Collection-2 Level-2 (surface reflectance)"))),
         wavelengths_nm=(590, 443, 482, 561, 655, 865, 1609, 2201, 1373, 10895, 12005),

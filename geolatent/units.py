@@ -197,8 +197,8 @@ def _check_median(mod: Modality, band: str, col: np.ndarray, where: str, fix: Fi
     med = float(np.median(col))
     if lo <= med <= hi:
         return
-    thermal = any(canonical_band_name(b) == canonical_band_name(band)
-                  for b, _, _ in spec.band_medians)
+    thermal = mod.name == "landsat" and any(
+        canonical_band_name(band) == canonical_band_name(t) for t in ("B10", "B11"))
     if mod.name == "landsat" and thermal and 150 <= med <= 400:
         why = "this looks like a temperature in kelvin, not Level-1 DN"
     elif mod.name == "landsat" and thermal and 1500 <= med <= 4000:

@@ -210,14 +210,17 @@ class Int8Block(nn.Module):
         self.fc1 = _quantize_linear(block.mlp.fc1)
         self.fc2 = _quantize_linear(block.mlp.fc2)
         self._attend = attn.attend  # fp32 attention (the exact kernel on CPU)
+        self._rope = attn.apply_rope  # v1.2+: q and k rotated by their positions (fp32)
 
-    def forward(self, x: torch.Tensor, key_valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_valid: torch.Tensor | None = None,
+                pos: torch.Tensor | None = None) -> torch.Tensor:
         b, n, d = x.shape
         h = self.num_heads
         rows = x.reshape(b * n, d)
         qkv = torch.cat([self.qkv(self.norm1(rows[i:i + INFERENCE_ROWS]))
                          for i in range(0, b * n, INFERENCE_ROWS)])  # fmt: skip
         q, k, v = qkv.view(b, n, 3, h, d // h).unbind(2)
+        q, k = self._rope(q, k, pos, pos)
         attended = self._attend(q, k, v, key_valid).reshape(b * n, d)
         out = torch.empty_like(rows)
         for i in range(0, b * n, INFERENCE_ROWS):

@@ -23,7 +23,9 @@ from geolatent.evals.protocols.linear import LinearProbeConfig
 
 BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
 KEEP = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12]  # B10 (index 10) is not a model band
-DATES = ["2015-08-20", "2015-07-31", "2015-09-09", "2015-08-30", "2015-07-11"]
+RAW_DATES = ["2015-08-20", "2015-07-31", "2015-09-09", "2015-08-30", "2015-07-11"]  # file order
+ORDER = sorted(range(len(RAW_DATES)), key=RAW_DATES.__getitem__)  # the model takes dates in order
+DATES = [RAW_DATES[i] for i in ORDER]
 FAST = {"n_boot": 50, "linear": {"epochs": 5, "lr": 0.05, "batch_size": 16}}
 
 
@@ -33,7 +35,7 @@ def _eolearn(real: Path) -> tuple[np.ndarray, np.ndarray]:
     root = real / "eolearn"
     if not (root / "REFERENCE_SCENES.npy").exists():
         pytest.skip(f"eo-learn real data not found at {root}")
-    scenes = np.load(root / "REFERENCE_SCENES.npy")[..., KEEP] * 10000.0  # [5, 101, 100, 12]
+    scenes = np.load(root / "REFERENCE_SCENES.npy")[ORDER][..., KEEP] * 10000.0  # [5, 101, 100, 12]
     lulc = np.load(root / "TestEOPatch" / "mask_timeless" / "LULC.npy")[..., 0]
     ids = {v: i for i, v in enumerate([0, 1, 2, 3, 4, 8])}
     lut = np.zeros(9, dtype=np.int64)

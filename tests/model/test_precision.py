@@ -183,3 +183,28 @@ def test_cli_precision_errors_name_the_flag(tmp_path):
     text = " ".join(res.output.split())
     assert res.exit_code == 2
     assert "--precision 'fp16': expected one of fp32, bf16, int8, auto" in text
+
+
+@pytest.mark.parametrize("name", ["bf16", "int8"])
+@pytest.mark.parametrize("folder", ["olmoearth_v1_2_nano", "olmoearth_v1_3_mini"])
+def test_reduced_precision_with_rope_versions(fixture_dir, folder, name):
+    """v1.2+ (3-D RoPE in every block, v1.3's pooler): the converted blocks rotate q and k too."""
+    if not _available(name):
+        pytest.skip(f"{name} is not supported on this CPU")
+    root = fixture_dir.parent / folder
+    if not (root / "weights.pth").exists():
+        pytest.skip(f"fixture {root} not found (set GEOLATENT_SHARED)")
+    meta = json.loads((root / "cases.json").read_text())
+    t = load_file(str(root / "cases.safetensors"))
+    model = geolatent.load_model(root)
+    for case in meta["encoder_cases"]:
+        if case["input_kind"] != "normalized":
+            continue
+        n, p = case["case"], case["patch_size"]
+        inputs = {m: t[f"{n}/input/{m}"] for m in case["modalities"]}
+        e = model.embed(inputs, timestamps=t[f"{n}/input/timestamps"], patch_size=p,
+                        normalize=False, precision=name)  # fmt: skip
+        for m in inputs:
+            got, ref = e.tokens[m].flatten(0, -2), t[f"{n}/tokens/{m}"].flatten(0, -2)
+            cos = F.cosine_similarity(got, ref, dim=-1)
+            assert cos.min() > MIN_COSINE[name], (n, m, float(cos.min()))

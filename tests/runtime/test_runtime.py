@@ -136,7 +136,9 @@ def test_cli_eval_and_pretrain_device_cuda(tmp_path, fixture_dir):
 
 @no_cuda
 def test_finetune_train_device_cuda_is_named():
-    from geolatent.platform.finetune import resolve_device
+    import importlib
 
+    finetune = importlib.import_module("geolatent.platform.finetune")  # the module
+    assert finetune.resolve_device is runtime.resolve_device  # one device rule everywhere
     with pytest.raises(runtime.DeviceError, match="train.device 'cuda' asks for CUDA"):
-        resolve_device("cuda")
+        finetune.resolve_device("cuda", "train.device")
