@@ -80,3 +80,25 @@ def test_align_to_on_the_cli(patch, tmp_path: Path) -> None:
                                     str(tmp_path / "x.tif"), "--align-to", str(target),
                                     "--crs", CRS])
     assert both.exit_code == 1 and "either align_to" in " ".join(both.output.split())
+
+
+def test_map_keeps_the_grid_of_the_patch_as_shipped(tmp_path: Path) -> None:
+    """The patch's exact bbox (``bbox.geojson`` as shipped, a legacy ``crs`` member) gives
+    9.995 x 9.997 m pixels: the map keeps the input's origin and 100 x 101 pixels (10 m pixels,
+    under 0.5 m of drift at the far edge) instead of moving to the global 10 m grid."""
+    bbox = EOLEARN / "TestEOPatch" / "bbox.geojson"
+    if not bbox.exists():
+        pytest.skip(f"eo-learn real data not found at {EOLEARN} (set GEOLATENT_SHARED)")
+    _write_scenes(EOLEARN, tmp_path / "s2")
+    x0, y0, x1, y1 = shapely.geometry.shape(json.loads(bbox.read_text())).bounds
+    exact = rasterio.transform.from_bounds(x0, y0, x1, y1, 100, 101)
+    for f in (tmp_path / "s2").glob("*.tif"):
+        with rasterio.open(f, "r+") as dst:
+            dst.transform = exact
+    make_bundle(tmp_path / "m", "segmentation", [_source(tmp_path)], num_classes=3)
+    res = predict_area(tmp_path / "m", bbox, "2015-07-01", "2015-09-30", tmp_path / "map.tif",
+                       tile=64)
+    with rasterio.open(res.path) as src:
+        assert (src.transform.c, src.transform.f) == pytest.approx((exact.c, exact.f), abs=1e-6)
+        assert (src.height, src.width) == (101, 100) and src.crs.to_string() == CRS
+        assert (src.read(1) != 255).mean() > 0.99

@@ -74,6 +74,10 @@ def imagery_for_model(imagery: str, model: str | os.PathLike, aoi, start: str, e
                            **overrides)
 
 
+GRID_SNAP = 1e-3
+"""Relative pixel-size difference up to which a map takes its input's grid (origin, size)."""
+
+
 def single_grid(sources: list[Source], resolution: float) -> OutputGrid | None:
     """The grid every scene file of ``sources`` shares (CRS, transform, size), when the sources
     are local files on one grid of the model's ``resolution``: a map of such imagery is put on
@@ -93,11 +97,16 @@ def single_grid(sources: list[Source], resolution: float) -> OutputGrid | None:
         if len(grids) > 1:
             return None
     ((wkt, t, w, h),) = grids
-    try:
-        grid = OutputGrid(CRS.from_wkt(wkt), Affine(*t), w, h)
-    except ValueError:  # not square north-up pixels
-        return None
-    return grid if abs(grid.resolution - resolution) <= 1e-6 * resolution else None
+    t = Affine(*t)
+    if t.b or t.d or t.a <= 0 or t.e >= 0:
+        return None  # rotated or south-up: the CRS's global grid
+    if max(abs(t.a - resolution), abs(-t.e - resolution)) > GRID_SNAP * resolution:
+        return None  # another resolution: the map keeps the model's
+    # Exports cut to a bounding box often have pixels a hair off the nominal size (the eo-learn
+    # patch: 9.995 x 9.997 m). The map keeps the input's origin and pixel count with exact
+    # nominal pixels: at most GRID_SNAP of a pixel per pixel of drift (0.5 m over 100 px).
+    square = Affine(resolution, 0.0, t.c, 0.0, -resolution, t.f)
+    return OutputGrid(CRS.from_wkt(wkt), square, w, h)
 
 
 def model_key(fm: FinetunedModel) -> str:
