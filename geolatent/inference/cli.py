@@ -126,6 +126,15 @@ def _check_device_precision(device: str | None, precision: str = "fp32"):
         raise typer.BadParameter(str(e)) from None
 
 
+def _input_flags(stack: Path | None, imagery: str | None) -> dict[str, str]:
+    """modality -> the flag that gave it, for unit errors that name what to change."""
+    flags = {"sentinel2_l2a": "--s2", "sentinel1": "--s1", "landsat": "--landsat"}
+    if stack is not None or imagery is not None:  # one of them gave (some of) the inputs
+        other = "--stack" if stack is not None else "--imagery"
+        flags = {m: f"{f} / {other}" for m, f in flags.items()}
+    return flags
+
+
 def _load_model(
     model_path: Path | None, random_weights: str | None, device: str | None,
     precision: str = "fp32",
@@ -305,6 +314,7 @@ def register(app: typer.Typer) -> None:
                     overlap=overlap, batch_size=batch_size, device=device, align=align,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                     tags={"weights": weights}, grid=grid, crs=crs, resolution=resolution,
+                    input_flags=_input_flags(stack, imagery),
                 )  # fmt: skip
         except (RasterInputError, ValueError, RuntimeError) as e:  # incl. locked, disk full
             console.print(f"[bold red]error:[/bold red] {e}")

@@ -62,6 +62,7 @@ from geolatent.data.run import (
 )
 from geolatent.inference.raster_io import ModalitySummary, RasterInput, RasterStack
 from geolatent.modalities import MISSING_VALUE, get_modality
+from geolatent.units import Fix, check_values
 
 DEFAULT_TOKEN_BUDGET = 4096
 """Default cap on tokens per model window ((window/p)^2 x T x bandsets) when ``tile_size`` is
@@ -223,6 +224,7 @@ def embed_geotiffs(
     grid: OutputGrid | None = None,
     crs: str | None = None,
     resolution: float | None = None,
+    input_flags: Mapping[str, str] | None = None,
 ) -> EmbedResult:
     """Embed co-registered GeoTIFFs into a cloud-optimized embedding GeoTIFF.
 
@@ -309,7 +311,8 @@ def embed_geotiffs(
         m = plan.overlap // p
         for batch in _batches(stack, plan, todo, batch_size):
             windows = [w for _, w in batch if w is not None]
-            feats = _embed_windows(model, windows, timestamps, p) if windows else None
+            feats = (_embed_windows(model, windows, timestamps, p, input_flags) if windows
+                     else None)
             for k, (t, w) in enumerate(batch):
                 if w is None:  # nothing valid in the core: nodata, nothing stored
                     store.put(_key(t), None, {"data": False})
@@ -418,10 +421,17 @@ def _ordered(pending: list[tuple[Tile, dict | None]]) -> list[tuple[Tile, dict |
 
 
 def _embed_windows(
-    model, windows: list[dict[str, np.ndarray]], timestamps: np.ndarray, p: int
+    model, windows: list[dict[str, np.ndarray]], timestamps: np.ndarray, p: int,
+    input_flags: Mapping[str, str] | None = None,
 ) -> np.ndarray:
-    """Run the model on ``[h, w, T, C]`` windows; returns float32 ``[B, h/p, w/p, D]``."""
+    """Run the model on ``[h, w, T, C]`` windows; returns float32 ``[B, h/p, w/p, D]``.
+    With ``input_flags`` (modality -> CLI flag) unit errors name the flag, not Python's
+    ``check_units``."""
     inputs = {m: np.stack([w[m] for w in windows]) for m in windows[0]}
     ts = np.repeat(timestamps[None], len(windows), axis=0)
-    out = model.embed(inputs, timestamps=ts, patch_size=p, normalize=True)
+    if input_flags is not None:
+        for m, x in inputs.items():
+            check_values(m, x, what=m, fix=Fix("cli", flag=input_flags.get(m)))
+    out = model.embed(inputs, timestamps=ts, patch_size=p, normalize=True,
+                      check_units=input_flags is None)
     return out.feature_map.detach().to("cpu", torch.float32).numpy()

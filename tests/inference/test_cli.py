@@ -132,6 +132,8 @@ def test_embed_rejects_reflectance_and_inputs_of_two_places(small_scene, tmp_pat
     base = ["embed", "--out", str(tmp_path / "o.tif"), "--random-weights", "nano"]
     result = runner.invoke(app, [*base, "--s2", str(f)])
     assert result.exit_code == 2 and "reflectance" in flat(result.output)
+    # the hint names what a CLI user can change (the file given to --s2), not a Python argument
+    assert "--s2" in flat(result.output) and "check_units" not in flat(result.output)
     s1 = write_tif(
         tmp_path / "s1_2024-01-15.tif",
         small_scene.sentinel1[:, :, 0].transpose(2, 0, 1),
