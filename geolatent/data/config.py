@@ -14,16 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 
+from geolatent.config import StrictModel, load_config
 from geolatent.modalities import BASE_RESOLUTION_M, MODALITIES, canonical_band_name
-from geolatent.yaml_io import read_yaml_mapping
 
 Resampling = Literal["nearest", "bilinear", "average", "cubic", "mode"]
 
@@ -36,11 +34,9 @@ LANDSAT_QA_INVALID_BITS = (0, 1, 2, 3, 4)
 cloud, cloud shadow."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
-class CloudMaskConfig(_Strict):
+class CloudMaskConfig(StrictModel):
     """A per-scene mask band that removes cloudy pixels before compositing.
 
     ``band`` names the mask band inside the scene (a name listed in the file source's ``bands`` /
@@ -79,7 +75,7 @@ class CloudMaskConfig(_Strict):
         raise ValueError("cloud_mask kind 'values' needs invalid_values")
 
 
-class _SourceBase(_Strict):
+class _SourceBase(StrictModel):
     """Settings shared by every source kind.
 
     Attributes:
@@ -262,7 +258,7 @@ SourceConfig = Annotated[
 ]
 
 
-class AreaConfig(_Strict):
+class AreaConfig(StrictModel):
     """The area to tile: a lon/lat ``bbox`` or a ``geojson`` file (one of them)."""
 
     bbox: tuple[float, float, float, float] | None = None
@@ -282,7 +278,7 @@ class AreaConfig(_Strict):
         return self
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """``geolatent data build`` configuration.
 
     Attributes:
@@ -366,8 +362,8 @@ def resolve_paths(config: DataConfig, base_dir: Path) -> DataConfig:
 def load_data_config(path: str | Path) -> DataConfig:
     """Load and validate a YAML data config; relative paths are relative to the file's folder."""
     path = Path(path)
-    raw = read_yaml_mapping(path)
-    return resolve_paths(DataConfig.model_validate(raw), path.resolve().parent)
+    cfg = load_config(path, DataConfig, what="data")
+    return resolve_paths(cfg, path.resolve().parent)
 
 
 def source_band_names(modality: str, names: list[str], mask_band: str | None) -> list[str]:

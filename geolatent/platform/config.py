@@ -11,8 +11,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from geolatent.config import StrictModel, load_config
 from geolatent.data.config import (
     AreaConfig,
     DataConfig,
@@ -23,14 +24,9 @@ from geolatent.data.config import (
 from geolatent.model.config import SIZES
 from geolatent.platform.labels import LabelFormat
 from geolatent.platform.windows import TaskType
-from geolatent.yaml_io import read_yaml_mapping
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LabelsConfig(_Strict):
+class LabelsConfig(StrictModel):
     """Where the labels are and how to read them (see :func:`.labels.read_labels`).
 
     ``classes`` fixes the class order (and reports declared classes without labels);
@@ -59,7 +55,7 @@ class LabelsConfig(_Strict):
     repair_invalid: bool = False
 
 
-class WindowsConfig(_Strict):
+class WindowsConfig(StrictModel):
     """Training windows: side in pixels, grid, and the default time range of labels without one.
 
     ``min_imagery_fraction``: windows whose share of pixels with any valid input is below this
@@ -90,7 +86,7 @@ class WindowsConfig(_Strict):
         return self.start, self.end
 
 
-class SplitConfig(_Strict):
+class SplitConfig(StrictModel):
     """Spatial split: cells of ``cell_size_m`` hashed into train / val / test shares."""
 
     cell_size_m: float = Field(2560.0, gt=0)
@@ -114,7 +110,7 @@ class SplitConfig(_Strict):
         return {"train": self.train, "val": self.val, "test": self.test}
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     """Optimization. The encoder is frozen for ``freeze_epochs`` (default 20% of the epochs,
     at least 1 when there are 2 or more), then trained at ``lr * encoder_lr_scale``.
 
@@ -149,7 +145,7 @@ class TrainConfig(_Strict):
         return min(self.epochs - 1, max(1, round(0.2 * self.epochs))) if self.epochs > 1 else 0
 
 
-class ExecutorConfig(_Strict):
+class ExecutorConfig(StrictModel):
     """How windows are materialized: ``serial``, ``process`` (local pool) or ``dask``."""
 
     kind: Literal["serial", "process", "dask"] = "serial"
@@ -157,7 +153,7 @@ class ExecutorConfig(_Strict):
     address: str | None = None
 
 
-class FinetuneConfig(_Strict):
+class FinetuneConfig(StrictModel):
     """``geolatent finetune --config ft.yaml``.
 
     Attributes:
@@ -214,6 +210,15 @@ class FinetuneConfig(_Strict):
         return list(self.sources) + list(extra)
 
 
+class SourcesFile(StrictModel):
+    """The ``sources:`` list of a YAML given to ``predict --sources`` (at least one source)."""
+
+    # A data or fine-tuning config may be given whole: only its `sources:` list is read.
+    model_config = ConfigDict(extra="ignore")
+
+    sources: list[SourceConfig] = Field(min_length=1)
+
+
 def resolve_source_paths(sources: list[SourceConfig], base_dir: Path) -> list[SourceConfig]:
     """Make the sources' relative paths absolute against ``base_dir``.
 
@@ -236,7 +241,7 @@ def _abs(base: Path, p: str | None) -> str | None:
 def load_finetune_config(path: str | Path) -> FinetuneConfig:
     """Load and validate a fine-tuning YAML; relative paths are relative to the file."""
     path = Path(path)
-    cfg = FinetuneConfig.model_validate(read_yaml_mapping(path))
+    cfg = load_config(path, FinetuneConfig, what="fine-tuning")
     return resolve_config_paths(cfg, path.resolve().parent)
 
 
