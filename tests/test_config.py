@@ -191,3 +191,32 @@ def test_data_and_finetune_loaders_name_the_file_and_key(tmp_path):
     with pytest.raises(ConfigError,
                        match=r"invalid fine-tuning config .*ft.yaml:(\n.*)*labelz: unknown"):
         load_finetune_config(ft)
+
+
+def test_data_build_and_finetune_take_set_overrides(tmp_path):
+    from geolatent.data import load_data_config
+
+    data = tmp_path / "data.yaml"
+    data.write_text(yaml.safe_dump({"output_dir": "o", "year": 2020,
+                                    "area": {"bbox": [0, 0, 1, 1]}, "sources": []}))  # fmt: skip
+    cfg = load_data_config(data, ["tile_size=512", "output_dir=built"])
+    assert cfg.tile_size == 512
+    assert cfg.output_dir == str(tmp_path / "built")  # relative to the file, as in the file
+    runner = CliRunner()
+    r = runner.invoke(app, ["data", "build", "--config", str(data), "--set", "tile_sise=512"],
+                      env={"COLUMNS": "400"})  # fmt: skip
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2, out
+    assert "tile_sise: unknown key" in out
+    r = runner.invoke(app, ["data", "build", "--config", str(data), "--set", "tile_size"],
+                      env={"COLUMNS": "400"})  # fmt: skip
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2, out
+    assert "--set 'tile_size' is not of the form key=value" in out
+    ft = tmp_path / "ft.yaml"
+    ft.write_text("{}\n")
+    r = runner.invoke(app, ["finetune", "--config", str(ft), "--set", "train.lr=-1"],
+                      env={"COLUMNS": "400"})  # fmt: skip
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2, out
+    assert "invalid fine-tuning config" in out and "train.lr: Input should be greater than" in out

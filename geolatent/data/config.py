@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -359,10 +360,15 @@ def resolve_paths(config: DataConfig, base_dir: Path) -> DataConfig:
     return out
 
 
-def load_data_config(path: str | Path) -> DataConfig:
-    """Load and validate a YAML data config; relative paths are relative to the file's folder."""
+def load_data_config(path: str | Path, overrides: Sequence[str] | None = None,
+                     flag: str = "key=value") -> DataConfig:  # fmt: skip
+    """Load and validate a YAML data config; relative paths are relative to the file's folder.
+
+    ``overrides``: ``a.b=value`` strings applied over the file (``["tile_size=512"]``); ``flag``
+    names where they came from in errors (``--set``).
+    """
     path = Path(path)
-    cfg = load_config(path, DataConfig, what="data")
+    cfg = load_config(path, DataConfig, overrides, what="data", flag=flag)
     return resolve_paths(cfg, path.resolve().parent)
 
 

@@ -75,6 +75,9 @@ def finetune_command(
         False, "--prepare-only", help="check labels and materialize windows, then stop"
     ),
     device: str = typer.Option(None, help="override train.device (cpu, cuda, cuda:1)"),
+    set_: list[str] = typer.Option(
+        None, "--set", help="Config override, e.g. train.epochs=5 (repeatable; YAML values)."
+    ),
 ) -> None:
     from contextlib import nullcontext
 
@@ -92,7 +95,7 @@ def finetune_command(
     from geolatent.runtime import DeviceError, resolve_device
 
     try:
-        cfg = load_finetune_config(config)
+        cfg = load_finetune_config(config, set_ or [], flag="--set")
     except (ValueError, ValidationError, OSError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from e

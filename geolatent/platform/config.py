@@ -7,6 +7,7 @@ config with ``data_config:``. See ``configs/finetune/example.yaml`` for an annot
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -238,10 +239,15 @@ def _abs(base: Path, p: str | None) -> str | None:
     return str((base / p).resolve())
 
 
-def load_finetune_config(path: str | Path) -> FinetuneConfig:
-    """Load and validate a fine-tuning YAML; relative paths are relative to the file."""
+def load_finetune_config(path: str | Path, overrides: Sequence[str] | None = None,
+                         flag: str = "key=value") -> FinetuneConfig:  # fmt: skip
+    """Load and validate a fine-tuning YAML; relative paths are relative to the file.
+
+    ``overrides``: ``a.b=value`` strings applied over the file (``["train.epochs=5"]``);
+    ``flag`` names where they came from in errors (``--set``).
+    """
     path = Path(path)
-    cfg = load_config(path, FinetuneConfig, what="fine-tuning")
+    cfg = load_config(path, FinetuneConfig, overrides, what="fine-tuning", flag=flag)
     return resolve_config_paths(cfg, path.resolve().parent)
 
 
