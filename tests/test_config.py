@@ -220,3 +220,17 @@ def test_data_build_and_finetune_take_set_overrides(tmp_path):
     out = " ".join(r.output.split())
     assert r.exit_code == 2, out
     assert "invalid fine-tuning config" in out and "train.lr: Input should be greater than" in out
+
+
+def test_predict_sources_file_reads_the_sources_of_any_config(tmp_path):
+    from geolatent.platform.cli import _read_sources
+
+    data = tmp_path / "data.yaml"
+    src = {"type": "files", "name": "my_s2", "modality": "sentinel2_l2a", "paths": ["s2/*.tif"],
+           "bands": ["B02"], "date_pattern": r"(\d{8})"}  # fmt: skip
+    data.write_text(yaml.safe_dump({"output_dir": "o", "year": 2020, "sources": [src]}))
+    (sources,) = _read_sources(data)  # a whole data config: only `sources:` is read
+    assert sources.name == "my_s2" and sources.paths == [str(tmp_path / "s2/*.tif")]
+    data.write_text(yaml.safe_dump({"sources": []}))
+    with pytest.raises(ConfigError, match=r"invalid --sources config .*data.yaml:\n  sources: "):
+        _read_sources(data)

@@ -342,21 +342,27 @@ def _resolve(base: Path, p: str) -> str:
     return str((base / p).resolve()) if "*" not in p and "?" not in p else str(base / p)
 
 
+def resolve_source(source: SourceConfig, base_dir: Path) -> SourceConfig:
+    """A copy of ``source`` with its relative paths made absolute against ``base_dir``."""
+    src = source.model_copy(deep=True)
+    if isinstance(src, FileSourceConfig):
+        src.paths = [_resolve(base_dir, p) for p in src.paths]
+        if src.table:
+            src.table = _resolve(base_dir, src.table)
+    elif isinstance(src, StacSourceConfig):
+        src.catalog = _resolve(base_dir, src.catalog)
+    elif src.cache_dir:
+        src.cache_dir = _resolve(base_dir, src.cache_dir)
+    return src
+
+
 def resolve_paths(config: DataConfig, base_dir: Path) -> DataConfig:
     """A copy of ``config`` with relative paths made absolute against ``base_dir``."""
     out = config.model_copy(deep=True)
     out.output_dir = _resolve(base_dir, out.output_dir)
     if out.area.geojson:
         out.area.geojson = _resolve(base_dir, out.area.geojson)
-    for src in out.sources:
-        if isinstance(src, FileSourceConfig):
-            src.paths = [_resolve(base_dir, p) for p in src.paths]
-            if src.table:
-                src.table = _resolve(base_dir, src.table)
-        elif isinstance(src, StacSourceConfig):
-            src.catalog = _resolve(base_dir, src.catalog)
-        elif src.cache_dir:
-            src.cache_dir = _resolve(base_dir, src.cache_dir)
+    out.sources = [resolve_source(src, base_dir) for src in out.sources]
     return out
 
 

@@ -15,13 +15,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from geolatent.config import StrictModel, load_config
-from geolatent.data.config import (
-    AreaConfig,
-    DataConfig,
-    SourceConfig,
-    load_data_config,
-    resolve_paths,
-)
+from geolatent.data.config import SourceConfig, load_data_config, resolve_source
 from geolatent.model.config import SIZES
 from geolatent.platform.labels import LabelFormat
 from geolatent.platform.windows import TaskType
@@ -221,16 +215,9 @@ class SourcesFile(StrictModel):
 
 
 def resolve_source_paths(sources: list[SourceConfig], base_dir: Path) -> list[SourceConfig]:
-    """Make the sources' relative paths absolute against ``base_dir``.
-
-    A thin adapter over :func:`geolatent.data.config.resolve_paths` (which resolves a whole
-    data config), so source paths are resolved by one mechanism.
-    """
-    if not sources:
-        return []
-    shell = DataConfig.model_construct(output_dir=".", area=AreaConfig(bbox=(0, 0, 1, 1)),
-                                       sources=list(sources))
-    return list(resolve_paths(shell, base_dir).sources)
+    """Make the sources' relative paths absolute against ``base_dir`` (the data layer's
+    :func:`geolatent.data.config.resolve_source`, so source paths are resolved one way)."""
+    return [resolve_source(src, base_dir) for src in sources]
 
 
 def _abs(base: Path, p: str | None) -> str | None:
