@@ -51,11 +51,14 @@ def build(
     workers: int = typer.Option(None, help="worker processes (default: CPUs - 1)"),
     scheduler: str = typer.Option(None, help="dask scheduler address (default: LocalCluster)"),
     overwrite: bool = typer.Option(False, help="rebuild windows that are already done"),
+    set_: list[str] = typer.Option(
+        None, "--set", help="Config override, e.g. tile_size=512 (repeatable; YAML values)."
+    ),
 ) -> None:
     """Materialize every window of the configured area and year into HDF5 samples."""
     console = Console(soft_wrap=True)
     try:
-        cfg = load_data_config(config)
+        cfg = load_data_config(config, set_ or [], flag="--set")
         if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
             raise ValueError(f"output_dir {cfg.output_dir} is an existing file; give the path "
                              "of a folder (new, or one of an earlier build)")

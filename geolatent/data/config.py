@@ -9,21 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 
+from geolatent.config import StrictModel, load_config
 from geolatent.modalities import BASE_RESOLUTION_M, MODALITIES, canonical_band_name
-from geolatent.yaml_io import read_yaml_mapping
 
 Resampling = Literal["nearest", "bilinear", "average", "cubic", "mode"]
 
@@ -36,11 +35,9 @@ LANDSAT_QA_INVALID_BITS = (0, 1, 2, 3, 4)
 cloud, cloud shadow."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
-class CloudMaskConfig(_Strict):
+class CloudMaskConfig(StrictModel):
     """A per-scene mask band that removes cloudy pixels before compositing.
 
     ``band`` names the mask band inside the scene (a name listed in the file source's ``bands`` /
@@ -79,7 +76,7 @@ class CloudMaskConfig(_Strict):
         raise ValueError("cloud_mask kind 'values' needs invalid_values")
 
 
-class _SourceBase(_Strict):
+class _SourceBase(StrictModel):
     """Settings shared by every source kind.
 
     Attributes:
@@ -262,7 +259,7 @@ SourceConfig = Annotated[
 ]
 
 
-class AreaConfig(_Strict):
+class AreaConfig(StrictModel):
     """The area to tile: a lon/lat ``bbox`` or a ``geojson`` file (one of them)."""
 
     bbox: tuple[float, float, float, float] | None = None
@@ -282,7 +279,7 @@ class AreaConfig(_Strict):
         return self
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """``geolatent data build`` configuration.
 
     Attributes:
@@ -345,29 +342,40 @@ def _resolve(base: Path, p: str) -> str:
     return str((base / p).resolve()) if "*" not in p and "?" not in p else str(base / p)
 
 
+def resolve_source(source: SourceConfig, base_dir: Path) -> SourceConfig:
+    """A copy of ``source`` with its relative paths made absolute against ``base_dir``."""
+    src = source.model_copy(deep=True)
+    if isinstance(src, FileSourceConfig):
+        src.paths = [_resolve(base_dir, p) for p in src.paths]
+        if src.table:
+            src.table = _resolve(base_dir, src.table)
+    elif isinstance(src, StacSourceConfig):
+        src.catalog = _resolve(base_dir, src.catalog)
+    elif src.cache_dir:
+        src.cache_dir = _resolve(base_dir, src.cache_dir)
+    return src
+
+
 def resolve_paths(config: DataConfig, base_dir: Path) -> DataConfig:
     """A copy of ``config`` with relative paths made absolute against ``base_dir``."""
     out = config.model_copy(deep=True)
     out.output_dir = _resolve(base_dir, out.output_dir)
     if out.area.geojson:
         out.area.geojson = _resolve(base_dir, out.area.geojson)
-    for src in out.sources:
-        if isinstance(src, FileSourceConfig):
-            src.paths = [_resolve(base_dir, p) for p in src.paths]
-            if src.table:
-                src.table = _resolve(base_dir, src.table)
-        elif isinstance(src, StacSourceConfig):
-            src.catalog = _resolve(base_dir, src.catalog)
-        elif src.cache_dir:
-            src.cache_dir = _resolve(base_dir, src.cache_dir)
+    out.sources = [resolve_source(src, base_dir) for src in out.sources]
     return out
 
 
-def load_data_config(path: str | Path) -> DataConfig:
-    """Load and validate a YAML data config; relative paths are relative to the file's folder."""
+def load_data_config(path: str | Path, overrides: Sequence[str] | None = None,
+                     flag: str = "key=value") -> DataConfig:  # fmt: skip
+    """Load and validate a YAML data config; relative paths are relative to the file's folder.
+
+    ``overrides``: ``a.b=value`` strings applied over the file (``["tile_size=512"]``); ``flag``
+    names where they came from in errors (``--set``).
+    """
     path = Path(path)
-    raw = read_yaml_mapping(path)
-    return resolve_paths(DataConfig.model_validate(raw), path.resolve().parent)
+    cfg = load_config(path, DataConfig, overrides, what="data", flag=flag)
+    return resolve_paths(cfg, path.resolve().parent)
 
 
 def source_band_names(modality: str, names: list[str], mask_band: str | None) -> list[str]:

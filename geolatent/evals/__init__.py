@@ -8,23 +8,24 @@ bootstrap intervals, an embedding cache and suite reports.
 from geolatent.evals.cache import EmbeddingCache
 from geolatent.evals.datasets.custom import custom_task, load_custom_task
 from geolatent.evals.metrics import bootstrap_ci, compute_metrics
-from geolatent.evals.protocols.finetune import FinetuneConfig, finetune
+from geolatent.evals.protocols.finetune import FinetuneProbeConfig, finetune
 from geolatent.evals.protocols.knn import KNNConfig, knn_predict
 from geolatent.evals.protocols.linear import LinearProbeConfig, fit_linear_probe, linear_probe
 from geolatent.evals.runner import (
     EvalResult,
-    EvalSettings,
     MetricSummary,
     ModelSpec,
     SuiteResult,
     run_eval,
     run_suite,
 )
+from geolatent.evals.settings import EvalSettings, SuiteConfig
 from geolatent.evals.tasks import TASKS, EvalTask, get_task
 
 __all__ = [
-    "TASKS", "EmbeddingCache", "EvalResult", "EvalSettings", "EvalTask", "FinetuneConfig",
-    "KNNConfig", "LinearProbeConfig", "MetricSummary", "ModelSpec", "SuiteResult", "bootstrap_ci",
+    "TASKS", "EmbeddingCache", "EvalResult", "EvalSettings", "EvalTask", "FinetuneProbeConfig",
+    "KNNConfig", "LinearProbeConfig", "MetricSummary", "ModelSpec", "SuiteConfig", "SuiteResult",
+    "bootstrap_ci",
     "compute_metrics", "custom_task", "finetune", "fit_linear_probe", "get_task", "knn_predict",
     "linear_probe", "load_custom_task", "run_eval", "run_suite",
 ]  # fmt: skip

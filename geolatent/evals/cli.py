@@ -6,39 +6,26 @@ import json
 from pathlib import Path
 
 import typer
-import yaml
 from rich.console import Console
 
 
-def _parse_set(items: list[str]) -> dict:
-    """``["linear.epochs=5", "finetune.lrs=[1e-4]"]`` -> nested dict (values parsed as YAML)."""
-    out: dict = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        if not _:
-            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
-        node = out
-        parts = key.strip().split(".")
-        for k in parts[:-1]:
-            node = node.setdefault(k, {})
-        node[parts[-1]] = yaml.safe_load(value)
-    return out
-
-
-def _settings(set_: list[str] | None, precision: str | None) -> dict:
-    """``--set`` overrides plus ``--precision``, checked here so errors name the flags."""
+def _settings(set_: list[str] | None, precision: str | None):
+    """``--set`` overrides plus ``--precision`` as :class:`EvalSettings`, checked here so errors
+    name the flags."""
+    from geolatent.config import ConfigError
+    from geolatent.evals.settings import EvalSettings
     from geolatent.model.precision import resolve_precision
     from geolatent.runtime import resolve_device
 
-    out = _parse_set(set_ or [])
-    if precision is not None:
-        out["precision"] = precision
     try:
-        dev = resolve_device(str(out.get("device", "cpu")), "--set device=")
-        resolve_precision(str(out.get("precision", "fp32")), dev, "--precision")
-    except ValueError as e:
+        s = EvalSettings.from_dict(None, set_ or [], flag="--set")
+        if precision is not None:
+            s.precision = precision
+        dev = resolve_device(s.device, "--set device=")
+        resolve_precision(s.precision, dev, "--precision")
+    except (ConfigError, ValueError) as e:
         raise typer.BadParameter(str(e)) from None
-    return out
+    return s
 
 
 def eval_command(
@@ -87,6 +74,13 @@ def eval_command(
         if precision is not None:
             raise typer.BadParameter("--precision does not apply to --suite: set "
                                      "`settings: {precision: bf16}` in the suite YAML")  # fmt: skip
+        from geolatent.config import ConfigError
+        from geolatent.evals.settings import load_suite
+
+        try:
+            load_suite(suite)  # a bad suite file is a usage error naming the key, before any work
+        except ConfigError as e:
+            raise typer.BadParameter(str(e), param_hint="--suite") from None
         res = run_suite(suite, out_dir=out, cache=cache_dir and str(cache_dir),
                         progress=not no_progress)  # fmt: skip
         console.print(markdown_table(res.results))

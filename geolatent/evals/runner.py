@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -44,9 +43,10 @@ from geolatent.evals.metrics import (
     sample_stats,
     scores_from_stats,
 )
-from geolatent.evals.protocols.finetune import FinetuneConfig, finetune
-from geolatent.evals.protocols.knn import KNNConfig, knn_predict
-from geolatent.evals.protocols.linear import LinearProbeConfig, linear_probe
+from geolatent.evals.protocols.finetune import finetune
+from geolatent.evals.protocols.knn import knn_predict
+from geolatent.evals.protocols.linear import linear_probe
+from geolatent.evals.settings import EvalSettings, load_suite
 from geolatent.evals.tasks import EvalTask, get_task
 
 PROTOCOLS = ("knn", "linear", "finetune")
@@ -156,38 +156,6 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-@dataclass
-class EvalSettings:
-    """Everything a run can override (spec defaults otherwise)."""
-
-    seeds: int = 3
-    label_fractions: tuple[float, ...] = (1.0,)
-    knn: KNNConfig = field(default_factory=KNNConfig)
-    linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    val_fraction: float = 0.2
-    embed_batch_size: int = 64
-    n_boot: int = 1000
-    device: str = "cpu"
-    precision: str = "fp32"  # fp32 | bf16 | int8 | auto (geolatent.model.precision)
-
-    @classmethod
-    def from_dict(cls, d: Mapping | None) -> EvalSettings:
-        s = cls()
-        for key, value in (d or {}).items():
-            if key in ("knn", "linear", "finetune"):
-                sub = getattr(s, key)
-                unknown = set(value) - {f.name for f in dataclasses.fields(sub)}
-                if unknown:
-                    raise ValueError(f"unknown {key} settings: {sorted(unknown)}")
-                setattr(s, key, dataclasses.replace(sub, **value))
-            elif key in {f.name for f in dataclasses.fields(cls)}:
-                setattr(s, key, tuple(value) if key == "label_fractions" else value)
-            else:
-                raise ValueError(f"unknown eval setting {key!r}")
-        return s
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -445,7 +413,8 @@ def _summarize(t, spec, protocol, fraction, n_seeds, p, dataset, per_seed_stats,
         label_fraction=float(fraction), seeds=list(range(n_seeds)), patch_size=p,
         primary_metric=PRIMARY_METRIC[tt], metrics=metrics, n_train=n_train, n_val=n_val,
         n_test=n_test, dataset=dataset.describe(),
-        config=dataclasses.asdict(config) if config else {}, info=per_seed_info, timings=timings,
+        config=config.model_dump(mode="json") if config else {}, info=per_seed_info,
+        timings=timings,
     )  # fmt: skip
 
 
@@ -458,14 +427,6 @@ class SuiteResult:
     results: list[EvalResult]
     skipped: list[dict]
     files: dict[str, Path]
-
-
-def load_suite(path_or_dict) -> tuple[dict, Path]:
-    """The suite dict and the folder relative paths are resolved against."""
-    if isinstance(path_or_dict, Mapping):
-        return dict(path_or_dict), Path.cwd()
-    p = Path(path_or_dict)
-    return yaml.safe_load(p.read_text()), p.parent
 
 
 def _resolve(path: str | None, base: Path) -> str | None:
@@ -492,26 +453,22 @@ def run_suite(suite, out_dir=None, cache: EmbeddingCache | str | None = None,
     from geolatent.evals.report import write_report
 
     cfg, base = load_suite(suite)
-    name = cfg.get("name", "suite")
-    settings = EvalSettings.from_dict(cfg.get("settings"))
-    if "seeds" in cfg:
-        settings.seeds = int(cfg["seeds"])
-    if "label_fractions" in cfg:
-        settings.label_fractions = tuple(float(f) for f in cfg["label_fractions"])
-    out = Path(out_dir or _resolve(cfg.get("out_dir"), base) or f"eval_results/{name}")
+    name = cfg.name
+    settings = cfg.effective_settings()
+    out = Path(out_dir or _resolve(cfg.out_dir, base) or f"eval_results/{name}")
     cache = cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(
-        cache or _resolve(cfg.get("cache_dir"), base))  # fmt: skip
+        cache or _resolve(cfg.cache_dir, base))  # fmt: skip
     models = [ModelSpec.from_any({k: (_resolve(v, base) if k == "checkpoint" else v)
-                                  for k, v in m.items()}, label)
-              for label, m in cfg.get("models", {}).items()]  # fmt: skip
-    protocols = cfg.get("protocols", ["linear"])
+                                  for k, v in m.model_dump(exclude_none=True).items()}, label)
+              for label, m in cfg.models.items()]  # fmt: skip
+    protocols = cfg.protocols
     results, skipped = [], []
     loaded: dict = {}
     with _progress(progress) as bar:
-        for entry in cfg.get("tasks", []):
-            entry = {"name": entry} if isinstance(entry, str) else dict(entry)
+        for task_entry in cfg.task_entries():
+            entry = task_entry.model_dump(exclude_none=True)
             task = get_task(entry["name"])
-            root = _resolve(entry.get("root", cfg.get("data_root")), base)
+            root = _resolve(entry.get("root", cfg.data_root), base)
             for spec in models:
                 for protocol in protocols:
                     why = _undefined(task, entry, spec, protocol, root)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
+from geolatent.config import StrictModel
 from geolatent.modalities import MODALITIES
 from geolatent.model.versions import PIXEL_MLP_HIDDEN, SIZE_TABLE, Version, version_spec
 
@@ -13,10 +14,8 @@ SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 
-class PoolerConfig(BaseModel):
+class PoolerConfig(StrictModel):
     """The v1.3 attention pooler and its distilled student."""
-
-    model_config = ConfigDict(extra="forbid")
 
     pooler_dim: int
     pooler_depth: int = 2
@@ -27,10 +26,8 @@ class PoolerConfig(BaseModel):
     student_output_norm: bool = True
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(StrictModel):
     """Everything needed to build a :class:`~geolatent.model.latent_mim.LatentMIM`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     version: Version = "v1"
     size: str | None = None

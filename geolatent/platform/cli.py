@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import typer
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -17,8 +17,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-
-from geolatent.yaml_io import read_yaml_mapping
 
 console = Console(stderr=True, soft_wrap=True)  # never split a message mid-sentence
 
@@ -64,13 +62,10 @@ def _progress() -> Progress:
 
 
 def _read_sources(path: Path) -> list:
-    from geolatent.data.config import SourceConfig
-    from geolatent.platform.config import resolve_source_paths
+    from geolatent.config import load_config
+    from geolatent.platform.config import SourcesFile, resolve_source_paths
 
-    raw = read_yaml_mapping(path)
-    if not raw.get("sources"):
-        raise ValueError(f"{path}: expected a mapping with a `sources:` list")
-    sources = TypeAdapter(list[SourceConfig]).validate_python(raw["sources"])
+    sources = load_config(path, SourcesFile, what="--sources").sources
     return resolve_source_paths(sources, path.resolve().parent)
 
 
@@ -80,6 +75,9 @@ def finetune_command(
         False, "--prepare-only", help="check labels and materialize windows, then stop"
     ),
     device: str = typer.Option(None, help="override train.device (cpu, cuda, cuda:1)"),
+    set_: list[str] = typer.Option(
+        None, "--set", help="Config override, e.g. train.epochs=5 (repeatable; YAML values)."
+    ),
 ) -> None:
     from contextlib import nullcontext
 
@@ -97,7 +95,7 @@ def finetune_command(
     from geolatent.runtime import DeviceError, resolve_device
 
     try:
-        cfg = load_finetune_config(config)
+        cfg = load_finetune_config(config, set_ or [], flag="--set")
     except (ValueError, ValidationError, OSError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from e

@@ -7,30 +7,21 @@ config with ``data_config:``. See ``configs/finetune/example.yaml`` for an annot
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from geolatent.data.config import (
-    AreaConfig,
-    DataConfig,
-    SourceConfig,
-    load_data_config,
-    resolve_paths,
-)
+from geolatent.config import StrictModel, load_config
+from geolatent.data.config import SourceConfig, load_data_config, resolve_source
 from geolatent.model.config import SIZES
 from geolatent.platform.labels import LabelFormat
 from geolatent.platform.windows import TaskType
-from geolatent.yaml_io import read_yaml_mapping
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LabelsConfig(_Strict):
+class LabelsConfig(StrictModel):
     """Where the labels are and how to read them (see :func:`.labels.read_labels`).
 
     ``classes`` fixes the class order (and reports declared classes without labels);
@@ -59,7 +50,7 @@ class LabelsConfig(_Strict):
     repair_invalid: bool = False
 
 
-class WindowsConfig(_Strict):
+class WindowsConfig(StrictModel):
     """Training windows: side in pixels, grid, and the default time range of labels without one.
 
     ``min_imagery_fraction``: windows whose share of pixels with any valid input is below this
@@ -90,7 +81,7 @@ class WindowsConfig(_Strict):
         return self.start, self.end
 
 
-class SplitConfig(_Strict):
+class SplitConfig(StrictModel):
     """Spatial split: cells of ``cell_size_m`` hashed into train / val / test shares."""
 
     cell_size_m: float = Field(2560.0, gt=0)
@@ -114,7 +105,7 @@ class SplitConfig(_Strict):
         return {"train": self.train, "val": self.val, "test": self.test}
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     """Optimization. The encoder is frozen for ``freeze_epochs`` (default 20% of the epochs,
     at least 1 when there are 2 or more), then trained at ``lr * encoder_lr_scale``.
 
@@ -149,7 +140,7 @@ class TrainConfig(_Strict):
         return min(self.epochs - 1, max(1, round(0.2 * self.epochs))) if self.epochs > 1 else 0
 
 
-class ExecutorConfig(_Strict):
+class ExecutorConfig(StrictModel):
     """How windows are materialized: ``serial``, ``process`` (local pool) or ``dask``."""
 
     kind: Literal["serial", "process", "dask"] = "serial"
@@ -157,7 +148,7 @@ class ExecutorConfig(_Strict):
     address: str | None = None
 
 
-class FinetuneConfig(_Strict):
+class FinetuneConfig(StrictModel):
     """``geolatent finetune --config ft.yaml``.
 
     Attributes:
@@ -214,17 +205,19 @@ class FinetuneConfig(_Strict):
         return list(self.sources) + list(extra)
 
 
-def resolve_source_paths(sources: list[SourceConfig], base_dir: Path) -> list[SourceConfig]:
-    """Make the sources' relative paths absolute against ``base_dir``.
+class SourcesFile(StrictModel):
+    """The ``sources:`` list of a YAML given to ``predict --sources`` (at least one source)."""
 
-    A thin adapter over :func:`geolatent.data.config.resolve_paths` (which resolves a whole
-    data config), so source paths are resolved by one mechanism.
-    """
-    if not sources:
-        return []
-    shell = DataConfig.model_construct(output_dir=".", area=AreaConfig(bbox=(0, 0, 1, 1)),
-                                       sources=list(sources))
-    return list(resolve_paths(shell, base_dir).sources)
+    # A data or fine-tuning config may be given whole: only its `sources:` list is read.
+    model_config = ConfigDict(extra="ignore")
+
+    sources: list[SourceConfig] = Field(min_length=1)
+
+
+def resolve_source_paths(sources: list[SourceConfig], base_dir: Path) -> list[SourceConfig]:
+    """Make the sources' relative paths absolute against ``base_dir`` (the data layer's
+    :func:`geolatent.data.config.resolve_source`, so source paths are resolved one way)."""
+    return [resolve_source(src, base_dir) for src in sources]
 
 
 def _abs(base: Path, p: str | None) -> str | None:
@@ -233,10 +226,15 @@ def _abs(base: Path, p: str | None) -> str | None:
     return str((base / p).resolve())
 
 
-def load_finetune_config(path: str | Path) -> FinetuneConfig:
-    """Load and validate a fine-tuning YAML; relative paths are relative to the file."""
+def load_finetune_config(path: str | Path, overrides: Sequence[str] | None = None,
+                         flag: str = "key=value") -> FinetuneConfig:  # fmt: skip
+    """Load and validate a fine-tuning YAML; relative paths are relative to the file.
+
+    ``overrides``: ``a.b=value`` strings applied over the file (``["train.epochs=5"]``);
+    ``flag`` names where they came from in errors (``--set``).
+    """
     path = Path(path)
-    cfg = FinetuneConfig.model_validate(read_yaml_mapping(path))
+    cfg = load_config(path, FinetuneConfig, overrides, what="fine-tuning", flag=flag)
     return resolve_config_paths(cfg, path.resolve().parent)
 
 

@@ -12,25 +12,28 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from geolatent.config import ConfigError, StrictModel
+from geolatent.config import load_config as _load
 from geolatent.modalities import MODALITIES
+from geolatent.model.versions import SIZE_TABLE
 
 CONFIG_NAME = "config.yaml"
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the key(s) and the problem."""
+__all__ = ["CONFIG_NAME", "ConfigError", "PretrainConfig", "config_from_dict", "load_config"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class _Section(StrictModel):
+    """A pretraining config section (the project's strict base)."""
 
 
 class ModelSection(_Section):
     """Which model to train."""
 
-    size: Literal["nano", "tiny", "small", "base", "large"] = "nano"
+    size: str = "nano"
+    """A name from the one size table, :data:`geolatent.model.versions.SIZE_TABLE`."""
     version: Literal["v1", "v1.1", "v1.2"] = "v1"
     """Architecture to build (see geolatent.model.versions). The v1.1+ training recipes (band
     dropout, v1.3's distillation heads) are not part of geolatent's trainer: it trains the
@@ -39,6 +42,13 @@ class ModelSection(_Section):
     init_from: str | None = None
     """Optional model folder or release id (any version) to start from instead of random
     weights."""
+
+    @field_validator("size")
+    @classmethod
+    def _known_size(cls, v: str) -> str:
+        if v not in SIZE_TABLE:
+            raise ValueError(f"unknown model size {v!r}; choose one of {list(SIZE_TABLE)}")
+        return v
 
 
 class BuiltinData(_Section):
@@ -213,75 +223,19 @@ class PretrainConfig(_Section):
         return path
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        lines.append(f"  {loc}: {msg}")
-    return f"invalid pretraining config {source}:\n" + "\n".join(lines)
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """``["optimizer.lr=3e-4", "data.builtin.num_samples=8"]`` -> nested dict (YAML values)."""
-    out: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(
-                f"override {item!r} is not of the form key=value (e.g. optimizer.lr=1e-4)"
-            )
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
-        node = out
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with another override")
-        node[parts[-1]] = parsed
-    return out
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
 def config_from_dict(data: dict[str, Any], source: str = "") -> PretrainConfig:
     """Validate a config mapping; raises :class:`ConfigError` listing every bad key."""
     if not isinstance(data, dict):
         raise ConfigError(
             f"pretraining config {source} must be a mapping, got {type(data).__name__}"
         )
-    try:
-        return PretrainConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_format_errors(e, source)) from None
+    return _load(data, PretrainConfig, what="pretraining", source_name=source)
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> PretrainConfig:
-    """Read a YAML config and apply ``key=value`` overrides."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a pretraining config must be a mapping")
-    data = _merge(data, parse_overrides(overrides or []))
-    return config_from_dict(data, str(path))
+    """Read a YAML config and apply ``key=value`` overrides (the one loader,
+    :func:`geolatent.config.load_config`)."""
+    return _load(Path(path), PretrainConfig, overrides, what="pretraining")
 
 
 # Keys that may change when resuming a run; anything else must match the saved config.

@@ -7,7 +7,7 @@ import torch
 from geolatent.evals.cache import EmbeddingCache, cache_key, model_fingerprint
 from geolatent.evals.datasets.base import Batch, array_split, constant_timestamps
 from geolatent.evals.encode import embed_split, encoder_features, prepare_batch
-from geolatent.evals.protocols.finetune import FinetuneConfig, finetune
+from geolatent.evals.protocols.finetune import FinetuneProbeConfig, finetune
 from geolatent.modalities import MISSING_VALUE
 
 
@@ -49,7 +49,7 @@ def test_finetune_trains_a_copy_and_predicts(nano):
     y = np.array([0, 1] * 2)
     split = array_split(b.inputs, b.bands, b.timestamps, y)
     before = {k: v.clone() for k, v in nano.encoder.state_dict().items()}
-    cfg = FinetuneConfig(epochs=2, lrs=[1e-3, 5e-4], batch_size=4, freeze_frac=0.5)
+    cfg = FinetuneProbeConfig(epochs=2, lrs=[1e-3, 5e-4], batch_size=4, freeze_frac=0.5)
     pred, info = finetune(nano, split, split, split, "classification", 2, 4, cfg)
     assert pred.shape == (4,) and set(np.unique(pred)) <= {0, 1}
     assert info["lr"] in (1e-3, 5e-4) and info["freeze_epochs"] == 1
@@ -61,7 +61,7 @@ def test_finetune_segmentation_and_regression(nano):
     b = s2_batch(n=2)
     seg = np.random.default_rng(0).integers(0, 3, size=(2, 8, 8))
     split = array_split(b.inputs, b.bands, b.timestamps, seg)
-    cfg = FinetuneConfig(epochs=1, lrs=[1e-3], batch_size=2)
+    cfg = FinetuneProbeConfig(epochs=1, lrs=[1e-3], batch_size=2)
     pred, _ = finetune(nano, split, split, split, "segmentation", 3, 4, cfg)
     assert pred.shape == (2, 8, 8)
     reg = array_split(b.inputs, b.bands, b.timestamps, np.array([1.0, 5.0], np.float32))
@@ -84,7 +84,7 @@ def test_frozen_phase_leaves_encoder_untouched(nano):
 
     ft._predict = spy
     try:
-        cfg = FinetuneConfig(epochs=2, lrs=[1e-2], batch_size=2, freeze_frac=1.0)
+        cfg = FinetuneProbeConfig(epochs=2, lrs=[1e-2], batch_size=2, freeze_frac=1.0)
         finetune(nano, split, split, split, "classification", 2, 4, cfg)
     finally:
         ft._predict = original

@@ -95,7 +95,7 @@ def test_malformed_inputs(tmp_path):
         load_config(CONFIGS / "smoke.yaml", ["optimizer.lr"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
         load_config(bad)
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):

@@ -25,7 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from pydantic import field_validator, model_validator
 
+from geolatent.config import StrictModel, load_config
 from geolatent.evals.datasets.base import (
     EvalDataset,
     SplitData,
@@ -191,6 +193,35 @@ def custom_task(
                     p, f"{name}: the user's {task_type} data ({modality})")
 
 
+class CustomTaskConfig(StrictModel):
+    """The keys of a custom eval task YAML (see :func:`load_custom_task`)."""
+
+    name: str
+    task_type: str
+    """classification | regression | segmentation (checked by :func:`custom_task`)."""
+    modality: str = "sentinel2_l2a"
+    bands: list[str] | None = None
+    dates: list[str] | None = None
+    num_classes: int | None = None
+    class_names: list[str] | None = None
+    ignore_index: int = -1
+    patch_size: int | None = None
+    arrays: str | None = None
+    chips: dict[str, str] | None = None
+
+    @field_validator("dates", mode="before")
+    @classmethod
+    def _dates_as_text(cls, v):
+        # YAML reads 2024-05-01 as a date; the task takes ISO day strings.
+        return None if v is None else [str(d) for d in v]
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CustomTaskConfig:
+        if (self.arrays is None) == (self.chips is None):
+            raise ValueError("give exactly one of `arrays:` or `chips:`")
+        return self
+
+
 def load_custom_task(path: str | Path):
     """An evaluation task from a dataset file (YAML; recipe in ``docs/evals.md``)::
 
@@ -206,24 +237,12 @@ def load_custom_task(path: str | Path):
 
     Relative paths are relative to the YAML file.
     """
-    from geolatent.yaml_io import read_yaml_mapping
-
     path = Path(path)
-    spec = dict(read_yaml_mapping(path))
+    spec = load_config(path, CustomTaskConfig, what="custom eval task")
     base = path.resolve().parent
-    known = {"name", "task_type", "modality", "bands", "dates", "num_classes", "class_names",
-             "ignore_index", "patch_size", "arrays", "chips"}
-    unknown = sorted(set(spec) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
-    for key in ("name", "task_type"):
-        if key not in spec:
-            raise ValueError(f"{path}: `{key}:` is required")
-    if ("arrays" in spec) == ("chips" in spec):
-        raise ValueError(f"{path}: give exactly one of `arrays:` or `chips:`")
-    dates = [str(d) for d in spec.get("dates") or ["2024-06-01"]]
-    if "arrays" in spec:
-        npz = base / spec["arrays"]
+    dates = [str(d) for d in spec.dates or ["2024-06-01"]]
+    if spec.arrays is not None:
+        npz = base / spec.arrays
         if not npz.exists():
             raise FileNotFoundError(f"{path}: `arrays:` file {npz} does not exist")
         with np.load(npz) as f:
@@ -235,18 +254,17 @@ def load_custom_task(path: str | Path):
                     raise ValueError(f"{npz}: give both x_{split} and y_{split}")
                 pairs[split] = (data[f"x_{split}"], data[f"y_{split}"])
     else:
-        pairs = {split: _read_chips(base / csv_path, spec["task_type"], len(dates))
-                 for split, csv_path in dict(spec["chips"]).items()}
+        pairs = {split: _read_chips(base / csv_path, spec.task_type, len(dates))
+                 for split, csv_path in (spec.chips or {}).items()}
     for split in ("train", "test"):
         if split not in pairs:
             raise ValueError(f"{path}: the data has no {split} split (x_{split} / y_{split}, "
                              f"or chips: {split}:)")
     return custom_task(
-        str(spec["name"]), str(spec["task_type"]), train=pairs["train"], test=pairs["test"],
-        val=pairs.get("val"), modality=spec.get("modality", "sentinel2_l2a"),
-        bands=spec.get("bands"), dates=dates, num_classes=spec.get("num_classes"),
-        class_names=spec.get("class_names"), ignore_index=int(spec.get("ignore_index", -1)),
-        patch_size=spec.get("patch_size"))
+        spec.name, spec.task_type, train=pairs["train"], test=pairs["test"],
+        val=pairs.get("val"), modality=spec.modality, bands=spec.bands, dates=dates,
+        num_classes=spec.num_classes, class_names=spec.class_names,
+        ignore_index=spec.ignore_index, patch_size=spec.patch_size)
 
 
 def _read_chips(table: Path, task_type: str, n_dates: int) -> Pair:

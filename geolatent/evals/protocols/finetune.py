@@ -12,21 +12,24 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from pydantic import Field
 
+from geolatent.config import StrictModel
 from geolatent.evals.datasets.base import Batch, SplitData
 from geolatent.evals.encode import encoder_features, iter_chunks, prepare_batch
 from geolatent.evals.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
 from geolatent.evals.protocols.heads import LinearHead, head_outputs, task_loss, to_predictions
 
 
-@dataclass
-class FinetuneConfig:
+class FinetuneProbeConfig(StrictModel):
+    """The eval fine-tuning protocol's settings (``settings: {finetune: ...}``); not the
+    platform's :class:`geolatent.platform.config.FinetuneConfig` (a fine-tuning run's YAML)."""
+
     epochs: int = 50
-    lrs: list[float] = field(default_factory=lambda: [1e-4, 5e-4, 1e-3])
+    lrs: list[float] = Field(default_factory=lambda: [1e-4, 5e-4, 1e-3])
     freeze_frac: float = 0.2
     encoder_lr_scale: float = 0.1
     plateau_factor: float = 0.2
@@ -103,7 +106,7 @@ def finetune(
     task_type: str,
     num_classes: int,
     patch_size: int,
-    config: FinetuneConfig | None = None,
+    config: FinetuneProbeConfig | None = None,
     seed: int = 0,
     ignore_index: int = -1,
     on_epoch: Callable[[], None] | None = None,
@@ -115,7 +118,7 @@ def finetune(
         test predictions (as :func:`~geolatent.evals.metrics.compute_metrics` takes them) and
         an info dict (chosen lr, validation scores per lr).
     """
-    cfg = config or FinetuneConfig()
+    cfg = config or FinetuneProbeConfig()
     device = next(model.parameters()).device
     pooled = task_type != "segmentation"
     metric = PRIMARY_METRIC[task_type]

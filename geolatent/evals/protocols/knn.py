@@ -6,15 +6,16 @@ Cosine similarity, the k = 20 most similar training vectors vote with weight
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from geolatent.config import StrictModel
 
-@dataclass
-class KNNConfig:
+
+class KNNConfig(StrictModel):
+    """kNN protocol settings (``settings: {knn: ...}`` in a suite, ``--set knn.k=10``)."""
+
     k: int = 20
     temperature: float = 0.07
     chunk: int = 2048  # test rows per similarity block (bounds memory at chunk x N_train)

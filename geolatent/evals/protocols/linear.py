@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from pydantic import Field
 
+from geolatent.config import StrictModel
 from geolatent.evals.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
 from geolatent.evals.protocols.heads import (
     LinearHead,
@@ -26,15 +28,14 @@ from geolatent.evals.protocols.heads import (
 )
 
 
-@dataclass
-class LinearProbeConfig:
+class LinearProbeConfig(StrictModel):
     """Spec defaults (AdamW, 50 epochs, cosine with 10% warm-up). The spec fixes no learning
     rate: by default three are tried and the best on the validation split is kept, because one
     fixed rate under- or over-shoots depending on how many steps a dataset gives (a few hundred
     samples give ~10 steps per epoch)."""
 
     epochs: int = 50
-    lr: float | list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1])
+    lr: float | list[float] = Field(default_factory=lambda: [1e-3, 1e-2, 1e-1])
     weight_decay: float = 0.01
     batch_size: int = 32
     warmup_frac: float = 0.1
