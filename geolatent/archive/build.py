@@ -160,7 +160,7 @@ def model_identity(model) -> dict:
 def read_sources(config: str | os.PathLike) -> list[SourceConfig]:
     """The ``sources:`` list of a data / fine-tuning YAML (relative paths against the file)."""
     from geolatent.platform.config import resolve_source_paths
-    from geolatent.yaml_io import read_yaml_mapping
+    from geolatent.config import read_yaml_mapping
 
     path = Path(config)
     raw = read_yaml_mapping(path)
