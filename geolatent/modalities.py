@@ -196,9 +196,6 @@ _REGISTRY: tuple[Modality, ...] = (
 MODALITIES: dict[str, Modality] = {m.name: m for m in _REGISTRY}
 """All v1 modalities, in the canonical (checkpoint) order."""
 
-ENCODER_MODALITIES: tuple[str, ...] = tuple(m.name for m in _REGISTRY if m.encoder_input)
-
-
 def get_modality(name: str) -> Modality:
     """Look up a modality by name with a clear error for unknown names."""
     try:

@@ -46,10 +46,6 @@ class EncoderOutput:
         return spatial_mean(self.tokens, self.token_mask)
 
 
-def encoded_mask(token_mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {m: t == MaskValue.ONLINE_ENCODER for m, t in token_mask.items()}
-
-
 def pooled_mean(
     tokens: dict[str, torch.Tensor], token_mask: dict[str, torch.Tensor]
 ) -> torch.Tensor:
