@@ -20,7 +20,8 @@ import torch
 from geolatent.evals.datasets.base import Batch, SplitData
 from geolatent.evals.encode import encoder_features, iter_chunks, prepare_batch
 from geolatent.evals.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
-from geolatent.evals.protocols.heads import LinearHead, head_outputs, task_loss, to_predictions
+from geolatent.evals.protocols.heads import LinearHead, head_outputs, to_predictions
+from geolatent.supervised import task_loss
 
 
 @dataclass
@@ -90,8 +91,10 @@ def _val_loss(net, src, task_type, patch_size, bs, y, ignore_index, device) -> f
         for idx in iter_chunks(len(src.split), bs):
             cfg = net.encoder.model_config
             logits = net(prepare_batch(src.get(idx), patch_size, device, config=cfg))
-            total += float(task_loss(task_type, logits, y[idx].to(device), ignore_index)) * len(idx)
-            n += len(idx)
+            loss = task_loss(task_type, logits, y[idx].to(device), ignore_index=ignore_index)
+            if loss is not None:  # a chunk without any labelled target does not count
+                total += float(loss) * len(idx)
+                n += len(idx)
     return total / max(n, 1)
 
 
@@ -158,7 +161,10 @@ def finetune(
                 idx = perm[s : s + cfg.batch_size]
                 logits = net(prepare_batch(src_train.get(idx), patch_size, device,
                                              config=net.encoder.model_config))
-                loss = task_loss(task_type, logits, y_train[idx].to(device), ignore_index)
+                loss = task_loss(task_type, logits, y_train[idx].to(device),
+                                 ignore_index=ignore_index)
+                if loss is None:  # no labelled target in this batch
+                    continue
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -1,12 +1,10 @@
-"""What the linear probe and fine-tuning share: heads, losses, predictions, the LR schedule."""
+"""What the linear probe and fine-tuning share: heads and predictions (the loss is
+:func:`geolatent.supervised.task_loss`, the LR schedule :mod:`geolatent.schedules`)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 
 class LinearHead(nn.Module):
@@ -35,17 +33,6 @@ class LinearHead(nn.Module):
         return y.reshape(b, self.out, h * p, w * p)
 
 
-def task_loss(task_type: str, logits: torch.Tensor, target: torch.Tensor,
-              ignore_index: int = -1) -> torch.Tensor:  # fmt: skip
-    """Cross-entropy (classification, segmentation), BCE (multilabel), MSE (regression;
-    targets standardized by the caller)."""
-    if task_type in ("classification", "segmentation"):
-        return F.cross_entropy(logits, target.long(), ignore_index=ignore_index)
-    if task_type == "multilabel":
-        return F.binary_cross_entropy_with_logits(logits, target.float())
-    return F.mse_loss(logits.reshape(-1), target.float().reshape(-1))
-
-
 def to_predictions(task_type: str, logits: torch.Tensor) -> torch.Tensor:
     """Class ids ``[B]`` / ``[B, H, W]``, 0/1 ``[B, K]``, or values ``[B]``."""
     if task_type in ("classification", "segmentation"):
@@ -57,16 +44,3 @@ def to_predictions(task_type: str, logits: torch.Tensor) -> torch.Tensor:
 
 def head_outputs(task_type: str, num_classes: int) -> int:
     return 1 if task_type == "regression" else num_classes
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_frac: float = 0.1):
-    """Linear warm-up over ``warmup_frac`` of the steps, then cosine decay to 0."""
-    warm = max(1, int(round(total_steps * warmup_frac)))
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = (step - warm) / max(1, total_steps - warm)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

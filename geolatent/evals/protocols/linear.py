@@ -20,10 +20,10 @@ from geolatent.evals.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_me
 from geolatent.evals.protocols.heads import (
     LinearHead,
     head_outputs,
-    task_loss,
     to_predictions,
-    warmup_cosine,
 )
+from geolatent.schedules import warmup_cosine
+from geolatent.supervised import task_loss
 
 
 @dataclass
@@ -108,7 +108,8 @@ def fit_linear_probe(
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     n = xt.shape[0]
     steps_per_epoch = max(1, -(-n // cfg.batch_size))
-    sched = warmup_cosine(opt, cfg.epochs * steps_per_epoch, cfg.warmup_frac)
+    total = cfg.epochs * steps_per_epoch
+    sched = warmup_cosine(opt, max(1, round(total * cfg.warmup_frac)), total)
     xs = _standardized(xt, mean, std)
     history = []
     head.train()
@@ -117,7 +118,10 @@ def fit_linear_probe(
         total = 0.0
         for s in range(0, n, cfg.batch_size):
             idx = perm[s : s + cfg.batch_size]
-            loss = task_loss(task_type, head(xs[idx]), yt[idx], ignore_index)
+            loss = task_loss(task_type, head(xs[idx]), yt[idx], ignore_index=ignore_index)
+            if loss is None:  # no labelled target in this batch
+                sched.step()
+                continue
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
