@@ -282,7 +282,7 @@ def config_source_names(cfg: FinetuneConfig) -> dict[str, str]:
 REPORT_FILE = "report.json"
 
 
-def write_report(path: Path, payload: dict) -> Path:
+def write_finetune_report(path: Path, payload: dict) -> Path:
     """Write ``payload`` as JSON atomically (a reader never sees half a report)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -536,7 +536,7 @@ def finetune(
     fm.metrics = {"select_metric": metric, "best_epoch": best_epoch, "val": _brief(best_val),
                   "test": _brief(test), "history": history, "compute": meter.report_dict()}
     save_bundle(fm, cfg.output)
-    write_report(Path(cfg.output) / REPORT_FILE, {
+    write_finetune_report(Path(cfg.output) / REPORT_FILE, {
         "task": cfg.task, "select_metric": metric, "best_epoch": best_epoch,
         "splits": coverage.splits, "skipped_windows": coverage.skipped,
         "val": best_val, "test": test,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from geolatent.evals.datasets.base import Batch, SplitData
-from geolatent.evals.encode import encoder_features, iter_chunks, prepare_batch
+from geolatent.evals.encode import encoder_features, iter_chunks, prepare_eval_batch
 from geolatent.evals.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
 from geolatent.evals.protocols.heads import LinearHead, head_outputs, to_predictions
 from geolatent.supervised import task_loss
@@ -78,7 +78,7 @@ def _predict(net: _Model, src: _Source, task_type: str, patch_size: int, bs: int
     with torch.no_grad():
         for idx in iter_chunks(len(src.split), bs):
             cfg = net.encoder.model_config
-            logits = net(prepare_batch(src.get(idx), patch_size, device, config=cfg))
+            logits = net(prepare_eval_batch(src.get(idx), patch_size, device, config=cfg))
             out.append(to_predictions(task_type, logits).cpu())
     pred = torch.cat(out).numpy()
     return pred * y_stats[1] + y_stats[0] if task_type == "regression" else pred
@@ -90,7 +90,7 @@ def _val_loss(net, src, task_type, patch_size, bs, y, ignore_index, device) -> f
     with torch.no_grad():
         for idx in iter_chunks(len(src.split), bs):
             cfg = net.encoder.model_config
-            logits = net(prepare_batch(src.get(idx), patch_size, device, config=cfg))
+            logits = net(prepare_eval_batch(src.get(idx), patch_size, device, config=cfg))
             loss = task_loss(task_type, logits, y[idx].to(device), ignore_index=ignore_index)
             if loss is not None:  # a chunk without any labelled target does not count
                 total += float(loss) * len(idx)
@@ -159,7 +159,7 @@ def finetune(
             perm = torch.randperm(len(train), generator=g).numpy()
             for s in range(0, len(train), cfg.batch_size):
                 idx = perm[s : s + cfg.batch_size]
-                logits = net(prepare_batch(src_train.get(idx), patch_size, device,
+                logits = net(prepare_eval_batch(src_train.get(idx), patch_size, device,
                                              config=net.encoder.model_config))
                 loss = task_loss(task_type, logits, y_train[idx].to(device),
                                  ignore_index=ignore_index)
