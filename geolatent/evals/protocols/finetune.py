@@ -19,8 +19,12 @@ import torch
 
 from geolatent.evals.datasets.base import Batch, SplitData
 from geolatent.evals.encode import encoder_features, iter_chunks, prepare_eval_batch
-from geolatent.evals.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
-from geolatent.evals.protocols.heads import LinearHead, head_outputs, to_predictions
+from geolatent.evals.protocols.heads import (
+    LinearHead,
+    LrSelection,
+    head_outputs,
+    to_predictions,
+)
 from geolatent.supervised import task_loss
 
 
@@ -121,8 +125,6 @@ def finetune(
     cfg = config or FinetuneConfig()
     device = next(model.parameters()).device
     pooled = task_type != "segmentation"
-    metric = PRIMARY_METRIC[task_type]
-    sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
     y_train = torch.as_tensor(np.asarray(train.labels))
     y_val = torch.as_tensor(np.asarray(val.labels))
     y_stats = (0.0, 1.0)
@@ -137,8 +139,7 @@ def finetune(
         p = patch_size  # each token covers p x p pixels
         assert next(iter(b.inputs.values())).shape[1] % p == 0
     freeze_epochs = int(round(cfg.epochs * cfg.freeze_frac))
-    best: tuple[float, _Model | None, float] = (-np.inf, None, cfg.lrs[0])
-    val_scores = {}
+    sel = LrSelection(task_type, num_classes, ignore_index)
     for lr in cfg.lrs:
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
@@ -174,13 +175,9 @@ def finetune(
                 on_epoch()
         pred_val = _predict(net, src_val, task_type, patch_size, cfg.eval_batch_size, y_stats,
                             device)  # fmt: skip
-        score = compute_metrics(task_type, np.asarray(val.labels), pred_val, num_classes,
-                                ignore_index)[metric]  # fmt: skip
-        val_scores[str(lr)] = score
-        if best[1] is None or sign * score > best[0]:
-            best = (sign * score, net, lr)
-    net = best[1]
+        sel.offer(lr, net, np.asarray(val.labels), pred_val)
+    net = sel.best
     assert net is not None
     src_test = _Source(test, preload=False)
     pred = _predict(net, src_test, task_type, patch_size, cfg.eval_batch_size, y_stats, device)
-    return pred, {"lr": best[2], "val_scores": val_scores, "freeze_epochs": freeze_epochs}
+    return pred, {"lr": sel.best_lr, "val_scores": sel.scores, "freeze_epochs": freeze_epochs}

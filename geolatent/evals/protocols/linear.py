@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geolatent.evals.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
 from geolatent.evals.protocols.heads import (
     LinearHead,
+    LrSelection,
     head_outputs,
     to_predictions,
 )
@@ -151,23 +151,16 @@ def linear_probe(
         raise ValueError(f"config.lr gives {len(lrs)} learning rates {lrs}: choosing one needs "
                          "a validation split; pass x_val and y_val, or a single learning rate "
                          "(LinearProbeConfig(lr=1e-2))")
-    metric = PRIMARY_METRIC[task_type]
-    sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
-    best: tuple[float, LinearProbe | None, float] = (-np.inf, None, lrs[0])
-    scores = {}
+    sel = LrSelection(task_type, num_classes, ignore_index)
     for lr in lrs:
         probe = fit_linear_probe(x_train, y_train, task_type, num_classes, cfg, seed, lr,
                                  ignore_index)  # fmt: skip
         if len(lrs) == 1:
-            best = (0.0, probe, lr)
+            sel.keep(lr, probe)
             break
-        score = compute_metrics(task_type, y_val, probe.predict(x_val), num_classes,
-                                ignore_index)[metric]  # fmt: skip
-        scores[str(lr)] = score
-        if best[1] is None or sign * score > best[0]:
-            best = (sign * score, probe, lr)
-    probe = best[1]
+        sel.offer(lr, probe, y_val, probe.predict(x_val))
+    probe = sel.best
     assert probe is not None
-    info = {"lr": best[2], "val_scores": scores,
+    info = {"lr": sel.best_lr, "val_scores": sel.scores,
             "final_train_loss": probe.history[-1] if probe.history else None}  # fmt: skip
     return probe.predict(x_test), info
