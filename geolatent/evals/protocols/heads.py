@@ -1,6 +1,5 @@
 """What the linear probe and fine-tuning share: heads, predictions and the learning-rate sweep
-(the loss is
-:func:`geolatent.supervised.task_loss`, the LR schedule :mod:`geolatent.schedules`)."""
+(the loss is :func:`geolatent.supervised.task_loss`, the LR schedule :mod:`geolatent.schedules`)."""
 
 from __future__ import annotations
 
