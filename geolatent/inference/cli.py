@@ -405,7 +405,8 @@ def _imagery_inputs(imagery: str, aoi: Path | None, start: str | None, end: str 
     see ``fetch_composites``) and return them as embed inputs."""
     from rich.markup import escape
 
-    from geolatent.data.imagery import composite_inputs, fetch_composites, imagery_sources
+    from geolatent.data.imagery import composite_inputs, imagery_sources
+    from geolatent.data.imagery_cli import fetch_with_progress
     from geolatent.data.run import work_dir_for
 
     if inputs:
@@ -415,18 +416,8 @@ def _imagery_inputs(imagery: str, aoi: Path | None, start: str | None, end: str 
         raise RasterInputError("--imagery needs --aoi FILE, --start DATE and --end DATE")
     srcs = [s for c in (collections or [None])
             for s in imagery_sources(imagery, aoi, start, end, collection=c)]
-    with Progress(
-        TextColumn("[bold]fetching imagery"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("tiles, {task.fields[scenes]} scenes, {task.fields[mb]:.1f} MB fetched"),
-        TimeElapsedColumn(), console=console,
-    ) as bar:
-        task = bar.add_task("fetch", total=None, scenes=0, mb=0.0)
-        result = fetch_composites(
-            srcs, aoi, start, end, work_dir_for(out) / "imagery", crs=crs,
-            resolution=resolution or 10.0,
-            progress=lambda p: bar.update(task, completed=p["windows_done"], total=p["windows"],
-                                          scenes=p["scenes"], mb=p["bytes"] / 1e6),
-        )
+    result = fetch_with_progress(srcs, aoi, start, end, work_dir_for(out) / "imagery", crs=crs,
+                                 resolution=resolution or 10.0, console=console)
     for window, problems in result.report.items():
         for line in problems:
             console.print(f"[yellow]{escape(window)}[/yellow]: {escape(line)}")
