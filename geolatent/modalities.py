@@ -3,7 +3,9 @@
 A *bandset* is the unit of tokenization: the model makes one token per (patch, timestep, bandset).
 Inside a modality, channels are the bandsets concatenated in the order listed here; every
 path (normalization, pretraining samples, data materialization, ``embed``) reads band order
-from this registry. Adding a modality is one :class:`Modality` entry in ``_REGISTRY``.
+from this registry. Adding a modality is one :class:`Modality` entry in ``_REGISTRY`` (or, from
+outside the package, :func:`register_modality`): its ``cli_flag`` gives it ``geolatent embed``
+options and its ``unit_spec`` the unit plausibility checks of :mod:`geolatent.units`.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class Modality:
         wavelengths_nm: central wavelength of each band in channel order (nm; SAR: the radar
             wavelength), empty for map products. The v1 missing-band rule copies the present
             band nearest in wavelength.
+        cli_flag: name of its file options of ``geolatent embed`` (``--FLAG FILE``,
+            ``--FLAG-dates``, ``--FLAG-bands``); None: no such options.
+        cli_help: help text of ``--FLAG`` (what files it takes).
     """
 
     name: str
@@ -71,6 +76,8 @@ class Modality:
     categorical: bool = False
     unit_spec: UnitSpec | None = None
     wavelengths_nm: tuple[float, ...] = ()
+    cli_flag: str | None = None
+    cli_help: str = ""
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -152,6 +159,8 @@ _REGISTRY: tuple[Modality, ...] = (
                             ("LEVEL-1C", "Sentinel-2 Level-1C (top of atmosphere)"),
                             ("L1C", "Sentinel-2 Level-1C (top of atmosphere)"))),
         wavelengths_nm=(490, 560, 665, 842, 705, 740, 783, 865, 1610, 2190, 443, 945),
+        cli_flag="s2",
+        cli_help="Sentinel-2 L2A GeoTIFF(s).",
     ),
     Modality(
         "sentinel1",
@@ -164,6 +173,8 @@ _REGISTRY: tuple[Modality, ...] = (
         unit_spec=UnitSpec((-80.0, 40.0), (-45.0, 5.0), decibels=True),
         # C band, 5.55 cm, both polarizations: VV and VH stand in for each other.
         wavelengths_nm=(5.55e7, 5.55e7),
+        cli_flag="s1",
+        cli_help="Sentinel-1 GeoTIFF(s), dB.",
     ),
     Modality(
         "landsat",
@@ -185,6 +196,8 @@ _REGISTRY: tuple[Modality, ...] = (
             wrong_products=(("L2SP", "Landsat Collection-2 Level-2 (surface reflectance)"),
                             ("L2SR", "Landsat Collection-2 Level-2 (surface reflectance)"))),
         wavelengths_nm=(590, 443, 482, 561, 655, 865, 1609, 2201, 1373, 10895, 12005),
+        cli_flag="landsat",
+        cli_help="Landsat L1 GeoTIFF(s).",
     ),
     Modality("worldcover", (("B1",),), (10.0,), False, False, "ESA WorldCover class id", True),
     Modality("srtm", (("srtm",),), (30.0,), False, False, "elevation in metres"),
@@ -197,10 +210,47 @@ _REGISTRY: tuple[Modality, ...] = (
 )
 
 MODALITIES: dict[str, Modality] = {m.name: m for m in _REGISTRY}
-"""All v1 modalities, in the canonical (checkpoint) order."""
+"""All v1 modalities, in the canonical (checkpoint) order, then any registered with
+:func:`register_modality`."""
 
-ENCODER_MODALITIES: tuple[str, ...] = tuple(m.name for m in _REGISTRY if m.encoder_input)
+_CLI_FLAG = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
+
+def register_modality(modality: Modality) -> None:
+    """Add ``modality`` to the registry (after the v1 ones, so checkpoint order is unchanged).
+
+    Commands built afterwards (``geolatent embed``'s ``--FLAG`` options) and the unit checks
+    see it. Raises ValueError for a name or ``cli_flag`` that is taken or malformed.
+    """
+    if modality.name in MODALITIES:
+        raise ValueError(f"modality {modality.name!r} is already registered; pick another name")
+    if modality.cli_flag is not None:
+        if not _CLI_FLAG.match(modality.cli_flag):
+            raise ValueError(f"cli_flag {modality.cli_flag!r} of modality {modality.name!r}: use "
+                             "lower-case letters, digits and single dashes, e.g. 'planet-sr'")
+        taken = {m.cli_flag: m.name for m in MODALITIES.values() if m.cli_flag}
+        if modality.cli_flag in taken or modality.cli_flag in ("stack", "dates"):
+            raise ValueError(f"cli_flag {modality.cli_flag!r} of modality {modality.name!r} is "
+                             f"taken (by {taken.get(modality.cli_flag, 'embed')}); pick another")
+    if len(modality.resolutions_m) != len(modality.bandsets):
+        raise ValueError(f"modality {modality.name!r}: give one resolution per bandset "
+                         f"({len(modality.bandsets)}), got {len(modality.resolutions_m)}")
+    MODALITIES[modality.name] = modality
+
+
+def unregister_modality(name: str) -> Modality:
+    """Remove a modality added by :func:`register_modality` (the v1 ones cannot be removed)."""
+    if any(m.name == name for m in _REGISTRY):
+        raise ValueError(f"modality {name!r} is built in and cannot be unregistered")
+    try:
+        return MODALITIES.pop(name)
+    except KeyError:
+        raise KeyError(f"modality {name!r} is not registered") from None
+
+
+def cli_modalities() -> list[Modality]:
+    """The registered modalities with ``geolatent embed`` file options, in registry order."""
+    return [m for m in MODALITIES.values() if m.cli_flag is not None]
 
 def get_modality(name: str) -> Modality:
     """Look up a modality by name with a clear error for unknown names."""

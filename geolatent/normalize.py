@@ -85,16 +85,3 @@ def normalize(modality: str, x: np.ndarray | torch.Tensor) -> np.ndarray | torch
     out = ((x64 - lo) / (hi - lo)).astype(np.float32)
     out[is_missing(x64)] = MISSING_VALUE
     return out
-
-
-def denormalize(modality: str, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """Inverse of :func:`normalize` (missing entries stay -99999)."""
-    lo, hi = band_affine(modality)
-    if isinstance(x, torch.Tensor):
-        out = x.to(torch.float64) * torch.as_tensor(hi - lo, device=x.device) + torch.as_tensor(
-            lo, device=x.device
-        )
-        return torch.where(is_missing(x), torch.tensor(MISSING_VALUE, device=x.device), out.float())
-    out = (np.asarray(x, dtype=np.float64) * (hi - lo) + lo).astype(np.float32)
-    out[is_missing(np.asarray(x))] = MISSING_VALUE
-    return out

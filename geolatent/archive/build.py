@@ -159,8 +159,8 @@ def model_identity(model) -> dict:
 # -- inputs ---------------------------------------------------------------------------------------
 def read_sources(config: str | os.PathLike) -> list[SourceConfig]:
     """The ``sources:`` list of a data / fine-tuning YAML (relative paths against the file)."""
-    from geolatent.platform.config import resolve_source_paths
     from geolatent.config import read_yaml_mapping
+    from geolatent.platform.config import resolve_source_paths
 
     path = Path(config)
     raw = read_yaml_mapping(path)

@@ -77,6 +77,23 @@ def search_command(
         console.print(f"footprints: {write_footprints(scenes, footprints)}")
 
 
+def fetch_with_progress(sources, aoi: Path, start: str, end: str, out: Path, *, crs: str | None,
+                        resolution: float, console: Console):
+    """:func:`~geolatent.data.imagery.fetch_composites` with a progress bar on ``console``
+    (tiles done, scenes read, MB fetched); ``imagery fetch`` and ``embed --imagery`` use it."""
+    with Progress(
+        TextColumn("[bold]fetching imagery"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("tiles, {task.fields[scenes]} scenes, {task.fields[mb]:.1f} MB fetched"),
+        TimeElapsedColumn(), console=console,
+    ) as bar:
+        task = bar.add_task("fetch", total=None, scenes=0, mb=0.0)
+        return fetch_composites(
+            sources, aoi, start, end, out, crs=crs, resolution=resolution,
+            progress=lambda p: bar.update(task, completed=p["windows_done"], total=p["windows"],
+                                          scenes=p["scenes"], mb=p["bytes"] / 1e6),
+        )
+
+
 @app.command("fetch")
 def fetch_command(
     aoi: Path = typer.Option(..., "--aoi", exists=True, help="area: GeoJSON (lon/lat)"),
@@ -101,18 +118,8 @@ def fetch_command(
             _source(source, c, modality, max_cloud, cache, cache_max_mb, offline)
             for c in (collection or [None])
         ]
-        with Progress(
-            TextColumn("[bold]fetching tiles"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[scenes]} scenes, {task.fields[mb]:.1f} MB fetched"),
-            TimeElapsedColumn(), console=console,
-        ) as bar:
-            task = bar.add_task("fetch", total=None, scenes=0, mb=0.0)
-            result = fetch_composites(
-                sources, aoi, start, end, out, crs=crs, resolution=resolution,
-                progress=lambda p: bar.update(task, completed=p["windows_done"],
-                                              total=p["windows"], scenes=p["scenes"],
-                                              mb=p["bytes"] / 1e6),
-            )
+        result = fetch_with_progress(sources, aoi, start, end, out, crs=crs,
+                                     resolution=resolution, console=console)
     except (ValueError, StacSearchError, AssetReadError, RunLockedError, OSError) as e:
         _fail(e)
         return

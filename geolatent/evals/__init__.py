@@ -11,9 +11,8 @@ from geolatent.evals.metrics import bootstrap_ci, compute_metrics
 from geolatent.evals.protocols.finetune import FinetuneProbeConfig, finetune
 from geolatent.evals.protocols.knn import KNNConfig, knn_predict
 from geolatent.evals.protocols.linear import LinearProbeConfig, fit_linear_probe, linear_probe
+from geolatent.evals.results import EvalResult, MetricSummary
 from geolatent.evals.runner import (
-    EvalResult,
-    MetricSummary,
     ModelSpec,
     SuiteResult,
     run_eval,

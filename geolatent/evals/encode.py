@@ -1,7 +1,7 @@
 """Running the encoder on benchmark batches: frozen embeddings (through ``embed``) and the
 differentiable forward that fine-tuning needs.
 
-``embed`` runs under ``torch.no_grad``; fine-tuning needs gradients, so :func:`prepare_batch`
+``embed`` runs under ``torch.no_grad``; fine-tuning needs gradients, so :func:`prepare_eval_batch`
 rebuilds the same encoder inputs (registry band order, -99999 for bands not given, pretraining
 normalization, per-token missing mask) with ``prepare_inputs``, the function ``embed`` uses, and
 :func:`encoder_features` calls the encoder. A test checks that both paths agree.
@@ -16,10 +16,9 @@ import torch
 
 from geolatent.evals.datasets.base import Batch, SplitData
 from geolatent.model.embed import EncoderBatch, prepare_inputs
-from geolatent.model.encoder import spatial_mean
 
 
-def prepare_batch(batch: Batch, patch_size: int, device: torch.device | str = "cpu",
+def prepare_eval_batch(batch: Batch, patch_size: int, device: torch.device | str = "cpu",
                   check_units: bool = True, config=None) -> EncoderBatch:  # fmt: skip
     """Normalize a raw :class:`Batch` and build its token masks (bands not given -> missing),
     through :func:`geolatent.model.embed.prepare_inputs`, the same path as ``embed``
@@ -37,7 +36,7 @@ def encoder_features(
     """Differentiable features: ``[B, D]`` (mean over encoded tokens) or the feature map
     ``[B, h, w, D]`` (NaN where no input was valid)."""
     out = encoder(prepared.inputs, prepared.timestamps, prepared.patch_size, prepared.token_mask)
-    return out.pooled if pooled else spatial_mean(out.tokens, out.token_mask)
+    return out.pooled if pooled else out.feature_map
 
 
 def iter_chunks(n: int, size: int) -> Iterator[np.ndarray]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geolatent.evals.runner import EvalResult
+from geolatent.evals.results import EvalResult
 
 
 def _fmt(v: float) -> str:

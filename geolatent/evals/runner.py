@@ -9,7 +9,6 @@ is only ever predicted once per seed, by the selected configuration.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +45,8 @@ from geolatent.evals.metrics import (
 from geolatent.evals.protocols.finetune import finetune
 from geolatent.evals.protocols.knn import knn_predict
 from geolatent.evals.protocols.linear import linear_probe
+from geolatent.evals.report import write_report
+from geolatent.evals.results import EvalResult, MetricSummary
 from geolatent.evals.settings import EvalSettings, load_suite
 from geolatent.evals.tasks import EvalTask, get_task
 
@@ -121,41 +122,6 @@ class ModelSpec:
 
 
 @dataclass
-class MetricSummary:
-    mean: float
-    std: float
-    ci_low: float
-    ci_high: float
-    per_seed: list[float]
-
-
-@dataclass
-class EvalResult:
-    """One task x model x protocol x label fraction, summarized over seeds."""
-
-    task: str
-    task_type: str
-    model: dict
-    protocol: str
-    label_fraction: float
-    seeds: list[int]
-    patch_size: int
-    primary_metric: str
-    metrics: dict[str, MetricSummary]
-    n_train: int
-    n_val: int
-    n_test: int
-    dataset: dict
-    config: dict
-    info: list[dict]
-    timings: dict[str, float]
-
-    @property
-    def primary(self) -> MetricSummary:
-        return self.metrics[self.primary_metric]
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -450,8 +416,6 @@ def run_suite(suite, out_dir=None, cache: EmbeddingCache | str | None = None,
     Combinations that are not defined (kNN on segmentation, baselines beyond the linear
     protocol) are skipped and listed.
     """
-    from geolatent.evals.report import write_report
-
     cfg, base = load_suite(suite)
     name = cfg.name
     settings = cfg.effective_settings()

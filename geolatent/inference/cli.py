@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -15,13 +18,14 @@ from geolatent.inference.raster_io import (
     date_from_filename,
     parse_date,
 )
+from geolatent.modalities import cli_modalities
 
 console = Console(stderr=True, soft_wrap=True)  # never split a message mid-sentence
 
 EMBED_HELP = """Embed co-registered GeoTIFFs into a cloud-optimized embedding GeoTIFF.
 
 \b
-Inputs, per modality (--s2 = sentinel2_l2a, --s1 = sentinel1, --landsat):
+Inputs, per modality ({flags}):
   * one multi-band file per timestep: repeat the option, e.g.
       --s2 jan.tif --s2 feb.tif --s2-dates 2024-01-15,2024-02-14
     (one date per file, in the same order);
@@ -66,6 +70,61 @@ labels.tif), OUT/embedding.tif (COG), OUT/embedding_pca.png (first three princip
 components of the feature map as RGB) and OUT/labels.png. Without --model it uses
 a random-weight Nano model, and says so.
 """
+
+
+def _file_flags() -> str:
+    """``--s2, --s1, --landsat, ...``: the registry's file options, for messages."""
+    return ", ".join(f"--{m.cli_flag}" for m in cli_modalities())
+
+
+def _embed_help() -> str:
+    """EMBED_HELP with the file options of the modalities registered now."""
+    flags = ", ".join(f"--{m.cli_flag} = {m.name}" for m in cli_modalities())
+    # Only the {flags} field is formatted: the rest of the text holds no braces.
+    return EMBED_HELP.replace("{flags}", flags)
+
+
+def _with_modality_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` ``--FLAG FILE``, ``--FLAG-dates`` and ``--FLAG-bands`` for every
+    registry modality with a ``cli_flag`` (``--s2``, ``--s1``, ``--landsat``, then registered
+    ones), passed on as ``modality_files={modality: (flag, files, dates, bands)}``.
+
+    Typer reads a command's options from its signature, so the wrapper gets one built from the
+    registry when the command is registered (a modality registered later needs a new app).
+    """
+    sig = inspect.signature(command, eval_str=True)
+    fixed = [p for p in sig.parameters.values() if p.name != "modality_files"]
+    keys: dict[str, tuple[str, str, str, str]] = {}  # modality -> (flag, files, dates, bands)
+    added = []
+    for m in cli_modalities():
+        key = m.cli_flag.replace("-", "_")  # type: ignore[union-attr]
+        flag = m.cli_flag
+        keys[m.name] = (flag, key, f"{key}_dates", f"{key}_bands")  # type: ignore[assignment]
+        for name, annotation in (
+            (key, Annotated[list[Path] | None, typer.Option(f"--{flag}", help=m.cli_help
+                                                            or f"{m.name} GeoTIFF(s).")]),
+            (f"{key}_dates", Annotated[str | None, typer.Option(
+                f"--{flag}-dates", help=f"Comma-separated dates for --{flag}.")]),
+            (f"{key}_bands", Annotated[str | None, typer.Option(
+                f"--{flag}-bands", help=f"Band names of one --{flag} timestep.")]),
+        ):
+            added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                           annotation=annotation))
+    # The file options come right after the model options, where --help always listed them.
+    at = next(i for i, p in enumerate(fixed) if p.name == "random_weights") + 1
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in fixed]
+    params = params[:at] + added + params[at:]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        files = {name: (flag, kwargs.pop(k), kwargs.pop(kd), kwargs.pop(kb))
+                 for name, (flag, k, kd, kb) in keys.items()}
+        return command(**kwargs, modality_files=files)
+
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    del wrapper.__wrapped__  # typer must see the registry-built signature, not the original
+    return wrapper
 
 
 def _split(value: str | None) -> list[str]:
@@ -195,7 +254,8 @@ def _progress() -> Progress:
 def register(app: typer.Typer) -> None:
     """Mount ``embed`` and ``demo`` on the top-level CLI."""
 
-    @app.command("embed", help=EMBED_HELP)
+    @app.command("embed", help=_embed_help())
+    @_with_modality_options
     def embed_cmd(
         out: Annotated[Path, typer.Option("--out", "-o", help="Output embedding GeoTIFF (COG).")],
         model: Annotated[
@@ -207,23 +267,6 @@ def register(app: typer.Typer) -> None:
                 help="Use a random-weight model of this size (nano, tiny, ...); demos only."
             ),
         ] = None,
-        s2: Annotated[list[Path] | None, typer.Option(help="Sentinel-2 L2A GeoTIFF(s).")] = None,
-        s2_dates: Annotated[
-            str | None, typer.Option(help="Comma-separated dates for --s2.")
-        ] = None,
-        s2_bands: Annotated[
-            str | None, typer.Option(help="Band names of one --s2 timestep.")
-        ] = None,
-        s1: Annotated[list[Path] | None, typer.Option(help="Sentinel-1 GeoTIFF(s), dB.")] = None,
-        s1_dates: Annotated[
-            str | None, typer.Option(help="Comma-separated dates for --s1.")
-        ] = None,
-        s1_bands: Annotated[
-            str | None, typer.Option(help="Band names of one --s1 timestep.")
-        ] = None,
-        landsat: Annotated[list[Path] | None, typer.Option(help="Landsat L1 GeoTIFF(s).")] = None,
-        landsat_dates: Annotated[str | None, typer.Option(help="Dates for --landsat.")] = None,
-        landsat_bands: Annotated[str | None, typer.Option(help="Bands of --landsat.")] = None,
         patch_size: Annotated[int, typer.Option(min=1, max=8, help="Patch size p (1-8).")] = 4,
         tile_size: Annotated[
             int | None, typer.Option(help="Tile core size in input px (multiple of p).")
@@ -259,6 +302,7 @@ def register(app: typer.Typer) -> None:
         collection: Annotated[list[str] | None, typer.Option(
             help="--imagery collection(s); default the preset's Sentinel-2 L2A."
         )] = None,
+        modality_files: dict[str, tuple] | None = None,
     ) -> None:
         from geolatent.data.io.grid import OutputGrid
         from geolatent.inference.embed_rasters import embed_geotiffs
@@ -267,12 +311,8 @@ def register(app: typer.Typer) -> None:
         try:
             inputs = {
                 name: files
-                for name, files in (
-                    ("sentinel2_l2a", _raster_inputs("s2", s2, s2_dates, s2_bands)),
-                    ("sentinel1", _raster_inputs("s1", s1, s1_dates, s1_bands)),
-                    ("landsat", _raster_inputs("landsat", landsat, landsat_dates, landsat_bands)),
-                )
-                if files
+                for name, (flag, paths, dates_, bands) in (modality_files or {}).items()
+                if (files := _raster_inputs(flag, paths, dates_, bands))
             }
             if dates is not None and stack is None:
                 raise RasterInputError("--dates is for --stack; give --stack FILE")
@@ -296,7 +336,7 @@ def register(app: typer.Typer) -> None:
                 raise RasterInputError("--aoi / --start / --end / --collection are for --imagery")
             if not inputs:
                 raise RasterInputError(
-                    "no inputs: give at least one of --s2, --s1, --landsat, --stack, --imagery")
+                    f"no inputs: give at least one of {_file_flags()}, --stack, --imagery")
             if align_to is not None and (crs is not None or resolution is not None):
                 raise RasterInputError("give either --align-to or --crs / --resolution")
             grid = OutputGrid.of_raster(align_to) if align_to is not None else None
@@ -375,28 +415,19 @@ def _imagery_inputs(imagery: str, aoi: Path | None, start: str | None, end: str 
     see ``fetch_composites``) and return them as embed inputs."""
     from rich.markup import escape
 
-    from geolatent.data.imagery import composite_inputs, fetch_composites, imagery_sources
+    from geolatent.data.imagery import composite_inputs, imagery_sources
+    from geolatent.data.imagery_cli import fetch_with_progress
     from geolatent.data.run import work_dir_for
 
     if inputs:
-        raise RasterInputError("give either --imagery or input files (--s2, --s1, --landsat, "
+        raise RasterInputError(f"give either --imagery or input files ({_file_flags()}, "
                                "--stack), not both")
     if aoi is None or start is None or end is None:
         raise RasterInputError("--imagery needs --aoi FILE, --start DATE and --end DATE")
     srcs = [s for c in (collections or [None])
             for s in imagery_sources(imagery, aoi, start, end, collection=c)]
-    with Progress(
-        TextColumn("[bold]fetching imagery"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("tiles, {task.fields[scenes]} scenes, {task.fields[mb]:.1f} MB fetched"),
-        TimeElapsedColumn(), console=console,
-    ) as bar:
-        task = bar.add_task("fetch", total=None, scenes=0, mb=0.0)
-        result = fetch_composites(
-            srcs, aoi, start, end, work_dir_for(out) / "imagery", crs=crs,
-            resolution=resolution or 10.0,
-            progress=lambda p: bar.update(task, completed=p["windows_done"], total=p["windows"],
-                                          scenes=p["scenes"], mb=p["bytes"] / 1e6),
-        )
+    result = fetch_with_progress(srcs, aoi, start, end, work_dir_for(out) / "imagery", crs=crs,
+                                 resolution=resolution or 10.0, console=console)
     for window, problems in result.report.items():
         for line in problems:
             console.print(f"[yellow]{escape(window)}[/yellow]: {escape(line)}")

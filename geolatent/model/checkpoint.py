@@ -327,15 +327,20 @@ def load_release_folder(path: Path) -> LatentMIM:
         raise CheckpointError(
             f"{w_path}: target_encoder layout differs from the expected one at {names}"
         )
-    model.provenance = {
-        "source": str(path.resolve()),
+    model.provenance = _local_provenance(path, model, w_path)
+    return model
+
+
+def _local_provenance(folder: Path, model: LatentMIM, weights: Path) -> dict:
+    """Where a model loaded from a local folder came from (no hub repository or revision)."""
+    return {
+        "source": str(folder.resolve()),
         "version": model.config.version,
-        "weights_file": RELEASE_WEIGHTS_FILE,
-        "sha256": sha256_file(w_path),
+        "weights_file": weights.name,
+        "sha256": sha256_file(weights),
         "repo_id": None,
         "revision": None,
     }
-    return model
 
 
 def load_geolatent_folder(path: Path) -> LatentMIM:
@@ -359,14 +364,7 @@ def load_geolatent_folder(path: Path) -> LatentMIM:
     except Exception as e:
         raise CheckpointError(f"{w_path}: cannot read weights ({type(e).__name__}: {e})") from e
     _check_and_load(model, state, str(w_path))
-    model.provenance = {
-        "source": str(path.resolve()),
-        "version": model.config.version,
-        "weights_file": WEIGHTS_FILE,
-        "sha256": sha256_file(w_path),
-        "repo_id": None,
-        "revision": None,
-    }
+    model.provenance = _local_provenance(path, model, w_path)
     if isinstance(cfg.get("derived_from"), dict):
         model.provenance["derived_from"] = cfg["derived_from"]
     return model

@@ -20,7 +20,7 @@ import torch
 
 from geolatent.modalities import MISSING_VALUE, get_modality
 from geolatent.model import missing as missing_rule
-from geolatent.model.encoder import EncoderOutput, spatial_mean
+from geolatent.model.encoder import EncoderOutput
 from geolatent.model.precision import encoder_at
 from geolatent.model.tokens import MaskValue
 from geolatent.model.versions import version_spec
@@ -30,36 +30,6 @@ ArrayLike = np.ndarray | torch.Tensor
 
 class InputError(ValueError):
     """Inputs that cannot be embedded as given; the message says what to change."""
-
-
-@dataclass
-class Embedding:
-    """Result of :func:`embed`.
-
-    Attributes:
-        tokens: per modality ``[B, H/p, W/p, T, S, D]`` (exactly 0 at excluded tokens).
-        token_mask: per modality ``[B, H/p, W/p, T, S]``; 0 = encoded, 3 = missing.
-        feature_map: ``[B, H/p, W/p, D]``: per modality the mean over (T, S) of encoded tokens,
-            then the mean over modalities with data there; NaN where no input was valid.
-        pooled: ``[B, D]`` mean over all encoded tokens (NaN for a sample without valid data).
-        project_aggregated: ``[B, D]`` contrastive-head projection of ``pooled`` (v1.3: of the
-            mean location token).
-        patch_size: p.
-        location_tokens: v1.3: ``[B, H/s, W/s, pooler_dim]`` (s = ``location_patch_size``).
-        location_embedding: v1.3: ``[B, H/s, W/s, max(student_dims)]``, the distilled embedding
-            (128-d for Base); its prefixes ``[..., :k]`` are the Matryoshka embeddings.
-        nonfinite: per modality the number of +-inf input values treated as missing.
-    """
-
-    tokens: dict[str, torch.Tensor]
-    token_mask: dict[str, torch.Tensor]
-    feature_map: torch.Tensor
-    pooled: torch.Tensor
-    project_aggregated: torch.Tensor
-    patch_size: int
-    location_tokens: torch.Tensor | None = None
-    location_embedding: torch.Tensor | None = None
-    nonfinite: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -399,7 +369,7 @@ def embed(
     batch_size: int | None = None,
     location_patch_size: int | None = None,
     precision: str | None = None,
-) -> Embedding:
+) -> EncoderOutput:
     """Embed raw satellite inputs with the encoder of ``model``.
 
     Args:
@@ -425,7 +395,8 @@ def embed(
             encoder and leaves ``model`` unchanged (:mod:`geolatent.model.precision`).
 
     Returns:
-        :class:`Embedding` on the model's device.
+        :class:`~geolatent.model.encoder.EncoderOutput` on the model's device (with
+        ``patch_size`` and ``nonfinite`` set).
     """
     config = model.config
     if location_patch_size is not None:
@@ -473,10 +444,9 @@ def embed(
         loc = torch.cat([o.location_tokens for o in outs])
         if outs[0].location_embedding is not None:
             emb = torch.cat([o.location_embedding for o in outs])
-    return Embedding(
+    return EncoderOutput(
         tokens=tokens,
         token_mask=masks,
-        feature_map=spatial_mean(tokens, masks),
         pooled=torch.cat([o.pooled for o in outs]),
         project_aggregated=torch.cat([o.project_aggregated for o in outs]),
         patch_size=batch.patch_size,

@@ -3,7 +3,8 @@ pooling, and (v1.3) the attention pooler. What each version changes: :mod:`.vers
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -20,16 +21,30 @@ from geolatent.model.versions import version_spec
 
 @dataclass
 class EncoderOutput:
-    """Encoder results.
+    """What the encoder returns, and what :func:`geolatent.embed` returns: the one encoder-output
+    type of every path (embed, fine-tuning heads, predict, evals, pretraining).
+
+    Missing-data rule of the outputs (one rule, everywhere): a *token* that was not encoded (its
+    bandset had no valid value in the patch, or a pretraining view masked it) is exactly **0** in
+    ``tokens`` and is told apart only by ``token_mask`` (never by its value); every *aggregate*
+    over tokens (``feature_map``, ``pooled``) is **NaN** where no encoded token contributes, so a
+    location or sample without data can never pass for a real vector. Consumers that need finite
+    values (heads, kNN) fill or drop NaN explicitly.
 
     Attributes:
         tokens: per modality ``[B, H/p, W/p, T, S, D]``; exactly 0 at tokens that were not encoded.
-        token_mask: per modality ``[B, H/p, W/p, T, S]`` int, ``MaskValue`` roles (0 = encoded).
+        token_mask: per modality ``[B, H/p, W/p, T, S]`` int, ``MaskValue`` roles (0 = encoded,
+            3 = missing).
         pooled: ``[B, D]`` mean over all encoded tokens of all modalities (NaN if none).
         project_aggregated: ``[B, D]`` the contrastive head applied to ``pooled`` (v1.3: to the
             mean of the location tokens, ``[B, pooler_dim]``).
-        location_tokens: v1.3 only: ``[B, H/s, W/s, pooler_dim]`` attention-pooler outputs.
-        location_embedding: v1.3 only: ``[B, H/s, W/s, max(student_dims)]`` distilled embedding.
+        location_tokens: v1.3 only: ``[B, H/s, W/s, pooler_dim]`` attention-pooler outputs
+            (s = ``location_patch_size``).
+        location_embedding: v1.3 only: ``[B, H/s, W/s, max(student_dims)]`` distilled embedding
+            (128-d for Base); its prefixes ``[..., :k]`` are the Matryoshka embeddings.
+        patch_size: p (set by :func:`geolatent.embed`; None from a bare encoder call).
+        nonfinite: per modality the number of +-inf input values :func:`geolatent.embed`
+            treated as missing.
     """
 
     tokens: dict[str, torch.Tensor]
@@ -38,16 +53,36 @@ class EncoderOutput:
     project_aggregated: torch.Tensor
     location_tokens: torch.Tensor | None = None
     location_embedding: torch.Tensor | None = None
+    patch_size: int | None = None
+    nonfinite: dict[str, int] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def feature_map(self) -> torch.Tensor:
         """``[B, H/p, W/p, D]``: per modality the mean over (T, S) of encoded tokens, then the mean
-        over the modalities that have an encoded token at that location (NaN where none has)."""
+        over the modalities that have an encoded token at that location (NaN where none has).
+        Computed once, on first access."""
         return spatial_mean(self.tokens, self.token_mask)
 
 
-def encoded_mask(token_mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {m: t == MaskValue.ONLINE_ENCODER for m, t in token_mask.items()}
+@dataclass
+class EncodedTokens:
+    """:meth:`Encoder.forward_features` result, the input of :meth:`Encoder.forward_head`.
+
+    Attributes:
+        tokens: per modality ``[B, H/p, W/p, T, S, D]`` normed tokens (0 where not encoded).
+        token_mask: per modality ``[B, H/p, W/p, T, S]`` roles (0 = encoded).
+        packed: ``[B, N, D]`` the encoded tokens as the blocks saw them (packed when masked).
+        packed_pos: ``[B, N, 3]`` their (t, row, col) RoPE positions (v1.2+), else None.
+        key_valid: ``[B, N]`` bool: real (not padding) entries of ``packed``; None when all are.
+        patch_size: p.
+    """
+
+    tokens: dict[str, torch.Tensor]
+    token_mask: dict[str, torch.Tensor]
+    packed: torch.Tensor
+    packed_pos: torch.Tensor | None
+    key_valid: torch.Tensor | None
+    patch_size: int
 
 
 def pooled_mean(
@@ -219,7 +254,7 @@ class Encoder(nn.Module):
         token_mask: dict[str, torch.Tensor] | None = None,
         location_patch_size: int | None = None,
     ) -> EncoderOutput:
-        """Encode normalized inputs.
+        """Encode normalized inputs: :meth:`forward_features`, then :meth:`forward_head`.
 
         Args:
             inputs: per modality normalized ``[B, H, W, T, C]`` (static modalities T = 1).
@@ -230,6 +265,19 @@ class Encoder(nn.Module):
                 token (the reference's inference "fast pass").
             location_patch_size: v1.3: pixels per location query (divides p; default p).
         """
+        features = self.forward_features(inputs, timestamps, patch_size, token_mask)
+        return self.forward_head(features, location_patch_size)
+
+    def forward_features(
+        self,
+        inputs: dict[str, torch.Tensor],
+        timestamps: torch.Tensor,
+        patch_size: int,
+        token_mask: dict[str, torch.Tensor] | None = None,
+    ) -> EncodedTokens:
+        """Tokenize, encode and normalize (the backbone, timm's ``forward_features``); arguments
+        as :meth:`forward`. Returns the tokens of every modality and what :meth:`forward_head`
+        needs to pool them."""
         tokens = self.tokenize(inputs, timestamps, patch_size, token_mask)
         x, layout = flatten(tokens, trailing_dims=1)
         pos = self.positions(tokens, timestamps, patch_size) if self.spec.rope_3d else None
@@ -253,18 +301,26 @@ class Encoder(nn.Module):
             h = self.norm(h)
             x = packing.scatter(h)
             key_valid = packing.attend if key_valid is not None else None
-        out_tokens = layout.split(x)
+        return EncodedTokens(layout.split(x), token_mask, h, h_pos, key_valid, patch_size)
+
+    def forward_head(self, features: EncodedTokens,
+                     location_patch_size: int | None = None) -> EncoderOutput:
+        """Pool and project (timm's ``forward_head``): the mean over encoded tokens, the
+        contrastive projection, and for v1.3 the attention pooler's location tokens."""
+        out_tokens, token_mask = features.tokens, features.token_mask
+        patch_size = features.patch_size
         pooled = pooled_mean(out_tokens, token_mask)
         if self.attention_pooler is None:
             return EncoderOutput(out_tokens, token_mask, pooled, self.project_and_aggregate(pooled))
-        grid = next(iter(tokens.values())).shape[1:3]
+        h, h_pos, key_valid = features.packed, features.packed_pos, features.key_valid
+        grid = next(iter(out_tokens.values())).shape[1:3]
         s = patch_size if location_patch_size is None else int(location_patch_size)
         if s < 1 or patch_size % s:
             raise ValueError(
                 f"location_patch_size must divide patch_size={patch_size}, got {s}"
             )
         spacing = self.token_spacing(patch_size)
-        qpos = query_coordinates(grid, patch_size, s, spacing, x.device)
+        qpos = query_coordinates(grid, patch_size, s, spacing, h.device)
         loc = self.attention_pooler(h, h_pos[..., 1:] if h_pos is not None else None,
                                     key_valid, qpos)  # fmt: skip
         b = loc.shape[0]

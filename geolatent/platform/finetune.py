@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from geolatent import runtime
+from geolatent.augment import dihedral
 from geolatent.data.sources import open_sources
 from geolatent.modalities import MISSING_VALUE, get_modality
 from geolatent.model import build_model, load_model
@@ -57,6 +57,7 @@ from geolatent.platform.metrics import (
 )
 from geolatent.platform.windows import CLASS_TASKS, PIXEL_TASKS
 from geolatent.runtime import resolve_device
+from geolatent.supervised import task_loss
 from geolatent.units import Fix, check_bandsets, check_source_files, check_values
 
 Log = Callable[[str], None]
@@ -93,11 +94,6 @@ def fit_array(a: np.ndarray, size: tuple[int, int], offset: tuple[int, int], fil
     if sr1 > sr0 and sc1 > sc0:
         out[sr0 - r0 : sr1 - r0, sc0 - c0 : sc1 - c0] = a[sr0:sr1, sc0:sc1]
     return out
-
-
-def _dihedral(a: np.ndarray, k: int) -> np.ndarray:
-    a = np.rot90(a, k % 4, axes=(0, 1))
-    return np.ascontiguousarray(a[:, ::-1] if k >= 4 else a)
 
 
 def collate(
@@ -145,7 +141,7 @@ def collate(
                 pad = np.full((*a.shape[:2], t_max - a.shape[2], a.shape[3]), MISSING_VALUE,
                               np.float32)
                 a = np.concatenate([a, pad], axis=2)
-            arrays[m].append(_dihedral(a, k))
+            arrays[m].append(dihedral(a, k, axes=(0, 1)))
         ts = np.concatenate([ts, np.repeat(ts[-1:], t_max - ts.shape[0], axis=0)]) \
             if ts.shape[0] < t_max else ts
         stamps.append(ts)
@@ -153,7 +149,7 @@ def collate(
             fill = IGNORE_INDEX if target.dtype.kind in "iu" else np.nan
             # A label where no input has a value teaches "no data -> this class": never used.
             target = np.where(imagery_mask(inputs, target.shape), target, fill)
-            targets.append(_dihedral(fit_array(target, size, off, fill), k))  # type: ignore[arg-type]
+            targets.append(dihedral(fit_array(target, size, off, fill), k, axes=(0, 1)))  # type: ignore[arg-type]
         else:
             targets.append(target.reshape(-1)[:1])
     batch = prepare_batch({m: np.stack(v) for m, v in arrays.items()}, np.stack(stamps),
@@ -292,7 +288,7 @@ def config_source_names(cfg: FinetuneConfig) -> dict[str, str]:
 REPORT_FILE = "report.json"
 
 
-def write_report(path: Path, payload: dict) -> Path:
+def write_finetune_report(path: Path, payload: dict) -> Path:
     """Write ``payload`` as JSON atomically (a reader never sees half a report)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -338,23 +334,6 @@ def class_weights(data: PreparedData, classes: ClassTable, mode: str) -> torch.T
     return torch.as_tensor(w, dtype=torch.float32)
 
 
-def task_loss(task: str, out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
-              mean: float, std: float) -> torch.Tensor | None:
-    """The loss of a batch, or None when it holds no labelled target."""
-    if task in CLASS_TASKS:
-        y = y.long()
-        if not bool((y != IGNORE_INDEX).any()):
-            return None
-        w = None if weight is None else weight.to(out.device)
-        return F.cross_entropy(out.float(), y, weight=w, ignore_index=IGNORE_INDEX)
-    pred = out[:, 0] if out.ndim == 4 else out.reshape(-1)
-    target = (y.float() - mean) / std
-    ok = torch.isfinite(target)
-    if not bool(ok.any()):
-        return None
-    return F.mse_loss(pred.float()[ok], target[ok])
-
-
 # -- evaluation ---------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: TaskModel, samples: WindowSamples, *, task: str, crop: int, patch_size: int,
@@ -373,7 +352,8 @@ def evaluate(model: TaskModel, samples: WindowSamples, *, task: str, crop: int, 
                            rng=rng, modalities=samples.modalities,
                            config=model.encoder.model_config)
         out = model(batch.to(device)).float().cpu()
-        loss = task_loss(task, out, y, weight, mean, std)
+        loss = task_loss(task, out, y, ignore_index=IGNORE_INDEX, class_weight=weight,
+                         target_mean=mean, target_std=std)
         if loss is not None:
             loss_sum += float(loss) * len(items)
             loss_n += len(items)
@@ -519,8 +499,9 @@ def finetune(
                                rng=rng, modalities=mods, config=model.encoder.model_config)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = model(batch.to(device))
-            loss = task_loss(cfg.task, out.float(), y.to(device), weight, data.target_mean,
-                             data.target_std)
+            loss = task_loss(cfg.task, out.float(), y.to(device), ignore_index=IGNORE_INDEX,
+                             class_weight=weight, target_mean=data.target_mean,
+                             target_std=data.target_std)
             if loss is None:
                 continue
             if not bool(torch.isfinite(loss)):
@@ -562,7 +543,7 @@ def finetune(
     fm.metrics = {"select_metric": metric, "best_epoch": best_epoch, "val": _brief(best_val),
                   "test": _brief(test), "history": history, "compute": meter.report_dict()}
     save_bundle(fm, cfg.output)
-    write_report(Path(cfg.output) / REPORT_FILE, {
+    write_finetune_report(Path(cfg.output) / REPORT_FILE, {
         "task": cfg.task, "select_metric": metric, "best_epoch": best_epoch,
         "splits": coverage.splits, "skipped_windows": coverage.skipped,
         "val": best_val, "test": test,

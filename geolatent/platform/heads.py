@@ -59,7 +59,9 @@ class HeadSpec:
 
 @dataclass
 class EncodedFeatures:
-    """Encoder results a head reads.
+    """A head's view of one :class:`~geolatent.model.encoder.EncoderOutput`: its NaN aggregates
+    filled with 0 (a head needs finite inputs, see the rule on ``EncoderOutput``), with
+    ``token_valid`` keeping where they were NaN.
 
     Attributes:
         pooled: ``[B, D]`` mean of the valid tokens (0 for a sample without any).

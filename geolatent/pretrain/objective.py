@@ -67,17 +67,6 @@ def _maybe(timer: StepTimer | None, name: str) -> Iterator[None]:
             yield
 
 
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """One of the 8 dihedral transforms of the square spatial axes 1, 2 of ``[B, H, W, ...]``.
-
-    ``k`` in 0..7: ``k % 4`` quarter turns, then a left-right flip when ``k >= 4``.
-    """
-    if not 0 <= k < 8:
-        raise ValueError(f"dihedral transform index must be in 0..7, got {k}")
-    x = torch.rot90(x, k % 4, dims=(1, 2)) if k % 4 else x
-    return torch.flip(x, dims=(2,)) if k >= 4 else x
-
-
 def make_views(
     inputs: dict[str, torch.Tensor],
     patch_size: int,

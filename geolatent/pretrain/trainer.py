@@ -24,6 +24,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from geolatent.augment import dihedral
 from geolatent.model.checkpoint import load_model
 from geolatent.model.config import ModelConfig, model_modalities
 from geolatent.model.latent_mim import LatentMIM, build_model
@@ -45,7 +46,7 @@ from geolatent.pretrain.config import (
 )
 from geolatent.pretrain.dataset import PretrainBatch, PretrainDataset, make_loader
 from geolatent.pretrain.monitor import Monitor
-from geolatent.pretrain.objective import PretrainObjective, StepTimer, dihedral, make_views
+from geolatent.pretrain.objective import PretrainObjective, StepTimer, make_views
 from geolatent.pretrain.sampler import (
     AUGMENT,
     DROP_PATH,
@@ -61,22 +62,11 @@ from geolatent.pretrain.samples import (
     write_builtin_samples,
 )
 from geolatent.runtime import ComputeMeter
+from geolatent.schedules import warmup_cosine
 
 log = logging.getLogger(__name__)
 
 LOSS_KEYS = ("loss", "patch_disc_a", "patch_disc_b", "infonce")
-
-
-def lr_factor(step: int, warmup_steps: int, max_steps: int, final_ratio: float = 0.1) -> float:
-    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based).
-
-    Linear warm-up reaching the peak at step ``warmup_steps - 1``, then a cosine from the peak
-    to ``final_ratio`` x peak at ``max_steps``.
-    """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
-    return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def resolve_chunk_size(chunk: int | str | None, device: torch.device) -> int | None:
@@ -240,9 +230,7 @@ class Trainer:
             weight_decay=opt_cfg.weight_decay,
         )  # fmt: skip
         sch = cfg.schedule
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, sch.warmup_steps, sch.max_steps, sch.final_lr_ratio)
-        )
+        scheduler = warmup_cosine(optimizer, sch.warmup_steps, sch.max_steps, sch.final_lr_ratio)
         state_opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         start_step, bad_total = 0, 0
         if ckpt is not None:

@@ -6,7 +6,7 @@ import torch
 
 from geolatent.evals.cache import EmbeddingCache, cache_key, model_fingerprint
 from geolatent.evals.datasets.base import Batch, array_split, constant_timestamps
-from geolatent.evals.encode import embed_split, encoder_features, prepare_batch
+from geolatent.evals.encode import embed_split, encoder_features, prepare_eval_batch
 from geolatent.evals.protocols.finetune import FinetuneProbeConfig, finetune
 from geolatent.modalities import MISSING_VALUE
 
@@ -27,7 +27,7 @@ def s2_batch(n=6, size=8, t=2, seed=0) -> Batch:
 def test_differentiable_path_matches_embed(nano):
     b = s2_batch()
     e = nano.embed(b.inputs, timestamps=b.timestamps, patch_size=4, bands=b.bands)
-    prep = prepare_batch(b, 4)
+    prep = prepare_eval_batch(b, 4)
     with torch.no_grad():
         pooled = encoder_features(nano.encoder, prep, pooled=True)
         fmap = encoder_features(nano.encoder, prep, pooled=False)

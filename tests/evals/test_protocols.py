@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from geolatent.evals.metrics import compute_metrics
-from geolatent.evals.protocols.heads import LinearHead, warmup_cosine
+from geolatent.evals.protocols.heads import LinearHead
 from geolatent.evals.protocols.knn import KNNConfig, knn_predict
 from geolatent.evals.protocols.linear import LinearProbeConfig, fit_linear_probe, linear_probe
+from geolatent.schedules import warmup_cosine
 
 
 def clusters(n_per=30, classes=3, dim=16, seed=0):
@@ -62,7 +63,7 @@ def test_linear_head_puts_each_token_on_its_pixels():
 def test_warmup_cosine_shape():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1.0)
-    sched = warmup_cosine(opt, 100, 0.1)
+    sched = warmup_cosine(opt, 10, 100)  # the linear probe's 10 % warm-up, decaying to 0
     lrs = []
     for _ in range(100):
         lrs.append(opt.param_groups[0]["lr"])

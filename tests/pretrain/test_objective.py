@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import geolatent
+from geolatent.augment import dihedral
 from geolatent.modalities import MODALITIES
-from geolatent.pretrain.objective import PretrainObjective, dihedral, make_views
+from geolatent.pretrain.objective import PretrainObjective, make_views
 
 
 def test_dihedral_group():
@@ -19,6 +21,17 @@ def test_dihedral_group():
         assert any(torch.equal(dihedral(t, k), x) for k in range(8))
     with pytest.raises(ValueError):
         dihedral(x, 8)
+
+
+def test_dihedral_numpy_sample_matches_torch_batch():
+    """Fine-tuning transforms one numpy sample [H, W, ...] (axes 0, 1), pretraining a torch batch
+    [B, H, W, ...] (axes 1, 2): the same k must give the same image."""
+    x = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    for k in range(8):
+        batch = dihedral(torch.from_numpy(x), k).numpy()
+        sample = dihedral(x[1], k, axes=(0, 1))
+        assert sample.flags.c_contiguous
+        np.testing.assert_array_equal(sample, batch[1])
 
 
 def _batch(b=6, h=8, t=3, seed=0):

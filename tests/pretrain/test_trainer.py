@@ -22,7 +22,8 @@ from geolatent.pretrain.monitor import read_metrics
 from geolatent.pretrain.objective import PretrainObjective
 from geolatent.pretrain.sampler import SampleRequest
 from geolatent.pretrain.samples import build_manifest, write_builtin_samples
-from geolatent.pretrain.trainer import Trainer, lr_factor, prepare_micro_batch
+from geolatent.pretrain.trainer import Trainer, prepare_micro_batch
+from geolatent.schedules import lr_factor
 
 from .conftest import tiny_config
 

@@ -24,7 +24,6 @@ import numpy as np
 from geolatent.modalities import MISSING_VALUE, get_modality
 from geolatent.normalize import band_affine
 
-TASK_TYPES = ("classification", "multilabel", "segmentation", "regression")
 DATA_DIR_ENV = "GEOLATENT_DATA_DIR"
 
 

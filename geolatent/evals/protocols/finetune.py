@@ -19,9 +19,14 @@ from pydantic import Field
 
 from geolatent.config import StrictModel
 from geolatent.evals.datasets.base import Batch, SplitData
-from geolatent.evals.encode import encoder_features, iter_chunks, prepare_batch
-from geolatent.evals.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
-from geolatent.evals.protocols.heads import LinearHead, head_outputs, task_loss, to_predictions
+from geolatent.evals.encode import encoder_features, iter_chunks, prepare_eval_batch
+from geolatent.evals.protocols.heads import (
+    LinearHead,
+    LrSelection,
+    head_outputs,
+    to_predictions,
+)
+from geolatent.supervised import task_loss
 
 
 class FinetuneProbeConfig(StrictModel):
@@ -80,7 +85,7 @@ def _predict(net: _Model, src: _Source, task_type: str, patch_size: int, bs: int
     with torch.no_grad():
         for idx in iter_chunks(len(src.split), bs):
             cfg = net.encoder.model_config
-            logits = net(prepare_batch(src.get(idx), patch_size, device, config=cfg))
+            logits = net(prepare_eval_batch(src.get(idx), patch_size, device, config=cfg))
             out.append(to_predictions(task_type, logits).cpu())
     pred = torch.cat(out).numpy()
     return pred * y_stats[1] + y_stats[0] if task_type == "regression" else pred
@@ -92,9 +97,11 @@ def _val_loss(net, src, task_type, patch_size, bs, y, ignore_index, device) -> f
     with torch.no_grad():
         for idx in iter_chunks(len(src.split), bs):
             cfg = net.encoder.model_config
-            logits = net(prepare_batch(src.get(idx), patch_size, device, config=cfg))
-            total += float(task_loss(task_type, logits, y[idx].to(device), ignore_index)) * len(idx)
-            n += len(idx)
+            logits = net(prepare_eval_batch(src.get(idx), patch_size, device, config=cfg))
+            loss = task_loss(task_type, logits, y[idx].to(device), ignore_index=ignore_index)
+            if loss is not None:  # a chunk without any labelled target does not count
+                total += float(loss) * len(idx)
+                n += len(idx)
     return total / max(n, 1)
 
 
@@ -121,8 +128,6 @@ def finetune(
     cfg = config or FinetuneProbeConfig()
     device = next(model.parameters()).device
     pooled = task_type != "segmentation"
-    metric = PRIMARY_METRIC[task_type]
-    sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
     y_train = torch.as_tensor(np.asarray(train.labels))
     y_val = torch.as_tensor(np.asarray(val.labels))
     y_stats = (0.0, 1.0)
@@ -137,8 +142,7 @@ def finetune(
         p = patch_size  # each token covers p x p pixels
         assert next(iter(b.inputs.values())).shape[1] % p == 0
     freeze_epochs = int(round(cfg.epochs * cfg.freeze_frac))
-    best: tuple[float, _Model | None, float] = (-np.inf, None, cfg.lrs[0])
-    val_scores = {}
+    sel = LrSelection(task_type, num_classes, ignore_index)
     for lr in cfg.lrs:
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
@@ -159,9 +163,12 @@ def finetune(
             perm = torch.randperm(len(train), generator=g).numpy()
             for s in range(0, len(train), cfg.batch_size):
                 idx = perm[s : s + cfg.batch_size]
-                logits = net(prepare_batch(src_train.get(idx), patch_size, device,
+                logits = net(prepare_eval_batch(src_train.get(idx), patch_size, device,
                                              config=net.encoder.model_config))
-                loss = task_loss(task_type, logits, y_train[idx].to(device), ignore_index)
+                loss = task_loss(task_type, logits, y_train[idx].to(device),
+                                 ignore_index=ignore_index)
+                if loss is None:  # no labelled target in this batch
+                    continue
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -171,13 +178,9 @@ def finetune(
                 on_epoch()
         pred_val = _predict(net, src_val, task_type, patch_size, cfg.eval_batch_size, y_stats,
                             device)  # fmt: skip
-        score = compute_metrics(task_type, np.asarray(val.labels), pred_val, num_classes,
-                                ignore_index)[metric]  # fmt: skip
-        val_scores[str(lr)] = score
-        if best[1] is None or sign * score > best[0]:
-            best = (sign * score, net, lr)
-    net = best[1]
+        sel.offer(lr, net, np.asarray(val.labels), pred_val)
+    net = sel.best
     assert net is not None
     src_test = _Source(test, preload=False)
     pred = _predict(net, src_test, task_type, patch_size, cfg.eval_batch_size, y_stats, device)
-    return pred, {"lr": best[2], "val_scores": val_scores, "freeze_epochs": freeze_epochs}
+    return pred, {"lr": sel.best_lr, "val_scores": sel.scores, "freeze_epochs": freeze_epochs}

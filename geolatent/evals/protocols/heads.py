@@ -1,4 +1,5 @@
-"""What the linear probe and fine-tuning share: heads, losses, predictions, the LR schedule."""
+"""What the linear probe and fine-tuning share: heads, predictions and the learning-rate sweep
+(the loss is :func:`geolatent.supervised.task_loss`, the LR schedule :mod:`geolatent.schedules`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
+
+from geolatent.evals.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
 
 
 class LinearHead(nn.Module):
@@ -35,17 +37,6 @@ class LinearHead(nn.Module):
         return y.reshape(b, self.out, h * p, w * p)
 
 
-def task_loss(task_type: str, logits: torch.Tensor, target: torch.Tensor,
-              ignore_index: int = -1) -> torch.Tensor:  # fmt: skip
-    """Cross-entropy (classification, segmentation), BCE (multilabel), MSE (regression;
-    targets standardized by the caller)."""
-    if task_type in ("classification", "segmentation"):
-        return F.cross_entropy(logits, target.long(), ignore_index=ignore_index)
-    if task_type == "multilabel":
-        return F.binary_cross_entropy_with_logits(logits, target.float())
-    return F.mse_loss(logits.reshape(-1), target.float().reshape(-1))
-
-
 def to_predictions(task_type: str, logits: torch.Tensor) -> torch.Tensor:
     """Class ids ``[B]`` / ``[B, H, W]``, 0/1 ``[B, K]``, or values ``[B]``."""
     if task_type in ("classification", "segmentation"):
@@ -59,14 +50,31 @@ def head_outputs(task_type: str, num_classes: int) -> int:
     return 1 if task_type == "regression" else num_classes
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_frac: float = 0.1):
-    """Linear warm-up over ``warmup_frac`` of the steps, then cosine decay to 0."""
-    warm = max(1, int(round(total_steps * warmup_frac)))
+class LrSelection:
+    """The learning-rate sweep of both protocols: keeps the model whose validation score (the
+    task's primary metric, :data:`~geolatent.evals.metrics.PRIMARY_METRIC`) is best.
 
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = (step - warm) / max(1, total_steps - warm)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    Attributes:
+        scores: ``{str(lr): validation score}`` of every offered learning rate.
+        best, best_lr: the kept model and its learning rate (None before the first offer).
+    """
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def __init__(self, task_type: str, num_classes: int, ignore_index: int = -1):
+        self.task_type, self.num_classes, self.ignore_index = task_type, num_classes, ignore_index
+        self.metric = PRIMARY_METRIC[task_type]
+        self.sign = 1 if HIGHER_IS_BETTER.get(self.metric, True) else -1
+        self.scores: dict[str, float] = {}
+        self.best, self.best_lr, self._key = None, None, -math.inf
+
+    def keep(self, lr: float, model) -> None:
+        """Keep ``model`` without scoring it (a sweep of one learning rate)."""
+        self.best, self.best_lr = model, lr
+
+    def offer(self, lr: float, model, y_true, y_pred) -> None:
+        """Score ``y_pred`` against ``y_true`` (as ``compute_metrics`` takes them); keep
+        ``model`` when it beats every earlier offer (the first of equals wins)."""
+        score = compute_metrics(self.task_type, y_true, y_pred, self.num_classes,
+                                self.ignore_index)[self.metric]  # fmt: skip
+        self.scores[str(lr)] = score
+        if self.best is None or self.sign * score > self._key:
+            self.best, self.best_lr, self._key = model, lr, self.sign * score

@@ -18,14 +18,14 @@ import torch
 from pydantic import Field
 
 from geolatent.config import StrictModel
-from geolatent.evals.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
 from geolatent.evals.protocols.heads import (
     LinearHead,
+    LrSelection,
     head_outputs,
-    task_loss,
     to_predictions,
-    warmup_cosine,
 )
+from geolatent.schedules import warmup_cosine
+from geolatent.supervised import task_loss
 
 
 class LinearProbeConfig(StrictModel):
@@ -109,7 +109,8 @@ def fit_linear_probe(
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     n = xt.shape[0]
     steps_per_epoch = max(1, -(-n // cfg.batch_size))
-    sched = warmup_cosine(opt, cfg.epochs * steps_per_epoch, cfg.warmup_frac)
+    total = cfg.epochs * steps_per_epoch
+    sched = warmup_cosine(opt, max(1, round(total * cfg.warmup_frac)), total)
     xs = _standardized(xt, mean, std)
     history = []
     head.train()
@@ -118,7 +119,10 @@ def fit_linear_probe(
         total = 0.0
         for s in range(0, n, cfg.batch_size):
             idx = perm[s : s + cfg.batch_size]
-            loss = task_loss(task_type, head(xs[idx]), yt[idx], ignore_index)
+            loss = task_loss(task_type, head(xs[idx]), yt[idx], ignore_index=ignore_index)
+            if loss is None:  # no labelled target in this batch
+                sched.step()
+                continue
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -148,23 +152,16 @@ def linear_probe(
         raise ValueError(f"config.lr gives {len(lrs)} learning rates {lrs}: choosing one needs "
                          "a validation split; pass x_val and y_val, or a single learning rate "
                          "(LinearProbeConfig(lr=1e-2))")
-    metric = PRIMARY_METRIC[task_type]
-    sign = 1 if HIGHER_IS_BETTER.get(metric, True) else -1
-    best: tuple[float, LinearProbe | None, float] = (-np.inf, None, lrs[0])
-    scores = {}
+    sel = LrSelection(task_type, num_classes, ignore_index)
     for lr in lrs:
         probe = fit_linear_probe(x_train, y_train, task_type, num_classes, cfg, seed, lr,
                                  ignore_index)  # fmt: skip
         if len(lrs) == 1:
-            best = (0.0, probe, lr)
+            sel.keep(lr, probe)
             break
-        score = compute_metrics(task_type, y_val, probe.predict(x_val), num_classes,
-                                ignore_index)[metric]  # fmt: skip
-        scores[str(lr)] = score
-        if best[1] is None or sign * score > best[0]:
-            best = (sign * score, probe, lr)
-    probe = best[1]
+        sel.offer(lr, probe, y_val, probe.predict(x_val))
+    probe = sel.best
     assert probe is not None
-    info = {"lr": best[2], "val_scores": scores,
+    info = {"lr": sel.best_lr, "val_scores": sel.scores,
             "final_train_loss": probe.history[-1] if probe.history else None}  # fmt: skip
     return probe.predict(x_test), info
