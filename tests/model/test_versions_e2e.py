@@ -103,3 +103,26 @@ def test_embed_finetune_predict_with_every_version(tmp_path, scene, version):
                           tmp_path / "map.tif")  # fmt: skip
     with rasterio.open(mapped.path) as src:
         assert (src.read(1) != 255).mean() > 0.8
+
+
+@pytest.mark.parametrize("version", ["v1", "v1.1", "v1.2", "v1.3"])
+def test_evals_with_every_version(tmp_path, scene, version):
+    """kNN and the linear probe on chips of the sample scene, from a release folder of each
+    version (the same evaluation path as the benchmarks)."""
+    from geolatent.evals import custom_task, run_eval
+
+    scene, _, _ = scene
+    rel = _release(tmp_path, version)
+    s2 = scene.modalities[S2].astype(np.float32)  # [H, W, T, C] DN
+    chips = np.stack([s2[r:r + 8, c:c + 8] for r in range(0, 48, 8) for c in range(0, 48, 8)])
+    labels = np.array([np.bincount(scene.labels[r:r + 8, c:c + 8].ravel()).argmax()
+                       for r in range(0, 48, 8) for c in range(0, 48, 8)])
+    task = custom_task("sample-chips", "classification", train=(chips[::2], labels[::2]),
+                       test=(chips[1::2], labels[1::2]),
+                       dates=[d.isoformat() for d in scene.dates], num_classes=6)
+    for protocol in ("knn", "linear"):
+        (res,) = run_eval(task, str(rel), protocol=protocol, seeds=1, progress=False,
+                          cache=tmp_path / "cache",
+                          settings={"n_boot": 20, "linear": {"epochs": 3}})
+        assert res.task == "sample-chips" and res.model["checkpoint"] == str(rel)
+        assert 0.0 <= res.primary.mean <= 1.0
