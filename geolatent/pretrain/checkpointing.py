@@ -112,6 +112,22 @@ def save_checkpoint(
     return final
 
 
+def clean_temporaries(run_dir: str | os.PathLike) -> int:
+    """Remove what a run killed mid-save left: ``.tmp-step_*`` folders and ``latest`` pointer
+    temporaries (a checkpoint is complete only once renamed). Returns how many were removed.
+    Call it before a (resumed) run starts writing, on one process."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return 0
+    stale = [*root.glob(".tmp-step_*"), *root.glob(f".{LATEST}.tmp-*")]
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     """Complete checkpoints, oldest first."""
     root = Path(run_dir) / CHECKPOINT_DIR

@@ -30,6 +30,7 @@ from geolatent.model.config import ModelConfig, model_modalities
 from geolatent.model.latent_mim import LatentMIM, build_model
 from geolatent.pretrain import distributed as D
 from geolatent.pretrain.checkpointing import (
+    clean_temporaries,
     latest_checkpoint,
     load_checkpoint,
     model_from_state,
@@ -135,6 +136,8 @@ class Trainer:
 
     # -- setup -------------------------------------------------------------------------------
     def _check_run_dir(self, info: D.DistInfo) -> Path | None:
+        if info.rank == 0:  # leftovers of a run killed while saving a checkpoint
+            clean_temporaries(self.run_dir)
         ckpt = latest_checkpoint(self.run_dir)
         saved = self.run_dir / CONFIG_NAME
         if self.resume:

@@ -127,6 +127,9 @@ def test_sigkill_then_resume_reproduces_uninterrupted_run(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     killed_at = max(r["step"] for r in read_metrics(run))
     assert killed_at < 40, "the run finished before it could be killed"
+    # what a kill during a save leaves behind: the resume removes it
+    (run / "checkpoints" / ".tmp-step_00000012-99999" / "model").mkdir(parents=True)
+    (run / "checkpoints" / ".latest.tmp-99999").write_text("step_00000012\n")
     done = subprocess.run(_cli("--run-dir", str(run), "--resume"), env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -137,6 +140,7 @@ def test_sigkill_then_resume_reproduces_uninterrupted_run(tmp_path):
         for k in ("loss", "patch_disc_a", "patch_disc_b", "infonce", "lr"):
             assert a[k] == b[k], (a["step"], k, a[k], b[k])
     assert len(list_checkpoints(run)) == 2
+    assert not list((run / "checkpoints").glob(".*tmp*"))
 
 
 def test_bad_samples_are_skipped_and_counted(tmp_path):
