@@ -328,8 +328,8 @@ class ComputeMeter:
         kwh = joules / 3.6e6
         work = self.work if self.work_unit else None
         self.report = ComputeReport(
-            wall_s=round(wall, 4),
-            cpu_s=round(cpu, 4),
+            wall_s=wall,  # unrounded: throughput and energy below are computed from these
+            cpu_s=cpu,
             device=str(self.device),
             cpu_model=info.model,
             cpu_features=list(info.features),
