@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,18 @@ def nano_fixture_model(fixture_dir):
     import geolatent
 
     return geolatent.load_model(fixture_dir)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 16 MiB file system (tmpfs; needs root, as on the project's CI machines)."""
+    mnt = tmp_path / "small_disk"
+    mnt.mkdir()
+    if shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

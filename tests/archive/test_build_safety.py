@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +14,6 @@ import geolatent.archive as ga
 from geolatent.data.run import DiskFullError
 
 START, END = "2024-01-01", "2024-03-31"
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A real 16 MiB file system (tmpfs; needs root, as on the project's CI machines)."""
-    mnt = tmp_path / "small_disk"
-    mnt.mkdir()
-    if shutil.which("mount") is None or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
-            capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _fill(path: Path, leave: int = 0) -> None:

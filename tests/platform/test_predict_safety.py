@@ -149,21 +149,6 @@ def test_predict_kill9_then_rerun_is_byte_identical(tmp_path: Path, scene_dir) -
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A real 16 MiB file system (tmpfs; needs root, as on the project's CI machines)."""
-    mnt = tmp_path / "small_disk"
-    mnt.mkdir()
-    if shutil.which("mount") is None or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
-            capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def test_full_disk_mid_run_is_one_line_and_resumable(tmp_path: Path, scene_dir,
                                                      small_disk: Path) -> None:
     folder, scene = scene_dir
