@@ -15,6 +15,16 @@ from shared_data import FIXTURE_DIR, REAL_DATA, REPO_ROOT, SHARED  # noqa: F401 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for a test of small models or tensors: on a shared 2-core machine two
+    threads wait on each other more than they compute (measured 10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def fixture_dir() -> Path:
     if not (FIXTURE_DIR / "weights.pth").exists():

@@ -63,18 +63,34 @@ def test_errors_name_the_file_and_every_bad_key_path(tmp_path):
         parse_overrides(["a=[1"])
 
 
-def test_yaml_reader_errors(tmp_path):
+def _file_readers() -> dict[str, object]:
+    from geolatent.data.config import load_data_config
+    from geolatent.evals.datasets.custom import load_custom_task
+    from geolatent.platform.config import load_finetune_config
+    from geolatent.pretrain.config import load_config as load_pretrain_config
+
+    return {"read_yaml_mapping": read_yaml_mapping, "data": load_data_config,
+            "finetune": load_finetune_config, "pretrain": load_pretrain_config,
+            "custom_task": load_custom_task}  # fmt: skip
+
+
+@pytest.mark.parametrize("reader", list(_file_readers()))
+def test_every_config_file_reader_names_the_file_in_its_errors(tmp_path, reader):
+    read = _file_readers()[reader]
     bad = tmp_path / "bad.yaml"
-    bad.write_text("a: [unclosed")
-    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
-        read_yaml_mapping(bad)
-    bad.write_text("- a\n- list\n")
-    with pytest.raises(ConfigError, match="bad.yaml: expected a mapping at the top level, got"):
-        read_yaml_mapping(bad)
+    for text, message in (("a: [unclosed", "bad.yaml: invalid YAML"),
+                          ("- a\n- list\n", "bad.yaml: expected a mapping at the top level, got")):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            read(bad)
     with pytest.raises(ConfigError, match="cannot read"):
-        read_yaml_mapping(tmp_path / "absent.yaml")
-    bad.write_text("")
-    assert read_yaml_mapping(bad) == {}
+        read(tmp_path / "absent.yaml")
+
+
+def test_an_empty_yaml_file_is_an_empty_mapping(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert read_yaml_mapping(empty) == {}
 
 
 def test_strict_base_checks_assignments_too():

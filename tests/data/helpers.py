@@ -1,4 +1,5 @@
-"""Helpers of the data-layer tests: locating the real data, writing small rasters."""
+"""Helpers of the data-layer tests: locating the real data, writing small rasters, opening
+them as a source."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import rasterio
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 from shared_data import REAL_DATA as REAL
+
+from geolatent.data.config import FileSourceConfig
+from geolatent.data.sources import Source, open_source
 
 
 def real_path(*parts: str) -> Path:
@@ -55,3 +59,11 @@ def write_raster(
             if tags:
                 dst.update_tags(**tags)
     return path
+
+
+def vv_source(paths: str | list[str], **config) -> Source:
+    """A Sentinel-1 ``files`` source named ``s1`` reading the ``vv`` band from ``paths`` (globs);
+    ``config`` adds or overrides :class:`FileSourceConfig` fields (dates, nodata, units)."""
+    paths = [paths] if isinstance(paths, str) else paths
+    return open_source(FileSourceConfig(**{
+        "name": "s1", "modality": "sentinel1", "bands": ["vv"], "paths": paths, **config}))

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 from urllib.error import HTTPError
 from urllib.parse import parse_qs, urlparse
 from urllib.request import Request as Request_
@@ -177,7 +178,29 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class AssetServer:
+class _LoopbackHTTPServer:
+    """A threaded HTTP server on a free loopback port, served from a daemon thread while the
+    object is used as a context manager."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class AssetServer(_LoopbackHTTPServer):
     """Threaded loopback HTTP server for the files under ``root`` (see module docstring).
 
     Paths under ``signed_prefixes`` need a valid (issued, not revoked) ``sig``; every request
@@ -187,21 +210,7 @@ class AssetServer:
     def __init__(self, root: Path, signed_prefixes: tuple[str, ...] = (),
                  delay_s: float = 0.0) -> None:
         self.state = _State(Path(root), tuple(signed_prefixes), delay_s)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self) -> AssetServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(_handler(self.state))
 
     def inject(self, rel_path: str, *faults: str) -> None:
         """Queue faults for the next requests of ``rel_path`` ("500", "429:SECONDS", "drop",
@@ -280,7 +289,7 @@ class StacApi:
         self._log.close()
 
 
-class FaultProxy:
+class FaultProxy(_LoopbackHTTPServer):
     """A loopback reverse proxy in front of a STAC API that injects faults into its answers
     (``"500"``, ``"429:SECONDS"``) for paths starting with a prefix, and rewrites the upstream's
     absolute links to itself (so clients that follow links keep going through it)."""
@@ -337,18 +346,4 @@ class FaultProxy:
             do_GET = _forward  # noqa: N815
             do_POST = _forward  # noqa: N815
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self) -> FaultProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)

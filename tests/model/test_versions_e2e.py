@@ -9,14 +9,12 @@ import json
 import numpy as np
 import pytest
 import rasterio
-import shapely
 import torch
+from sample_scene import S2, s2_source, scene_box, write_point_labels
 from typer.testing import CliRunner
 
 from geolatent.cli import app
 from geolatent.data.synthetic import make_sample_scene, write_scene_geotiffs
-from geolatent.data.window import WGS84, reproject_geometry
-from geolatent.modalities import MODALITIES
 from geolatent.model.checkpoint import export_release_folder
 from geolatent.model.latent_mim import build_model
 from geolatent.platform.bundle import load_bundle
@@ -24,15 +22,7 @@ from geolatent.platform.config import FinetuneConfig
 from geolatent.platform.finetune import finetune
 from geolatent.platform.predict import predict_area
 
-S2 = "sentinel2_l2a"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +36,6 @@ def scene(tmp_path_factory):
 def _release(tmp_path, version):
     torch.manual_seed(0)
     return export_release_folder(build_model("nano", version).eval(), tmp_path / f"rel-{version}")
-
-
-def _area(scene, inset_px):
-    t = scene.transform
-    x0, y0 = t @ (inset_px, inset_px)
-    x1, y1 = t @ (scene.width - inset_px, scene.height - inset_px)
-    return reproject_geometry(shapely.box(x0, y1, x1, y0), scene.crs.to_string(), WGS84)
 
 
 @pytest.mark.slow
@@ -78,18 +61,11 @@ def test_embed_finetune_predict_with_every_version(tmp_path, scene, version):
 
     rng = np.random.default_rng(1)
     rows, cols = rng.integers(4, 44, 40), rng.integers(4, 44, 40)
-    lines = ["lat,lon,landcover"]
-    for r, c in zip(rows, cols, strict=True):
-        x, y = scene.transform @ (c + 0.5, r + 0.5)
-        pt = reproject_geometry(shapely.Point(x, y), scene.crs.to_string(), WGS84)
-        lines.append(f"{pt.y},{pt.x},{int(scene.labels[r, c])}")
-    (tmp_path / "points.csv").write_text("\n".join(lines) + "\n")
+    write_point_labels(scene, tmp_path / "points.csv", rows, cols)
     cfg = FinetuneConfig.model_validate(dict(
         task="classification", encoder=str(rel),
         labels=dict(path=str(tmp_path / "points.csv"), field="landcover"),
-        sources=[dict(name="s2", type="files", modality=S2, paths=[str(folder / f"{S2}_*.tif")],
-                      bands=list(MODALITIES[S2].bands), date_pattern=r"_(\d{4}-\d{2}-\d{2})\.tif",
-                      date_format="%Y-%m-%d")],
+        sources=[s2_source(folder)],
         windows=dict(size_px=16, start=scene.dates[0].isoformat(), end="2024-03-01"),
         split=dict(cell_size_m=160, train=0.7, val=0.3, test=0.0, seed=1),
         train=dict(epochs=2, batch_size=8, patch_size=8, lr=2e-3, head_hidden=16),
@@ -99,7 +75,7 @@ def test_embed_finetune_predict_with_every_version(tmp_path, scene, version):
     fm = load_bundle(result.bundle_path)
     assert fm.model.encoder.model_config.version == version
     assert fm.extra["encoder_provenance"]["sha256"] == digest  # the bundle says which weights
-    mapped = predict_area(fm, _area(scene, 8), scene.dates[0].isoformat(), "2024-02-29",
+    mapped = predict_area(fm, scene_box(scene, 8), scene.dates[0].isoformat(), "2024-02-29",
                           tmp_path / "map.tif")  # fmt: skip
     with rasterio.open(mapped.path) as src:
         assert (src.read(1) != 255).mean() > 0.8

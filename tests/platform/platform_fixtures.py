@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import shapely
 import torch
+from sample_scene import S2, s2_source, scene_box  # noqa: F401 (re-exported to the platform tests)
 
 from geolatent.data.synthetic import SampleScene, make_sample_scene, write_scene_geotiffs
-from geolatent.data.window import WGS84, reproject_geometry
 from geolatent.modalities import MODALITIES
 from geolatent.model import build_model
 from geolatent.platform.bundle import FinetunedModel, InputSpec, TaskSpec, save_bundle
@@ -23,7 +22,6 @@ from geolatent.platform.classes import ClassTable
 from geolatent.platform.finetune import head_spec_for
 from geolatent.platform.heads import TaskModel, build_head
 
-S2 = "sentinel2_l2a"
 S2_BANDS = list(MODALITIES[S2].bands)
 
 
@@ -35,21 +33,6 @@ def write_scene(folder: Path, *, height: int = 64, width: int = 64, timesteps: i
                               origin=origin)
     write_scene_geotiffs(scene, folder)
     return scene
-
-
-def s2_source(folder: Path, name: str = "s2", pattern: str = "sentinel2_l2a_*.tif") -> dict:
-    """A data-layer file source for the scene's Sentinel-2 files."""
-    return dict(name=name, type="files", modality=S2, paths=[str(folder / pattern)],
-                bands=S2_BANDS, date_pattern=r"_(\d{4}-\d{2}-\d{2})\.tif", date_format="%Y-%m-%d")
-
-
-def scene_box(scene: SampleScene, inset_px: float = 0.0) -> shapely.Polygon:
-    """The scene footprint in lon/lat, shrunk by ``inset_px`` pixels on each side."""
-    t = scene.transform
-    x0, y0 = t @ (inset_px, inset_px)
-    x1, y1 = t @ (scene.width - inset_px, scene.height - inset_px)
-    poly = shapely.segmentize(shapely.box(x0, y1, x1, y0), 50.0)
-    return reproject_geometry(poly, scene.crs.to_string(), WGS84)
 
 
 def make_bundle(path: Path, task: str, sources: list[dict], *, num_classes: int = 3,
@@ -73,10 +56,6 @@ def make_bundle(path: Path, task: str, sources: list[dict], *, num_classes: int 
 
 
 @pytest.fixture(autouse=True)
-def single_torch_thread():
-    """One torch thread for these small models: on a shared 2-core machine, two threads wait on
-    each other more than they compute (measured 10x slower). Imported by each test module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def single_torch_thread(one_torch_thread):
+    """One torch thread for these small models (see ``one_torch_thread`` in tests/conftest.py).
+    Imported by each test module."""

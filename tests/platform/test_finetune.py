@@ -17,6 +17,7 @@ from platform_fixtures import (  # noqa: F401
     write_scene,
 )
 from pyogrio import raw
+from sample_scene import write_point_labels
 from shapely.geometry import shape
 from typer.testing import CliRunner
 
@@ -90,12 +91,7 @@ def test_point_classification_with_class_weights_and_test_split(tmp_path: Path):
     scene = write_scene(tmp_path / "scene", height=64, width=64, timesteps=2, seed=6)
     rng = np.random.default_rng(1)
     rows, cols = rng.integers(4, 60, 60), rng.integers(4, 60, 60)
-    lines = ["lat,lon,landcover"]
-    for r, c in zip(rows, cols, strict=True):
-        x, y = scene.transform @ (c + 0.5, r + 0.5)
-        p = reproject_geometry(shapely.Point(x, y), scene.crs.to_string(), WGS84)
-        lines.append(f"{p.y},{p.x},{CLASS_NAMES[scene.labels[r, c]]}")
-    (tmp_path / "points.csv").write_text("\n".join(lines) + "\n")
+    write_point_labels(scene, tmp_path / "points.csv", rows, cols, lambda k: CLASS_NAMES[k])
     cfg = FinetuneConfig.model_validate(dict(
         task="classification", encoder="nano",
         labels=dict(path=str(tmp_path / "points.csv"), field="landcover"),

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from geolatent.data.h5samples import write_sample
 from geolatent.modalities import MISSING_VALUE, MODALITIES
@@ -14,12 +13,8 @@ from geolatent.pretrain.config import PretrainConfig, config_from_dict
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _one_thread(one_torch_thread):
     """These tests use tiny tensors: one thread avoids OpenMP overhead on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_config(**sections) -> PretrainConfig:
