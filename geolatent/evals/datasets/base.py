@@ -14,10 +14,10 @@ import datetime as dt
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from geolatent.modalities import MISSING_VALUE, get_modality
 from geolatent.normalize import band_affine
 
 DATA_DIR_ENV = "GEOLATENT_DATA_DIR"
+K = TypeVar("K")  # what names a scene of a tiled split (a file name, a patch record)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -101,7 +102,8 @@ class EvalDataset:
 
     Subclasses set the class attributes, document their band contract and units, and implement
     :meth:`split`. ``root`` is the folder of the downloaded benchmark; when omitted the adapter
-    looks in ``$GEOLATENT_DATA_DIR/<dirname>``.
+    looks in ``$GEOLATENT_DATA_DIR/<dirname>`` (``dirname`` defaults to ``name``).
+    ``num_classes`` defaults to the length of a class-level ``class_names``.
     """
 
     name: ClassVar[str] = ""
@@ -113,6 +115,12 @@ class EvalDataset:
     class_names: tuple[str, ...] = ()
     ignore_index: int = -1
     split_names: tuple[str, ...] = ("train", "val", "test")
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # A fixed class list states the class count: num_classes follows it unless set.
+        if "class_names" in vars(cls) and "num_classes" not in vars(cls):
+            cls.num_classes = len(cls.class_names)
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = resolve_root(root, self.dirname or self.name)
@@ -234,9 +242,28 @@ def tile_grid(height: int, width: int, tile: int) -> list[tuple[int, int]]:
     return [(r, c) for r in rows for c in cols]
 
 
-def stack_tiles(labels: list[np.ndarray], tile: int) -> np.ndarray:
-    """``[N, tile, tile]`` int64 label tiles (an empty split stacks to ``[0, tile, tile]``)."""
-    return np.stack(labels).astype(np.int64) if labels else np.zeros((0, tile, tile), np.int64)
+def tiled_split(label_maps: Iterable[tuple[K, np.ndarray]], tile: int,
+                load: Callable[[list[tuple[K, int, int]]], Batch],
+                key_id: Callable[[K], object] = str) -> SplitData:
+    """A segmentation split of the non-overlapping ``tile`` x ``tile`` tiles of label maps.
+
+    Args:
+        label_maps: ``(key, labels)`` per scene, ``labels`` ``[H, W]`` int class ids.
+        tile: tile side in pixels.
+        load: reads the samples ``(key, row, col)`` (top-left corner of a tile) as a batch.
+        key_id: the key's name in the sample ids ``"<name>@<row>,<col>"``.
+
+    Returns:
+        the split with ``[N, tile, tile]`` int64 labels (``[0, tile, tile]`` when empty).
+    """
+    samples, labels = [], []
+    for key, lab in label_maps:
+        for r, c in tile_grid(*lab.shape, tile):
+            samples.append((key, r, c))
+            labels.append(lab[r : r + tile, c : c + tile])
+    stacked = np.stack(labels).astype(np.int64) if labels else np.zeros((0, tile, tile), np.int64)
+    ids = [f"{key_id(k)}@{r},{c}" for k, r, c in samples]
+    return SplitData(stacked, lambda idx: load([samples[i] for i in idx]), ids)
 
 
 def impute_pretraining_mean(

@@ -56,7 +56,6 @@ class BreizhCrops(EvalDataset):
     """BreizhCrops parcel classification (see the module docstring)."""
 
     name = "breizhcrops"
-    dirname = "breizhcrops"
     task_type = "classification"
 
     def __init__(self, root=None, year: int = 2017, level: str = "L2A", max_cloud: float = 50.0):

@@ -63,9 +63,7 @@ class CropHarvest(EvalDataset):
     """CropHarvest crop / non-crop (see the module docstring)."""
 
     name = "cropharvest"
-    dirname = "cropharvest"
     task_type = "classification"
-    num_classes = 2
     class_names = ("non-crop", "crop")
 
     def __init__(self, root=None, val_fraction: float = 0.1, split_seed: int = 0):

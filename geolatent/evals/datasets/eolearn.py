@@ -56,7 +56,6 @@ class EOLearnLULC(EvalDataset):
 
     name = "eolearn-lulc"
     dirname = "eolearn"
-    num_classes = 5
     class_names = CLASSES
     split_names = ("train", "val", "test")
 

@@ -44,7 +44,6 @@ class EuroSATMS(EvalDataset):
     name = "eurosat-ms"
     dirname = "eurosat"
     task_type = "classification"
-    num_classes = 10
     class_names = CLASSES
 
     def __init__(

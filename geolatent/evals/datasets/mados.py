@@ -36,8 +36,7 @@ from geolatent.evals.datasets.base import (
     SplitData,
     complete_bandsets,
     constant_timestamps,
-    stack_tiles,
-    tile_grid,
+    tiled_split,
     to_missing,
 )
 
@@ -64,9 +63,7 @@ class MADOS(EvalDataset):
     """MADOS marine pollution segmentation (see the module docstring for the band contract)."""
 
     name = "mados"
-    dirname = "mados"
     task_type = "segmentation"
-    num_classes = 15
     class_names = CLASSES
 
     def __init__(self, root=None, tile: int = 80, default_date: dt.date = dt.date(2020, 7, 15)):
@@ -94,19 +91,15 @@ class MADOS(EvalDataset):
         if not path.exists():
             raise KeyError(f"MADOS: no split file {path}")
         crops = [c for c in path.read_text().split() if c]
-        samples = []  # (crop, row, col)
-        labels = []
-        for crop in crops:
-            _, cl_path = self._crop_files(crop)
-            with rasterio.open(cl_path) as src:
-                cl = src.read(1).astype(np.int64)
-            lab = np.where(cl > 0, cl - 1, self.ignore_index)
-            for r, c in tile_grid(*lab.shape, self.tile):
-                samples.append((crop, r, c))
-                labels.append(lab[r : r + self.tile, c : c + self.tile])
-        ids = [f"{c}@{r},{q}" for c, r, q in samples]
-        return SplitData(stack_tiles(labels, self.tile),
-                         lambda idx: self._load([samples[i] for i in idx]), ids)  # fmt: skip
+
+        def label_maps():
+            for crop in crops:
+                _, cl_path = self._crop_files(crop)
+                with rasterio.open(cl_path) as src:
+                    cl = src.read(1).astype(np.int64)
+                yield crop, np.where(cl > 0, cl - 1, self.ignore_index)
+
+        return tiled_split(label_maps(), self.tile, self._load)
 
     def _read_crop(self, crop: str) -> tuple[np.ndarray, list[str]]:
         files, cl_path = self._crop_files(crop)

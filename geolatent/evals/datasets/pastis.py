@@ -37,8 +37,7 @@ from geolatent.evals.datasets.base import (
     mid_month_dates,
     month_sequence,
     monthly_composite,
-    stack_tiles,
-    tile_grid,
+    tiled_split,
 )
 
 CLASSES = (
@@ -65,9 +64,7 @@ class PASTIS(EvalDataset):
     """PASTIS semantic segmentation; ``modalities`` any of ``sentinel2_l2a``, ``sentinel1``."""
 
     name = "pastis"
-    dirname = "pastis"
     task_type = "segmentation"
-    num_classes = 19
     class_names = CLASSES
 
     def __init__(
@@ -99,17 +96,15 @@ class PASTIS(EvalDataset):
         if name not in FOLDS:
             raise KeyError(f"PASTIS: no split {name!r}")
         patches = [f for f in self.features if int(f["Fold"]) in FOLDS[name]]
-        samples, labels = [], []
-        for f in patches:
-            pid = f["ID_PATCH"]
-            target = np.load(self.root / "ANNOTATIONS" / f"TARGET_{pid}.npy")[0].astype(np.int64)
-            target = np.where(target == VOID, self.ignore_index, target)
-            for r, c in tile_grid(*target.shape, self.tile):
-                samples.append((f, r, c))
-                labels.append(target[r : r + self.tile, c : c + self.tile])
-        ids = [f"{f['ID_PATCH']}@{r},{c}" for f, r, c in samples]
-        return SplitData(stack_tiles(labels, self.tile),
-                         lambda idx: self._load([samples[i] for i in idx]), ids)  # fmt: skip
+
+        def label_maps():
+            for f in patches:
+                pid = f["ID_PATCH"]
+                target = np.load(self.root / "ANNOTATIONS" / f"TARGET_{pid}.npy")[0]
+                target = target.astype(np.int64)
+                yield f, np.where(target == VOID, self.ignore_index, target)
+
+        return tiled_split(label_maps(), self.tile, self._load, key_id=lambda f: f["ID_PATCH"])
 
     def _composite(self, props: dict, modality: str) -> np.ndarray:
         """``[128, 128, 12, C]`` monthly composite of one patch."""

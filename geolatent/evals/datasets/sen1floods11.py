@@ -34,8 +34,7 @@ from geolatent.evals.datasets.base import (
     EvalDataset,
     SplitData,
     date_to_timestamp,
-    stack_tiles,
-    tile_grid,
+    tiled_split,
     to_missing,
 )
 
@@ -44,9 +43,7 @@ class Sen1Floods11(EvalDataset):
     """Sen1Floods11 hand-labeled split, S1 only (see the module docstring)."""
 
     name = "sen1floods11"
-    dirname = "sen1floods11"
     task_type = "segmentation"
-    num_classes = 2
     class_names = ("not water", "water")
 
     def __init__(self, root=None, tile: int = 64, default_date: dt.date = dt.date(2018, 7, 15)):
@@ -84,17 +81,14 @@ class Sen1Floods11(EvalDataset):
             raise KeyError(f"Sen1Floods11: no split file {path}")
         with open(path, newline="") as f:
             rows = [(r[0].strip(), r[1].strip()) for r in csv.reader(f) if len(r) >= 2]
-        samples, labels = [], []
-        for s1, lab_file in rows:
-            with rasterio.open(self.data_dir / "LabelHand" / lab_file) as src:
-                lab = src.read(1).astype(np.int64)
-            lab = np.where((lab == 0) | (lab == 1), lab, self.ignore_index)
-            for r, c in tile_grid(*lab.shape, self.tile):
-                samples.append((s1, r, c))
-                labels.append(lab[r : r + self.tile, c : c + self.tile])
-        ids = [f"{s}@{r},{c}" for s, r, c in samples]
-        return SplitData(stack_tiles(labels, self.tile),
-                         lambda idx: self._load([samples[i] for i in idx]), ids)  # fmt: skip
+
+        def label_maps():
+            for s1, lab_file in rows:
+                with rasterio.open(self.data_dir / "LabelHand" / lab_file) as src:
+                    lab = src.read(1).astype(np.int64)
+                yield s1, np.where((lab == 0) | (lab == 1), lab, self.ignore_index)
+
+        return tiled_split(label_maps(), self.tile, self._load)
 
     def _load(self, samples: list[tuple[str, int, int]]) -> Batch:
         cache: dict[str, np.ndarray] = {}
