@@ -13,12 +13,12 @@ None) and report errors the same way: the file, then one line per bad key path::
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -31,6 +31,20 @@ class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors, assignments are validated too."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def check_known(value: str, table: Collection[str], what: str) -> str:
+    """``value`` when it names an entry of ``table`` (a registry or table keyed by name, looked up
+    at call time, so entries registered later count); else a ValueError listing the names."""
+    if value not in table:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {list(table)}")
+    return value
+
+
+def known_name(table: Collection[str], what: str) -> AfterValidator:
+    """A field validator of :func:`check_known`, used as
+    ``size: Annotated[str, known_name(SIZE_TABLE, "model size")]``."""
+    return AfterValidator(lambda v: check_known(v, table, what))
 
 
 def read_yaml_mapping(path: str | os.PathLike) -> dict:

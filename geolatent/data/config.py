@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from geolatent.config import StrictModel, load_config
+from geolatent.config import StrictModel, known_name, load_config
 from geolatent.modalities import BASE_RESOLUTION_M, MODALITIES, canonical_band_name
 
 Resampling = Literal["nearest", "bilinear", "average", "cubic", "mode"]
@@ -96,7 +96,7 @@ class _SourceBase(StrictModel):
     """
 
     name: str
-    modality: str
+    modality: Annotated[str, known_name(MODALITIES, "modality")]
     nodata: float | None = None
     units: Literal["native", "linear"] = "native"
     scale: float = 1.0
@@ -104,13 +104,6 @@ class _SourceBase(StrictModel):
     resampling: Resampling | None = None
     cloud_mask: CloudMaskConfig | None = None
     on_bad_scene: Literal["fail", "skip"] = "fail"
-
-    @field_validator("modality")
-    @classmethod
-    def _known_modality(cls, v: str) -> str:
-        if v not in MODALITIES:
-            raise ValueError(f"unknown modality {v!r}; known: {list(MODALITIES)}")
-        return v
 
     @model_validator(mode="after")
     def _linear_only_for_sar(self) -> _SourceBase:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import field_validator, model_validator
 
-from geolatent.config import StrictModel
+from geolatent.config import StrictModel, check_known
 from geolatent.modalities import MODALITIES
 from geolatent.model.versions import PIXEL_MLP_HIDDEN, SIZE_TABLE, Version, version_spec
 
@@ -104,8 +104,7 @@ class ModelConfig(StrictModel):
     @classmethod
     def from_size(cls, size: str, version: str = "v1", **overrides) -> ModelConfig:
         """The configuration of ``size`` (nano, tiny, small, base, large) for ``version``."""
-        if size not in SIZES:
-            raise ValueError(f"unknown model size {size!r}; choose one of {list(SIZES)}")
+        check_known(size, SIZES, "model size")
         spec = version_spec(version)
         d, depth, heads = SIZES[size]
         fields: dict = dict(

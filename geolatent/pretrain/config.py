@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from geolatent.config import ConfigError, StrictModel
+from geolatent.config import ConfigError, StrictModel, known_name
 from geolatent.config import load_config as _load
 from geolatent.modalities import MODALITIES
 from geolatent.model.versions import SIZE_TABLE
@@ -32,7 +32,7 @@ class _Section(StrictModel):
 class ModelSection(_Section):
     """Which model to train."""
 
-    size: str = "nano"
+    size: Annotated[str, known_name(SIZE_TABLE, "model size")] = "nano"
     """A name from the one size table, :data:`geolatent.model.versions.SIZE_TABLE`."""
     version: Literal["v1", "v1.1", "v1.2"] = "v1"
     """Architecture to build (see geolatent.model.versions). The v1.1+ training recipes (band
@@ -42,13 +42,6 @@ class ModelSection(_Section):
     init_from: str | None = None
     """Optional model folder or release id (any version) to start from instead of random
     weights."""
-
-    @field_validator("size")
-    @classmethod
-    def _known_size(cls, v: str) -> str:
-        if v not in SIZE_TABLE:
-            raise ValueError(f"unknown model size {v!r}; choose one of {list(SIZE_TABLE)}")
-        return v
 
 
 class BuiltinData(_Section):
