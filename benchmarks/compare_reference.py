@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+from encoder_bench_args import parse_encoder_timing_args
 
 import geolatent
 
@@ -111,12 +112,7 @@ def run_ours(encoder, x: dict, ts: torch.Tensor, p: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, required=True, help="a release folder (any version)")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--timesteps", type=int, default=12)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_encoder_timing_args(ap, batch=8)
 
     model = geolatent.load_model(args.checkpoint)
     version = model.config.version

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from encoder_bench_args import parse_encoder_timing_args
 
 import geolatent
 from geolatent.model.checkpoint import export_release_folder
@@ -106,12 +107,7 @@ def bench_size(size: str, args, folder: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", default="nano,tiny,base")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--timesteps", type=int, default=12)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_encoder_timing_args(ap, batch=1)
     from geolatent.model.attention_kernel import attention_backend
 
     print(lscpu_summary())
