@@ -51,25 +51,21 @@ CLASS_COLORS: tuple[tuple[int, int, int], ...] = (
 
 WATER, FOREST, CROPLAND, GRASSLAND, BUILT_UP, BARE = range(6)
 
-# Endmember surface reflectances (0-1), keyed by band. Shapes from typical library spectra:
-# water is dark and falls to ~0 in the NIR/SWIR; green vegetation has the red trough, the red
-# edge (B05-B07) and a high NIR plateau; soil brightens with wavelength up to SWIR-1; urban
-# surfaces are bright and spectrally flat. B09 (945 nm water vapour band) is not corrected by
-# L2A processing, hence lower than the NIR plateau.
-_ENDMEMBERS: dict[str, dict[str, float]] = {
-    "water": dict(B01=0.060, B02=0.055, B03=0.050, B04=0.030, B05=0.022, B06=0.015,
-                  B07=0.012, B08=0.010, B8A=0.009, B09=0.005, B11=0.004, B12=0.003),
-    "green": dict(B01=0.025, B02=0.030, B03=0.070, B04=0.030, B05=0.110, B06=0.300,
-                  B07=0.380, B08=0.420, B8A=0.440, B09=0.300, B11=0.190, B12=0.090),
-    "canopy": dict(B01=0.020, B02=0.022, B03=0.045, B04=0.022, B05=0.070, B06=0.200,
-                   B07=0.260, B08=0.290, B8A=0.300, B09=0.210, B11=0.140, B12=0.065),
-    "soil": dict(B01=0.090, B02=0.110, B03=0.150, B04=0.200, B05=0.225, B06=0.245,
-                 B07=0.260, B08=0.280, B8A=0.290, B09=0.220, B11=0.380, B12=0.330),
-    "dry": dict(B01=0.060, B02=0.070, B03=0.100, B04=0.130, B05=0.170, B06=0.210,
-                B07=0.240, B08=0.270, B8A=0.280, B09=0.210, B11=0.350, B12=0.260),
-    "urban": dict(B01=0.150, B02=0.160, B03=0.175, B04=0.185, B05=0.195, B06=0.205,
-                  B07=0.215, B08=0.225, B8A=0.230, B09=0.180, B11=0.250, B12=0.230),
-}  # fmt: skip
+# Endmember surface reflectances (0-1), a row per endmember and a column per band. Shapes from
+# typical library spectra: water is dark and falls to ~0 in the NIR/SWIR; green vegetation has
+# the red trough, the red edge (B05-B07) and a high NIR plateau; soil brightens with wavelength
+# up to SWIR-1; urban surfaces are bright and spectrally flat. B09 (945 nm water vapour band) is
+# not corrected by L2A processing, hence lower than the NIR plateau.
+_ENDMEMBER_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11",
+                    "B12")  # the columns of _ENDMEMBERS
+_ENDMEMBERS = np.array([  # rows in the order of the _EM_* indices below
+    [0.060, 0.055, 0.050, 0.030, 0.022, 0.015, 0.012, 0.010, 0.009, 0.005, 0.004, 0.003],  # water
+    [0.025, 0.030, 0.070, 0.030, 0.110, 0.300, 0.380, 0.420, 0.440, 0.300, 0.190, 0.090],  # green
+    [0.020, 0.022, 0.045, 0.022, 0.070, 0.200, 0.260, 0.290, 0.300, 0.210, 0.140, 0.065],  # canopy
+    [0.090, 0.110, 0.150, 0.200, 0.225, 0.245, 0.260, 0.280, 0.290, 0.220, 0.380, 0.330],  # soil
+    [0.060, 0.070, 0.100, 0.130, 0.170, 0.210, 0.240, 0.270, 0.280, 0.210, 0.350, 0.260],  # dry
+    [0.150, 0.160, 0.175, 0.185, 0.195, 0.205, 0.215, 0.225, 0.230, 0.180, 0.250, 0.230],  # urban
+])  # fmt: skip
 _EM_WATER, _EM_GREEN, _EM_CANOPY, _EM_SOIL, _EM_DRY, _EM_URBAN = range(6)
 
 # Sentinel-1 per-class backscatter (dB): VV and VH of the class without green cover, and the
@@ -382,9 +378,8 @@ def _abundances(
 
 def _endmember_matrix() -> np.ndarray:
     """Endmember reflectances float32 ``[6, 12]`` in registry Sentinel-2 band order."""
-    bands = MODALITIES["sentinel2_l2a"].bands
-    names = ("water", "green", "canopy", "soil", "dry", "urban")
-    return np.array([[_ENDMEMBERS[n][b] for b in bands] for n in names], dtype=np.float32)
+    cols = [_ENDMEMBER_BANDS.index(b) for b in MODALITIES["sentinel2_l2a"].bands]
+    return _ENDMEMBERS[:, cols].astype(np.float32)
 
 
 def _render_sentinel2(
