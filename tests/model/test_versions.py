@@ -190,11 +190,18 @@ def test_bigger_config_exported_and_reloaded(tmp_path, version):
 
 
 # -- strict loading -----------------------------------------------------------------------------
-def _copy(src, dst):
-    shutil.copytree(src, dst)
+def _fixture_copy(name, tmp_path):
+    """A writable copy of the fixture release folder ``name``."""
+    dst = shutil.copytree(_folder(name), tmp_path / "m")
     for f in dst.iterdir():
         f.chmod(0o644)
     return dst
+
+
+def _load_refused(folder, message):
+    """Loading ``folder`` fails with a CheckpointError matching ``message``."""
+    with pytest.raises(CheckpointError, match=message):
+        geolatent.load_model(folder)
 
 
 def _edit_config(folder, fn):
@@ -224,10 +231,9 @@ def _edit_weights(folder, fn):
     ],
 )  # fmt: skip
 def test_strict_config(tmp_path, config_edit, message):
-    folder = _copy(_folder("olmoearth_v1_3_mini"), tmp_path / "m")
+    folder = _fixture_copy("olmoearth_v1_3_mini", tmp_path)
     _edit_config(folder, config_edit)
-    with pytest.raises(CheckpointError, match=message):
-        geolatent.load_model(folder)
+    _load_refused(folder, message)
 
 
 PE_KEY = "encoder.patch_embeddings.per_modality_embeddings.sentinel1.sentinel1__0.proj.weight"
@@ -245,23 +251,21 @@ PE_KEY = "encoder.patch_embeddings.per_modality_embeddings.sentinel1.sentinel1__
     ],
 )  # fmt: skip
 def test_strict_weights(tmp_path, weights_edit, message):
-    folder = _copy(_folder("olmoearth_v1_2_nano"), tmp_path / "m")
+    folder = _fixture_copy("olmoearth_v1_2_nano", tmp_path)
     _edit_weights(folder, weights_edit)
-    with pytest.raises(CheckpointError, match=message):
-        geolatent.load_model(folder)
+    _load_refused(folder, message)
 
 
 def test_training_heads_ignored_only_when_declared(tmp_path):
-    folder = _copy(_folder("olmoearth_v1_3_mini"), tmp_path / "m")
+    folder = _fixture_copy("olmoearth_v1_3_mini", tmp_path)
     geolatent.load_model(folder)  # declared in config.json: ignored
     _edit_config(folder, lambda m: m.pop("supervision_head_config"))
-    with pytest.raises(CheckpointError, match=r"unexpected keys.*supervision_head\."):
-        geolatent.load_model(folder)
+    _load_refused(folder, r"unexpected keys.*supervision_head\.")
 
 
 def test_full_training_config_layout_uses_model_entry_only(tmp_path):
     """v1.1/v1.2 folders carry the whole training config; only ``model`` is read."""
-    folder = _copy(_folder("olmoearth_v1_1_nano"), tmp_path / "m")
+    folder = _fixture_copy("olmoearth_v1_1_nano", tmp_path)
     cfg = json.loads((folder / "config.json").read_text())
     assert {"trainer", "train_module", "data_loader"} <= set(cfg)
     cfg["trainer"]["something_new"] = 1
