@@ -188,6 +188,14 @@ def constant_timestamps(n: int, dates: Sequence[dt.date]) -> np.ndarray:
     return np.broadcast_to(ts, (n, *ts.shape)).copy()
 
 
+def single_modality_batch(modality: str, x: np.ndarray, names: list[str],
+                          dates: Sequence[dt.date]) -> Batch:
+    """A batch of one modality: ``x`` ``[N, H, W, T, C]`` with band ``names``, bandsets kept only
+    where whole (:func:`complete_bandsets`), every sample at the same T ``dates``."""
+    x, names = complete_bandsets(modality, x, names)
+    return Batch({modality: x}, {modality: names}, constant_timestamps(len(x), dates))
+
+
 def to_missing(x: np.ndarray, invalid: np.ndarray | None = None) -> np.ndarray:
     """float32 copy with NaN / inf (and ``invalid`` entries) set to the missing value."""
     out = np.asarray(x, dtype=np.float32).copy()

@@ -36,11 +36,10 @@ from geolatent.evals.datasets.base import (
     DatasetNotFoundError,
     EvalDataset,
     SplitData,
-    complete_bandsets,
-    constant_timestamps,
     mid_month_dates,
     month_sequence,
     monthly_composite,
+    single_modality_batch,
 )
 
 COLUMNS = {
@@ -127,6 +126,4 @@ class BreizhCrops(EvalDataset):
                 f.close()
         x = np.stack(out)[:, None, None]  # [B, 1, 1, 12, C]
         names = ["B" + c[1:].zfill(2) if c[1:].isdigit() else c for c in self._source_bands()]
-        x, names = complete_bandsets("sentinel2_l2a", x, names)
-        ts = constant_timestamps(len(refs), mid_month_dates(self.months))
-        return Batch({"sentinel2_l2a": x}, {"sentinel2_l2a": names}, ts)
+        return single_modality_batch("sentinel2_l2a", x, names, mid_month_dates(self.months))

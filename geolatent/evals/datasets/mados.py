@@ -34,8 +34,7 @@ from geolatent.evals.datasets.base import (
     DatasetNotFoundError,
     EvalDataset,
     SplitData,
-    complete_bandsets,
-    constant_timestamps,
+    single_modality_batch,
     tiled_split,
     to_missing,
 )
@@ -125,6 +124,4 @@ class MADOS(EvalDataset):
             x, names = cache[crop]
             tiles.append(x[r : r + self.tile, c : c + self.tile])
         x = np.stack(tiles)[:, :, :, None, :]  # [B, H, W, T=1, C]
-        x, names = complete_bandsets("sentinel2_l2a", x, names)
-        ts = constant_timestamps(len(samples), [self.default_date])
-        return Batch({"sentinel2_l2a": x}, {"sentinel2_l2a": names}, ts)
+        return single_modality_batch("sentinel2_l2a", x, names, [self.default_date])
