@@ -68,8 +68,7 @@ from geolatent.platform.metrics import (
 from geolatent.platform.training_state import (
     Progress,
     checkpoint_path,
-    load_checkpoint,
-    restore_rng,
+    resume_training,
     save_checkpoint,
     training_fingerprint,
 )
@@ -518,22 +517,13 @@ def finetune(
         cfg.model_dump(mode="json"), device=str(device),
         windows=[(r.stem, r.split) for r in data.records],
         encoder_provenance=getattr(encoder, "provenance", None))
-    state, best_state = Progress(), None
-    ckpt = load_checkpoint(ckpt_file, fingerprint)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        plateau.load_state_dict(ckpt["scheduler"])
-        restore_rng(rng, ckpt["rng"])
-        state = ckpt["progress"]
-        best_state = ckpt["best_state"]
-        if best_state is None and state.best_epoch >= 0:  # the best is the last finished epoch
-            best_state = copy.deepcopy(ckpt["model"])
+    state, best_state = resume_training(ckpt_file, fingerprint, model=model, optimizer=opt,
+                                        scheduler=plateau, generator=rng)
+    if state.epochs_done:
         at = (f"resumed at epoch {state.epochs_done + 1}/{tc.epochs}"
               if state.epochs_done < tc.epochs else "resumed after the last epoch")
         say(f"{at}: epochs 1-{state.epochs_done} were finished by an interrupted run "
             f"({ckpt_file})")
-        del ckpt
     history = state.history
     best, best_epoch, best_val = state.best, state.best_epoch, state.best_val
     meter.start()

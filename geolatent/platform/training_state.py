@@ -175,9 +175,10 @@ def load_checkpoint(path: Path, fingerprint: Mapping[str, Any]) -> dict | None:
         saved = json.loads(ckpt["fingerprint"])
         progress = Progress(**json.loads(ckpt["progress"]))
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
+        # torch's own text (about weights_only) would only mislead here: a damaged file
         raise ValueError(f"{path}: cannot read the interrupted fine-tuning's checkpoint "
-                         f"({type(e).__name__}: {e}); start over with restart=True "
-                         "(--restart in the CLI)") from e
+                         f"(damaged or not one: {type(e).__name__}); start over with "
+                         "restart=True (--restart in the CLI)") from e
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: checkpoint format {ckpt.get('format')} is not "
                          f"{CHECKPOINT_FORMAT}; start over with restart=True (--restart)")
@@ -186,3 +187,24 @@ def load_checkpoint(path: Path, fingerprint: Mapping[str, Any]) -> dict | None:
         raise ResumeError(path, changes, progress.epochs_done)
     ckpt["progress"] = progress
     return ckpt
+
+
+def resume_training(path: Path, fingerprint: Mapping[str, Any], *, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, scheduler: Any,
+                    generator: np.random.Generator,
+                    ) -> tuple[Progress, dict[str, torch.Tensor] | None]:
+    """Put an interrupted run's state back into ``model``, ``optimizer``, ``scheduler`` and the
+    generators (:func:`load_checkpoint`; its errors). Returns its progress and the best
+    epoch's weights; ``(Progress(), None)`` when there is nothing to resume."""
+    ckpt = load_checkpoint(path, fingerprint)
+    if ckpt is None:
+        return Progress(), None
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    restore_rng(generator, ckpt["rng"])
+    progress: Progress = ckpt["progress"]
+    best_state = ckpt["best_state"]
+    if best_state is None and progress.best_epoch >= 0:  # the best is the last finished epoch
+        best_state = ckpt["model"]
+    return progress, best_state

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -19,7 +20,13 @@ from test_finetune_safety import _config
 
 from geolatent.platform.config import load_finetune_config
 from geolatent.platform.finetune import finetune
-from geolatent.platform.training_state import CHECKPOINT_FILE, ResumeError
+from geolatent.platform.training_state import (
+    CHECKPOINT_FILE,
+    ResumeError,
+    load_checkpoint,
+    restore_rng,
+    rng_states,
+)
 
 EPOCHS = 8
 
@@ -114,3 +121,23 @@ def test_changed_config_is_refused_and_restart_starts_over(tmp_path: Path) -> No
     assert not [s for s in lines if "resumed" in s]
     assert [r["epoch"] for r in res.history] == [0, 1]
     assert not (tmp_path / "model" / ".work" / CHECKPOINT_FILE).exists()
+
+
+def test_rng_states_round_trip_and_an_unreadable_checkpoint_is_named(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    gen = np.random.default_rng(7)
+    saved = pickle.loads(pickle.dumps(rng_states(gen)))
+    draws = (torch.rand(3), gen.integers(0, 1 << 30, 3), np.random.rand(2), random.random())
+    torch.rand(5), gen.integers(0, 9, 4), np.random.rand(3), random.random()  # move on
+    restore_rng(gen, saved)
+    again = (torch.rand(3), gen.integers(0, 1 << 30, 3), np.random.rand(2), random.random())
+    assert torch.equal(draws[0], again[0]) and (draws[1] == again[1]).all()
+    assert (draws[2] == again[2]).all() and draws[3] == again[3]
+
+    bad = tmp_path / CHECKPOINT_FILE
+    bad.write_bytes(b"cut short")
+    with pytest.raises(ValueError, match=r"cannot read the interrupted fine-tuning's checkpoint"
+                                         r".*restart=True \(--restart in the CLI\)"):
+        load_checkpoint(bad, {})
