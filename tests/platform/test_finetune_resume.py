@@ -97,6 +97,7 @@ def test_kill9_then_rerun_resumes_and_equals_an_uninterrupted_run(tmp_path: Path
     assert _comparable(tmp_path / "killed") == _comparable(tmp_path / "clean")
 
 
+@pytest.mark.slow
 def test_changed_config_is_refused_and_restart_starts_over(tmp_path: Path) -> None:
     path = _config(tmp_path, "model", epochs=2)
     cfg = load_finetune_config(path)
