@@ -4,19 +4,25 @@ with a config file written into the job folder, :func:`geolatent.platform.predic
 
 Job folder: ``<project folder>/jobs/<job id>/``. Fine-tuning writes ``labels.geojson`` (the
 project's features), ``finetune.yaml`` and the model folder ``model/``; prediction writes
-``map.tif`` (COG) and ``map.geojson`` (class polygons). Prediction resumes from its finished
-parts after a restart (``predict_area(resume=True)``); fine-tuning starts over.
+``map.tif`` (COG) and ``map.geojson`` (class polygons). After a server restart both resume:
+prediction from its finished parts (``predict_area(resume=True)``), fine-tuning from its last
+finished epoch (:func:`geolatent.platform.finetune` resumes from the checkpoint in
+``model/.work``) on the labels and settings the job started with (``labels.geojson`` and
+``finetune.yaml`` are written once, by the first attempt, so later edits of the project's
+features never change a running job).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
+from geolatent.data.run import write_atomic
 from geolatent.modalities import MODALITIES
 
 S2 = "sentinel2_l2a"
@@ -47,6 +53,35 @@ def run_finetune(folder: Path, *, features: list[dict], label_schema: dict, imag
     from geolatent.platform import finetune, load_finetune_config
 
     p = {**FINETUNE_DEFAULTS, **params}
+    config = folder / "finetune.yaml"
+    epochs = max(1, int(p["epochs"]))
+
+    def on_log(line: str) -> None:
+        log(line)
+        done = re.match(r"\s*epoch (\d+)/", line, re.IGNORECASE)
+        if done:
+            progress(0.2 + 0.8 * min(int(done.group(1)), epochs) / epochs)
+
+    if config.exists():  # a later attempt (a restart): the job's inputs as they were
+        log("[worker] fine-tuning resumes on the labels and settings it started with")
+    else:
+        write_finetune_inputs(folder, features=features, label_schema=label_schema,
+                              imagery_dir=imagery_dir, encoder=encoder, start=start, end=end,
+                              p=p)
+    result = finetune(load_finetune_config(config), log=on_log,
+                      progress=lambda done, total: progress(0.2 * done / max(total, 1)))
+    # the result's scores keep the confusion matrix (the model folder's copy drops it)
+    metrics = _clean({"select_metric": result.metric, "best_epoch": result.best_epoch,
+                      "val": result.val, "test": result.test})
+    return {"model": str(Path(result.bundle_path).relative_to(folder.parent.parent)),
+            "metrics": metrics, "files": []}
+
+
+def write_finetune_inputs(folder: Path, *, features: list[dict], label_schema: dict,
+                          imagery_dir: Path, encoder: str, start: str, end: str,
+                          p: dict) -> None:
+    """``labels.geojson`` and ``finetune.yaml`` of a fine-tuning job, each written atomically,
+    the config last: its presence says the job's inputs are complete."""
     labelled = [f for f in features if f.get("label") is not None]
     if len(labelled) < 2:
         raise JobError("fine-tuning needs at least two labelled features: draw and label more")
@@ -54,7 +89,7 @@ def run_finetune(folder: Path, *, features: list[dict], label_schema: dict, imag
     fc = {"type": "FeatureCollection", "features": [
         {"type": "Feature", "geometry": f["geometry"], "properties": {"label": f["label"]}}
         for f in labelled]}
-    (folder / "labels.geojson").write_text(json.dumps(fc))
+    write_atomic(folder / "labels.geojson", lambda t: t.write_text(json.dumps(fc)))
     classes = [c["value"] for c in label_schema.get("classes", [])]
     colors = {c["value"]: [int(c["color"][i:i + 2], 16) for i in (1, 3, 5)]
               for c in label_schema.get("classes", [])}
@@ -72,23 +107,8 @@ def run_finetune(folder: Path, *, features: list[dict], label_schema: dict, imag
         "executor": {"kind": "serial"},
         "output": "model",
     }
-    (folder / "finetune.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    epochs = max(1, int(p["epochs"]))
-    seen = [0]
-
-    def on_log(line: str) -> None:
-        log(line)
-        if line.lstrip().lower().startswith("epoch"):
-            seen[0] += 1
-            progress(0.2 + 0.8 * min(seen[0], epochs) / epochs)
-
-    result = finetune(load_finetune_config(folder / "finetune.yaml"), log=on_log,
-                      progress=lambda done, total: progress(0.2 * done / max(total, 1)))
-    # the result's scores keep the confusion matrix (the model folder's copy drops it)
-    metrics = _clean({"select_metric": result.metric, "best_epoch": result.best_epoch,
-                      "val": result.val, "test": result.test})
-    return {"model": str(Path(result.bundle_path).relative_to(folder.parent.parent)),
-            "metrics": metrics, "files": []}
+    text = yaml.safe_dump(cfg, sort_keys=False)
+    write_atomic(folder / "finetune.yaml", lambda t: t.write_text(text))
 
 
 def _clean(value):  # noqa: ANN001, ANN202

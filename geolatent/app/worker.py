@@ -5,7 +5,9 @@ It claims one queued job at a time with a conditional UPDATE (``status='queued'`
 seconds while a job runs, appends the job's log and progress, and stops a job whose cancel flag
 is set at its next progress or log line. On start (and periodically) it queues again the
 ``running`` jobs whose heartbeat is stale: the server was stopped mid-run, and the run resumes
-(prediction from its finished parts). The worker exits when its parent (the server) is gone.
+(prediction from its finished parts, fine-tuning from its last finished epoch on the inputs the
+job started with: :mod:`geolatent.app.runs`). The worker exits when its parent (the server) is
+gone.
 """
 
 from __future__ import annotations

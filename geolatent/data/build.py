@@ -3,15 +3,22 @@
 Output folder layout::
 
     samples/<sample window name>.h5   one file per 128 px sample (h5samples layout)
-    windows/<window name>.json        per-window record, written last: its presence marks the
-                                      window done (resume), with its samples and warnings
+    windows/                          the run driver's work store (:class:`WorkStore`):
+      store.json                        the store's format (``BUILD_STORE``)
+      <window name>.json                the window's completion marker, written last, with its
+                                        status, samples, warnings and the config fingerprint
     manifest.jsonl                    one line per sample file: path, latlon, per-modality presence
     build_summary.json                built / skipped / empty / failed windows with reasons
     .work/lock                        held while a build runs (one build per folder)
 
-Files are written atomically (temp name, then rename: :mod:`geolatent.data.run`) and a build
-removes the temp files a killed one left. A scene that cannot be read stops the build before
-any window is recorded when its source says ``on_bad_scene: fail`` (the default).
+Resume is the run driver's one scheme (:mod:`geolatent.data.run`): a window is done when its
+marker is in the store and names this config's fingerprint; a window of another fingerprint is
+rebuilt (its old samples removed first). Files are written atomically (temp name, then rename)
+and a build removes the temp files a killed one left. A folder of the earlier layout (markers in
+``windows/`` without ``store.json``) is migrated in place: its markers already hold what the
+store keeps, so the store adopts them (see :func:`open_build_store`). A scene that cannot be
+read stops the build before any window is recorded when its source says ``on_bad_scene: fail``
+(the default).
 
 Each 256 px tile is materialized once and split into four 128 px samples. A sample is written
 when it has valid data (in every ``required_modalities`` entry, or in any modality when none are
@@ -31,7 +38,14 @@ from geolatent.data.config import DataConfig
 from geolatent.data.executor import ExecutorKind, WindowExecutor, make_executor
 from geolatent.data.h5samples import write_sample
 from geolatent.data.materialize import MaterializedWindow, WindowError, materialize_window
-from geolatent.data.run import OutputLock, clean_temporaries, write_atomic, write_json_atomic
+from geolatent.data.run import (
+    STORE_FILE,
+    OutputLock,
+    WorkStore,
+    clean_temporaries,
+    write_atomic,
+    write_json_atomic,
+)
 from geolatent.data.sources import Scene, SceneProblem, Source, open_sources
 from geolatent.data.window import Window, windows_from_bbox, windows_from_geojson
 from geolatent.modalities import MAX_TIMESTEPS, MISSING_VALUE
@@ -92,19 +106,53 @@ def config_windows(config: DataConfig) -> list[Window]:
     return windows_from_geojson(config.area.geojson, **kw)
 
 
-def _marker_path(output_dir: str | Path, name: str) -> Path:
-    return Path(output_dir) / "windows" / f"{name}.json"
+#: The build's work store format: windows/<name>.json markers holding the window's record.
+BUILD_STORE = "data-build-v2"
+STORE_DIR = "windows"
 
 
-def _read_marker(output_dir: str | Path, name: str) -> dict | None:
+def build_store(output_dir: str | Path, *, create: bool = False) -> WorkStore:
+    """The work store of a build's window markers, ``<output_dir>/windows``. Workers open it
+    with ``create=False`` (the build prepared it: :func:`open_build_store`)."""
+    return WorkStore(Path(output_dir) / STORE_DIR, BUILD_STORE, create=create)
+
+
+def open_build_store(output_dir: str | Path) -> tuple[WorkStore, int]:
+    """Prepare the store (the build holds the folder's lock) and migrate the earlier layout.
+
+    Builds before the store kept the same ``windows/<name>.json`` markers without a
+    ``store.json``; opening the store as is would discard them (another format) and leave
+    their samples unlisted. Their markers are adopted instead: written by a finished window
+    only, atomically, and holding the record the store keeps. Returns the store and how many
+    markers were migrated (0 for a new or current folder).
+    """
+    root = Path(output_dir) / STORE_DIR
+    migrated = 0
+    if root.is_dir() and not (root / STORE_FILE).exists():
+        clean_temporaries(root)
+        for marker in root.glob("*.json"):
+            try:
+                ok = isinstance(json.loads(marker.read_text()).get("fingerprint"), str)
+            except (OSError, ValueError, AttributeError):
+                ok = False
+            if not ok:
+                raise ValueError(
+                    f"{marker} is not a window record of a geolatent data build; output_dir "
+                    f"{output_dir} holds other files there: choose another output_dir")
+            migrated += 1
+        write_json_atomic(root / STORE_FILE, {"fingerprint": BUILD_STORE})
+    return build_store(output_dir, create=True), migrated
+
+
+def _read_marker(store: WorkStore, name: str) -> dict | None:
     try:
-        return json.loads(_marker_path(output_dir, name).read_text())
+        return store.get_record(name) if store.done(name) else None
     except (OSError, ValueError):
         return None
 
 
-def _is_done(config: DataConfig, name: str) -> bool:
-    marker = _read_marker(config.output_dir, name)
+def _is_done(store: WorkStore, config: DataConfig, name: str) -> bool:
+    marker = _read_marker(store, name)
     return (
         bool(marker)
         and marker.get("fingerprint") == config.fingerprint()
@@ -126,11 +174,12 @@ def plan_build(config: DataConfig, sources: list[Source] | None = None) -> Build
             f"{MAX_TIMESTEPS} monthly timesteps"
         )
     sources = sources if sources is not None else open_sources(config.sources)
+    store = build_store(config.output_dir)  # read only: a dry run writes nothing
     plans = []
     for w in config_windows(config):
         bbox = w.bounds_wgs84
         scenes = {s.name: s.scenes_for(w, bbox) for s in sources}
-        plans.append(WindowPlan(w, scenes, _is_done(config, w.name)))
+        plans.append(WindowPlan(w, scenes, _is_done(store, config, w.name)))
     problems = [p for s in sources for p in s.problems]
     return BuildPlan(config, sources, plans, problems)
 
@@ -190,11 +239,12 @@ def build_window(task: WindowTask) -> WindowResult:
     w = task.window
     out = Path(task.output_dir)
     try:
-        stale = _read_marker(out, w.name)
+        store = build_store(out)
+        stale = _read_marker(store, w.name)
         if stale:  # a rebuild (config changed or --overwrite): drop the old samples first
+            store.forget(w.name)  # the marker first: the window is never half-present
             for rec in stale.get("samples", []):
                 (out / rec["file"]).unlink(missing_ok=True)
-            _marker_path(out, w.name).unlink(missing_ok=True)
         mw = materialize_window(w, task.sources, gdal_cache_mb=task.gdal_cache_mb)
         for m, arr in mw.arrays.items():  # units from the registry, before anything is written
             names = " / ".join(s.name for s in task.sources if s.modality == m)
@@ -234,9 +284,9 @@ def build_window(task: WindowTask) -> WindowResult:
             used = {s.name: len(s.scenes) for s in task.sources}
             need = task.required_modalities or "any modality"
             reason = f"no sample has valid data in {need}; overlapping scenes per source: {used}"
-        write_json_atomic(
-            _marker_path(out, w.name),
-            {
+        store.put(
+            w.name,
+            record={
                 "window": w.to_dict(),
                 "status": status,
                 "reason": reason,
@@ -274,12 +324,12 @@ class BuildSummary:
         return asdict(self)
 
 
-def _write_manifest(plan: BuildPlan) -> Path:
+def _write_manifest(plan: BuildPlan, store: WorkStore) -> Path:
     """``manifest.jsonl`` over every done window of the plan (this run's and earlier ones')."""
     out = Path(plan.config.output_dir)
     lines = []
     for wp in plan.windows:
-        marker = _read_marker(out, wp.window.name)
+        marker = _read_marker(store, wp.window.name)
         if marker and marker.get("status") == "built":
             lines.extend(json.dumps(rec) for rec in marker.get("samples", []))
     text = "".join(line + "\n" for line in lines)
@@ -289,7 +339,7 @@ def _write_manifest(plan: BuildPlan) -> Path:
 def _cleanup_temporaries(output_dir: Path) -> None:
     """Remove temporary files left by a killed earlier run (the build holds the folder's lock,
     so no other build is writing them)."""
-    for sub in (".", "samples", "windows"):
+    for sub in (".", "samples"):  # the store cleans its own folder when opened
         clean_temporaries(output_dir / sub)
 
 
@@ -347,15 +397,20 @@ def build_dataset(
     out.mkdir(parents=True, exist_ok=True)
     with OutputLock(out, "data build"):
         _cleanup_temporaries(out)
-        return _build_locked(plan, out, t0, executor, workers, dask_address, dask_processes,
-                             overwrite, show_progress)
+        store, migrated = open_build_store(out)
+        return _build_locked(plan, store, migrated, out, t0, executor, workers, dask_address,
+                             dask_processes, overwrite, show_progress)
 
 
-def _build_locked(plan: BuildPlan, out: Path, t0: float, executor: ExecutorKind | WindowExecutor,
-                  workers: int | None, dask_address: str | None, dask_processes: bool,
-                  overwrite: bool, show_progress: bool) -> BuildSummary:
+def _build_locked(plan: BuildPlan, store: WorkStore, migrated: int, out: Path, t0: float,
+                  executor: ExecutorKind | WindowExecutor, workers: int | None,
+                  dask_address: str | None, dask_processes: bool, overwrite: bool,
+                  show_progress: bool) -> BuildSummary:
     """The part of :func:`build_dataset` that runs while holding the output folder's lock."""
     summary = BuildSummary(str(out), scene_problems=[str(p) for p in plan.problems])
+    if migrated:
+        summary.warnings.append(f"{migrated} window records of the earlier layout in "
+                                f"{store.root} were adopted by the work store (migrated)")
     todo = [wp for wp in plan.windows if overwrite or not wp.done]
     summary.skipped = [wp.window.name for wp in plan.windows if wp.done and not overwrite]
 
@@ -397,7 +452,7 @@ def _build_locked(plan: BuildPlan, out: Path, t0: float, executor: ExecutorKind 
                 progress.stop()
             if own_executor:
                 ex.close()  # type: ignore[union-attr]
-    summary.manifest = str(_write_manifest(plan))
+    summary.manifest = str(_write_manifest(plan, store))
     summary.elapsed_s = round(time.perf_counter() - t0, 3)
     write_json_atomic(out / "build_summary.json", summary.to_dict())
     return summary

@@ -63,6 +63,12 @@ class EncoderOutput:
         Computed once, on first access."""
         return spatial_mean(self.tokens, self.token_mask)
 
+    @property
+    def token_valid(self) -> torch.Tensor:
+        """bool ``[B, H/p, W/p]``: some modality encoded a token at that location (where
+        ``feature_map`` is not NaN)."""
+        return ~torch.isnan(self.feature_map[..., 0])
+
 
 @dataclass
 class EncodedTokens:

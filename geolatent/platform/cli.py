@@ -28,7 +28,9 @@ The config (YAML, see configs/finetune/example.yaml) names the task
 encoder checkpoint, the labels (GeoJSON, GeoPackage, Shapefile, CSV or a Studio
 export), the imagery sources, windows, split and training settings. Labels are
 checked first: every dropped label or window is reported with the reason.
-Materialized windows are kept in work_dir, so a rerun resumes.
+Materialized windows are kept in work_dir, and every finished epoch is
+checkpointed in OUTPUT/.work, so a rerun with the same config resumes from the
+last finished epoch (same result as an uninterrupted run); --restart starts over.
 """
 
 PREDICT_HELP = """Predict over an area with a fine-tuned model and write a COG.
@@ -78,6 +80,9 @@ def finetune_command(
     set_: list[str] = typer.Option(
         None, "--set", help="Config override, e.g. train.epochs=5 (repeatable; YAML values)."
     ),
+    restart: bool = typer.Option(
+        False, "--restart", help="discard an interrupted run's checkpoint and start from epoch 1"
+    ),
 ) -> None:
     from contextlib import nullcontext
 
@@ -92,6 +97,7 @@ def finetune_command(
         prepare_checked,
     )
     from geolatent.platform.labels import LabelError
+    from geolatent.platform.training_state import ResumeError
     from geolatent.runtime import DeviceError, resolve_device
 
     try:
@@ -128,7 +134,11 @@ def finetune_command(
                 console.print(escape(coverage.summary()))
                 console.print(f"windows in {data.root}")
                 return
-            result = finetune(cfg, data=data, log=lambda msg: console.print(escape(msg)))
+            result = finetune(cfg, data=data, log=lambda msg: console.print(escape(msg)),
+                              restart=restart)
+    except ResumeError as e:
+        console.print(f"[red]error:[/red] {escape(e.describe('--restart'))}")
+        raise typer.Exit(2) from e
     except (LabelError, ValueError, FileNotFoundError, RuntimeError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(1) from e

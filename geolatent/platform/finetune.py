@@ -8,6 +8,13 @@ selection metric) is saved in ``output``'s ``.work`` area as soon as it is reach
 interrupted run still leaves its best model there, never an unfinished one at ``output``
 (:mod:`geolatent.platform.bundle`). The test split, when there
 is one, is scored once with the best weights.
+
+Resume: at the end of every epoch the whole training state (model, optimizer, schedule, RNG
+states, best so far) is checkpointed in the same ``.work`` area
+(:mod:`geolatent.platform.training_state`); a rerun with the same config continues from the
+last finished epoch and ends with the same weights and metrics as an uninterrupted run. A rerun
+with another config is an error naming what changed; ``restart=True`` (``--restart``) starts
+over.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +35,7 @@ import torch
 
 from geolatent import runtime
 from geolatent.augment import dihedral
+from geolatent.data.run import clean_temporaries, work_dir_for
 from geolatent.data.sources import open_sources
 from geolatent.modalities import MISSING_VALUE, get_modality
 from geolatent.model import build_model, load_model
@@ -38,6 +47,7 @@ from geolatent.platform.bundle import (
     TaskSpec,
     check_model_output,
     save_bundle,
+    unfinished_model_dir,
 )
 from geolatent.platform.classes import IGNORE_INDEX, ClassTable
 from geolatent.platform.config import FinetuneConfig
@@ -54,6 +64,13 @@ from geolatent.platform.metrics import (
     RegressionSums,
     confusion_matrix,
     metrics_from_confusion,
+)
+from geolatent.platform.training_state import (
+    Progress,
+    checkpoint_path,
+    resume_training,
+    save_checkpoint,
+    training_fingerprint,
 )
 from geolatent.platform.windows import CLASS_TASKS, PIXEL_TASKS
 from geolatent.runtime import resolve_device
@@ -408,14 +425,24 @@ def finetune(
     log: Log | None = None,
     data: PreparedData | None = None,
     progress: Callable[[int, int], None] | None = None,
+    restart: bool = False,
 ) -> FinetuneResult:
     """Prepare the data (unless given), fine-tune, and write the model folder ``cfg.output``.
+
+    A run interrupted earlier (its checkpoint in ``cfg.output``'s ``.work`` area) is resumed
+    from its last finished epoch when the config is the same (the log says "resumed at epoch
+    k"), and gives the weights and metrics an uninterrupted run gives.
 
     Args:
         cfg: a validated :class:`~geolatent.platform.config.FinetuneConfig`.
         log: receives one line per epoch and the data report.
         data: already prepared training data (skips :func:`prepare_training_data`).
         progress: ``(windows_done, windows_total)`` while materializing.
+        restart: discard an interrupted run's checkpoint and start from epoch 1.
+
+    Raises:
+        ResumeError: an interrupted run of another config is in ``cfg.output``; the message
+            names what changed (rerun with the same config, or ``restart=True``).
     """
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
@@ -480,11 +507,27 @@ def finetune(
                    device=device, classes=classes, mean=data.target_mean, std=data.target_std,
                    weight=weight)
     meter = runtime.ComputeMeter(device, "bf16" if autocast else "fp32", "training samples")
+    work = work_dir_for(cfg.output)
+    ckpt_file = checkpoint_path(work)
+    clean_temporaries(work)  # a checkpoint or best-model write a kill cut short
+    if restart:
+        ckpt_file.unlink(missing_ok=True)
+        shutil.rmtree(unfinished_model_dir(cfg.output), ignore_errors=True)
+    fingerprint = training_fingerprint(
+        cfg.model_dump(mode="json"), device=str(device),
+        windows=[(r.stem, r.split) for r in data.records],
+        encoder_provenance=getattr(encoder, "provenance", None))
+    state, best_state = resume_training(ckpt_file, fingerprint, model=model, optimizer=opt,
+                                        scheduler=plateau, generator=rng)
+    if state.epochs_done:
+        at = (f"resumed at epoch {state.epochs_done + 1}/{tc.epochs}"
+              if state.epochs_done < tc.epochs else "resumed after the last epoch")
+        say(f"{at}: epochs 1-{state.epochs_done} were finished by an interrupted run "
+            f"({ckpt_file})")
+    history = state.history
+    best, best_epoch, best_val = state.best, state.best_epoch, state.best_val
     meter.start()
-    history: list[dict] = []
-    best: float | None = None
-    best_epoch, best_state, best_val = -1, None, {}
-    for epoch in range(tc.epochs):
+    for epoch in range(state.epochs_done, tc.epochs):
         frozen = epoch < frozen_epochs
         model.set_encoder_trainable(not frozen)
         if epoch == frozen_epochs:
@@ -534,6 +577,10 @@ def finetune(
             fm.metrics = {"select_metric": metric, "best_epoch": epoch, "val": _brief(val),
                           "history": history}
             save_bundle(fm, cfg.output, complete=False)  # the best so far, in OUT/.work
+        save_checkpoint(ckpt_file, model=model, optimizer=opt, scheduler=plateau,
+                        best_state=None if best_epoch == epoch else best_state,
+                        progress=Progress(epoch + 1, best, best_epoch, best_val, history),
+                        generator=rng, fingerprint=fingerprint)
     if best_state is not None:
         model.load_state_dict(best_state)
     test = {}
@@ -550,6 +597,7 @@ def finetune(
         "problems": {k: sum(p.kind == k for p in data.problems)
                      for k in sorted({p.kind for p in data.problems})},
     })
+    ckpt_file.unlink(missing_ok=True)  # published: nothing left to resume
     say(f"report: {Path(cfg.output) / REPORT_FILE}")
     return FinetuneResult(cfg.output, best_epoch, float(best if best is not None else "nan"),
                           metric, history, best_val, test, data,

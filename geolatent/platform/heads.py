@@ -1,5 +1,10 @@
 """Task heads on top of the encoder, and the encoder + head model.
 
+Every head reads the encoder's one output type, :class:`~geolatent.model.encoder.EncoderOutput`
+(plus the normalized input batch, for the pixel decoder's skip path): ``head(out, batch)``. The
+output's aggregates are NaN where nothing was encoded (its documented rule); a head that needs
+finite inputs fills them with 0 itself (:func:`finite_pooled`, :func:`finite_feature_map`).
+
 * :class:`PooledHead` (window classification / regression): LayerNorm then ``Linear`` (or a
   small MLP) on the pooled vector ``[B, D]`` -> ``[B, out]``.
 * :class:`PixelDecoderHead` (segmentation / per-pixel regression): a light U-Net-style decoder.
@@ -23,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from geolatent.model.encoder import Encoder
+from geolatent.model.encoder import Encoder, EncoderOutput
 from geolatent.platform.encoder_inputs import EncoderBatch, pixel_summary
 
 HeadKind = Literal["pooled", "pixel", "embedding"]
@@ -57,23 +62,16 @@ class HeadSpec:
         return cls(**d)
 
 
-@dataclass
-class EncodedFeatures:
-    """A head's view of one :class:`~geolatent.model.encoder.EncoderOutput`: its NaN aggregates
-    filled with 0 (a head needs finite inputs, see the rule on ``EncoderOutput``), with
-    ``token_valid`` keeping where they were NaN.
+def finite_pooled(out: EncoderOutput) -> torch.Tensor:
+    """``[B, D]`` the pooled vector with 0 for a sample without any encoded token (NaN in
+    ``out.pooled``)."""
+    return torch.nan_to_num(out.pooled)
 
-    Attributes:
-        pooled: ``[B, D]`` mean of the valid tokens (0 for a sample without any).
-        feature_map: ``[B, h, w, D]`` per-location mean of valid tokens (0 where none).
-        token_valid: bool ``[B, h, w]``: some input was valid at that patch.
-        batch: the normalized inputs (for full-resolution skip features).
-    """
 
-    pooled: torch.Tensor
-    feature_map: torch.Tensor
-    token_valid: torch.Tensor
-    batch: EncoderBatch
+def finite_feature_map(out: EncoderOutput) -> torch.Tensor:
+    """``[B, h, w, D]`` the feature map with 0 at locations where nothing was encoded (NaN in
+    ``out.feature_map``; :attr:`EncoderOutput.token_valid` keeps where)."""
+    return torch.nan_to_num(out.feature_map)
 
 
 class PooledHead(nn.Module):
@@ -89,8 +87,8 @@ class PooledHead(nn.Module):
         else:
             self.mlp = nn.Sequential(nn.Linear(spec.dim, spec.out))
 
-    def forward(self, f: EncodedFeatures) -> torch.Tensor:
-        return self.mlp(self.drop(self.norm(f.pooled)))
+    def forward(self, out: EncoderOutput, batch: EncoderBatch) -> torch.Tensor:
+        return self.mlp(self.drop(self.norm(finite_pooled(out))))
 
 
 def _conv_block(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
@@ -117,13 +115,13 @@ class PixelDecoderHead(nn.Module):
         self.drop = nn.Dropout2d(spec.dropout)
         self.classifier = nn.Conv2d(hid, spec.out, 1)
 
-    def forward(self, f: EncodedFeatures) -> torch.Tensor:
-        b, h_full, w_full = f.batch.shape
-        x = self.token_norm(f.feature_map).permute(0, 3, 1, 2)  # [B, D, h, w]
+    def forward(self, out: EncoderOutput, batch: EncoderBatch) -> torch.Tensor:
+        b, h_full, w_full = batch.shape
+        x = self.token_norm(finite_feature_map(out)).permute(0, 3, 1, 2)  # [B, D, h, w]
         x = self.token_proj(x)
         x = F.interpolate(x, size=(h_full, w_full), mode="bilinear", align_corners=False)
         if self.skip is not None:
-            pix = pixel_summary(f.batch, self.modalities).to(x.dtype)
+            pix = pixel_summary(batch, self.modalities).to(x.dtype)
             x = torch.cat([x, self.skip(pix)], dim=1)
         return self.classifier(self.drop(self.fuse(x)))
 
@@ -131,10 +129,8 @@ class PixelDecoderHead(nn.Module):
 class EmbeddingHead(nn.Module):
     """The feature map itself, ``[B, D, h, w]`` (NaN where no input was valid)."""
 
-    def forward(self, f: EncodedFeatures) -> torch.Tensor:
-        fm = f.feature_map.permute(0, 3, 1, 2)
-        invalid = ~f.token_valid[:, None].expand_as(fm)
-        return fm.masked_fill(invalid, float("nan"))
+    def forward(self, out: EncoderOutput, batch: EncoderBatch) -> torch.Tensor:
+        return out.feature_map.permute(0, 3, 1, 2)
 
 
 def pixel_channels(modalities: Sequence[str]) -> int:
@@ -166,19 +162,17 @@ class TaskModel(nn.Module):
         self.spec = spec
         self.encoder_trainable = True
 
-    def encode(self, batch: EncoderBatch) -> EncodedFeatures:
-        """Run the encoder (without autograd while it is frozen)."""
+    def encode(self, batch: EncoderBatch) -> EncoderOutput:
+        """Run the encoder (without autograd while it is frozen). The aggregates the heads read
+        (``feature_map``, ``pooled``) are computed here, under the same autograd rule."""
         grad = torch.is_grad_enabled() and self.encoder_trainable
         with torch.set_grad_enabled(grad):
             out = self.encoder(batch.inputs, batch.timestamps, batch.patch_size, batch.token_mask)
-            fm = out.feature_map  # NaN where no modality has a valid token
-            valid = ~torch.isnan(fm[..., 0])
-            pooled = torch.nan_to_num(out.pooled)
-            fm = torch.nan_to_num(fm)
-        return EncodedFeatures(pooled, fm, valid, batch)
+            out.feature_map  # noqa: B018 - a cached property: computed once, here
+        return out
 
     def forward(self, batch: EncoderBatch) -> torch.Tensor:
-        return self.head(self.encode(batch))
+        return self.head(self.encode(batch), batch)
 
     def set_encoder_trainable(self, trainable: bool) -> None:
         """Freeze (False) or unfreeze the encoder; a frozen encoder also runs in eval mode."""

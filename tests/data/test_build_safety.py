@@ -126,3 +126,26 @@ def test_build_kill9_then_rerun_is_byte_identical(tmp_path, s1_dir):
     for name, data in want.items():  # records name their own folder; otherwise equal bytes
         assert got[name].replace(killed_root.encode(), fresh_root.encode()) == data, name
     shutil.rmtree(tmp_path / "fresh")
+
+
+def test_output_of_the_earlier_layout_is_migrated_onto_the_work_store(tmp_path, s1_dir):
+    """Builds before the work store wrote the same ``windows/<name>.json`` markers without a
+    ``windows/store.json``: a rerun adopts them (nothing rebuilt, same files), says so, and a
+    folder whose ``windows/`` holds something else is a clear error."""
+    out = tmp_path / "out"
+    cfg = make_config(out, s1_dir)
+    first = build_dataset(cfg, executor="serial")
+    before = _files(out)
+    (out / "windows" / "store.json").unlink()  # the earlier layout: markers only
+    again = build_dataset(cfg, executor="serial")
+    assert sorted(again.skipped) == sorted(first.built + first.empty) and not again.built
+    assert [w for w in again.warnings if "migrated" in w]
+    assert _files(out) == before and (out / "windows" / "store.json").exists()
+
+    other = tmp_path / "other"
+    (other / "windows").mkdir(parents=True)
+    (other / "windows" / "notes.json").write_text('{"mine": 1}')
+    with pytest.raises(ValueError, match=r"notes\.json is not a window record .* choose another "
+                                         r"output_dir"):
+        build_dataset(make_config(other, s1_dir), executor="serial")
+    assert (other / "windows" / "notes.json").read_text() == '{"mine": 1}'

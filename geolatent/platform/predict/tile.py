@@ -82,7 +82,7 @@ class TilePredictor:
         batch = batch.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             feats = fm.model.encode(batch)
-            out = fm.model.head(feats).float()
+            out = fm.model.head(feats, batch).float()
         valid = feats.token_valid  # [N, c/p, c/p]
         if self.kind == "class":
             out = out.softmax(1)
