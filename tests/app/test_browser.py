@@ -53,10 +53,10 @@ def screenshot_on_failure(page, folder: Path, name: str):
         raise
 
 
-def login(page, url: str) -> None:
+def login(page, url: str, user: tuple[str, str] = ADMIN) -> None:
     page.goto(url + "/")
-    page.fill("input[name=username]", ADMIN[0])
-    page.fill("input[name=password]", ADMIN[1])
+    page.fill("input[name=username]", user[0])
+    page.fill("input[name=password]", user[1])
     page.click("#login-form button[type=submit]")
     page.wait_for_selector("#projects:not([hidden])")
 
@@ -69,6 +69,16 @@ def screen_xy(page, lon: float, lat: float) -> tuple[float, float]:
     box = page.locator("#map").bounding_box()
     p = page.evaluate("([lon, lat]) => __geolatent.map.project([lon, lat])", [lon, lat])
     return box["x"] + p["x"], box["y"] + p["y"]
+
+
+def draw_square(page, lon: float, lat: float, d: float) -> None:
+    """Draw a square polygon of half-side ``d`` degrees with the polygon tool (clicking the
+    first corner again closes it)."""
+    page.click("button[data-mode=polygon]")
+    corners = [(lon - d, lat - d), (lon + d, lat - d), (lon + d, lat + d), (lon - d, lat + d)]
+    for x, y in [*corners, corners[0]]:
+        page.mouse.click(*screen_xy(page, x, y))
+        page.wait_for_timeout(150)
 
 
 def labels_in_ui(page) -> list:
@@ -103,12 +113,8 @@ def test_login_create_sample_project_draw_label_reload(browser, sqlite_server, t
         project = page.evaluate("__geolatent.project")
         c = shape(project["aoi"]).centroid
         page.keyboard.press("2")  # forest, the second class
-        page.click("button[data-mode=polygon]")
         d = 0.003
-        corners = [(c.x - d, c.y - d), (c.x + d, c.y - d), (c.x + d, c.y + d), (c.x - d, c.y + d)]
-        for lon, lat in [*corners, corners[0]]:  # clicking the first point closes the polygon
-            page.mouse.click(*screen_xy(page, lon, lat))
-            page.wait_for_timeout(150)
+        draw_square(page, c.x, c.y, d)
         wait_saved(page)
         with Client(sqlite_server.url, *ADMIN) as api:
             feats = api.get(f"/api/projects/{project['id']}/features").json()
