@@ -5,35 +5,24 @@ against a real server on loopback; screenshots are saved on failure."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 from shapely.geometry import shape
 
-from .servers import ADMIN, Client
-from .test_browser import (  # noqa: F401 (browser is a fixture)
-    browser,
+from .browser import (  # noqa: F401 (browser_fixture provides the browser fixture)
+    browser_fixture,
     draw_square,
     login,
     screenshot_on_failure,
+    until,
     wait_js,
     wait_ready,
 )
+from .servers import ADMIN, Client
 
 pytestmark = pytest.mark.slow
 PASSWORD = "browser-password-123"
-
-
-def until(check, timeout: float = 20):
-    """Poll ``check()`` until it returns something truthy (the server's state after a UI
-    action); return it."""
-    deadline = time.monotonic() + timeout
-    while not (got := check()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{check} stayed false for {timeout} s")
-        time.sleep(0.2)
-    return got
 
 
 def test_tasks_and_members_from_admin_annotator_and_reviewer(browser, sqlite_server, tmp_path):
