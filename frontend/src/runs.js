@@ -40,6 +40,7 @@ function jobItem(j, isAdmin) {
   const li = document.createElement("li");
   li.dataset.job = j.id;
   li.dataset.status = j.status;
+  li.dataset.kind = j.kind;
   li.append(el("strong", `#${j.id} ${j.kind}`), ` ${j.status}`);
   const prog = document.createElement("progress");
   prog.max = 1; prog.value = j.progress;

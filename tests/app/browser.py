@@ -105,3 +105,24 @@ def until(check, timeout: float = 20):
             raise TimeoutError(f"{check} stayed false for {timeout} s")
         time.sleep(0.2)
     return got
+
+
+def finetune_predict_show(page, epochs: int) -> list[str]:
+    """From the Runs panel: fine-tune for ``epochs`` (the encoder field as it is), predict with
+    that model, show the map; returns the legend's entries. A failed job fails with its error."""
+    ended = "#jobs li[data-status=succeeded], #jobs li[data-status=failed]"
+    page.fill("#epochs", str(epochs))
+    page.click("#start-finetune")
+    page.wait_for_selector(ended, timeout=600_000)
+    assert page.locator("#jobs li[data-status=failed]").count() == 0, page.inner_text("#jobs")
+    assert page.locator("#jobs table.confusion").count() == 1  # metrics shown
+    page.click("#start-predict")
+    page.wait_for_selector("#jobs li[data-kind=predict][data-status=succeeded], "
+                           "#jobs li[data-kind=predict][data-status=failed]", timeout=600_000)
+    assert page.locator("#jobs li[data-status=failed]").count() == 0, page.inner_text("#jobs")
+    with page.expect_response(lambda r: "/tiles/" in r.url and "/jobs/" in r.url
+                              and r.status == 200, timeout=30_000):
+        page.click("text=Show on map")
+    assert page.locator("#legend").is_visible()
+    assert page.evaluate("!!__geolatent.map.getLayer('result')")
+    return page.locator("#legend div").all_inner_texts()

@@ -16,6 +16,7 @@ from shapely.geometry import shape
 from .browser import (  # noqa: F401 (browser_fixture provides the browser fixture)
     browser_fixture,
     draw_square,
+    finetune_predict_show,
     labels_in_ui,
     login,
     screen_xy,
@@ -110,22 +111,9 @@ def test_runs_from_the_ui_finetune_predict_result_layer_with_legend(browser, sql
         page.goto(f"{sqlite_server.url}/#/project/{project['id']}")
         wait_ready(page)
         page.fill("#encoder", "nano")  # a random Nano encoder: a smoke run
-        page.fill("#epochs", "2")
-        page.click("#start-finetune")
-        page.wait_for_selector("#jobs li[data-status=succeeded]", timeout=600_000)
-        assert page.locator("#jobs table.confusion").count() == 1  # metrics shown
-        page.click("#start-predict")
-        page.wait_for_selector("#jobs li[data-status=succeeded] >> text=Show on map",
-                               timeout=600_000)
-        with page.expect_response(lambda r: "/tiles/" in r.url and "/jobs/" in r.url
-                                  and r.status == 200, timeout=30_000):
-            page.click("text=Show on map")
-        legend = page.locator("#legend")
-        assert legend.is_visible()
+        shown = set(finetune_predict_show(page, epochs=2))
         names = {c["name"] for c in project["label_schema"]["classes"]}
-        shown = set(legend.locator("div").all_inner_texts())
         assert shown and shown <= names
-        assert page.evaluate("!!__geolatent.map.getLayer('result')")
         if os.environ.get("GEOLATENT_APP_SCREENSHOT_RUNS"):
             page.wait_for_timeout(1500)
             page.screenshot(path=os.environ["GEOLATENT_APP_SCREENSHOT_RUNS"])

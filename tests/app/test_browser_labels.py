@@ -10,24 +10,15 @@ import uuid
 import pytest
 from shapely.geometry import shape
 
-from .browser import (  # noqa: F401 (browser_fixture provides the browser fixture)
-    browser_fixture,
-    draw_square,
-    login,
-    screen_xy,
-    screenshot_on_failure,
-    until,
-    wait_js,
-    wait_ready,
-    wait_saved,
-)
+from . import browser as ui
+from .browser import browser_fixture  # noqa: F401 (provides the browser fixture)
 from .servers import ADMIN, Client
 
 pytestmark = pytest.mark.slow
 
 
 def parts_in_ui(page) -> list:
-    """The drawn polygons' (label, centroid) as Terra Draw holds them."""
+    """The labels of the drawn polygons (one per part) as Terra Draw holds them."""
     return page.evaluate("__geolatent.draw.getSnapshot().filter(f => f.properties.mode === "
                          "'polygon').map(f => f.properties.label)")
 
@@ -49,57 +40,57 @@ def test_multipolygon_edited_part_by_part_with_versioned_saves(browser, sqlite_s
         "label": "water"}).json()
     stored = lambda: api.get(f"/api/projects/{pid}/features").json()  # noqa: E731
     page = browser.new_page(viewport={"width": 1280, "height": 860})
-    with screenshot_on_failure(page, tmp_path, "multipart"):
-        login(page, sqlite_server.url)
+    with ui.screenshot_on_failure(page, tmp_path, "multipart"):
+        ui.login(page, sqlite_server.url)
         page.goto(f"{sqlite_server.url}/#/project/{pid}")
-        wait_ready(page)
+        ui.wait_ready(page)
         assert parts_in_ui(page) == ["water", "water"]  # editable, not read-only
         assert page.evaluate("__geolatent.readonly.size") == 0
         page.click("button[data-mode=select]")
         # drag the east part 0.002 deg north: one save, still one MultiPolygon
-        x, y = screen_xy(page, *east)
+        x, y = ui.screen_xy(page, *east)
         page.mouse.click(x, y)
-        wait_js(page, "__geolatent.selected !== null")
-        to = screen_xy(page, east[0], east[1] + 0.002)
+        ui.wait_js(page, "__geolatent.selected !== null")
+        to = ui.screen_xy(page, east[0], east[1] + 0.002)
         page.mouse.move(x, y)
         page.mouse.down()
         for k in range(1, 11):
             page.mouse.move(x + (to[0] - x) * k / 10, y + (to[1] - y) * k / 10)
         page.mouse.up()
-        f = until(lambda: (s := stored()[0])["version"] == 2 and s)
+        f = ui.until(lambda: (s := stored()[0])["version"] == 2 and s)
         assert f["id"] == feat["id"] and f["geometry"]["type"] == "MultiPolygon"
         polys = [shape({"type": "Polygon", "coordinates": p}) for p in f["geometry"]["coordinates"]]
         assert polys[0].centroid.y == pytest.approx(west[1], abs=1e-5)  # untouched
         assert polys[1].centroid.y - east[1] == pytest.approx(0.002, abs=3e-4)
         # a class key relabels every part
         page.keyboard.press("3")  # cropland
-        wait_saved(page)
+        ui.wait_saved(page)
         f = stored()[0]
         assert (f["version"], f["label"]) == (3, "cropland")
         assert parts_in_ui(page) == ["cropland", "cropland"]
         # add a third part south of the centre
         page.click("#add-part")
         south = (c.x, c.y - 0.003)
-        draw_square(page, *south, d)
-        f = until(lambda: (s := stored()[0])["version"] == 4 and s)
+        ui.draw_square(page, *south, d)
+        f = ui.until(lambda: (s := stored()[0])["version"] == 4 and s)
         assert len(f["geometry"]["coordinates"]) == 3
         assert shape(f["geometry"]).area == pytest.approx(3 * (2 * d) ** 2, rel=0.05)
         assert parts_in_ui(page) == ["cropland"] * 3
         # delete the west part only: the feature stays, with two parts
         page.click("button[data-mode=select]")
-        page.mouse.click(*screen_xy(page, *west))
-        wait_js(page, "__geolatent.selected !== null")
+        page.mouse.click(*ui.screen_xy(page, *west))
+        ui.wait_js(page, "__geolatent.selected !== null")
         page.click("#delete")
-        f = until(lambda: (s := stored()[0])["version"] == 5 and s)
+        f = ui.until(lambda: (s := stored()[0])["version"] == 5 and s)
         assert len(f["geometry"]["coordinates"]) == 2
         assert not shape(f["geometry"]).contains(shape({"type": "Point", "coordinates": west}))
         # undo brings the part back (a new version, nothing overwritten)
         page.click("#undo")
-        f = until(lambda: (s := stored()[0])["version"] == 6 and s)
+        f = ui.until(lambda: (s := stored()[0])["version"] == 6 and s)
         assert len(f["geometry"]["coordinates"]) == 3
         assert shape(f["geometry"]).contains(shape({"type": "Point", "coordinates": west}))
         page.reload()
-        wait_ready(page)
+        ui.wait_ready(page)
         assert parts_in_ui(page) == ["cropland"] * 3
     assert [x["id"] for x in stored()] == [feat["id"]]  # one feature throughout
     page.close()
@@ -109,14 +100,14 @@ def test_multipolygon_edited_part_by_part_with_versioned_saves(browser, sqlite_s
 def test_numeric_target_values_checked_against_the_range(browser, sqlite_server, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 860})
     api = Client(sqlite_server.url, *ADMIN)
-    with screenshot_on_failure(page, tmp_path, "numeric"):
-        login(page, sqlite_server.url)
+    with ui.screenshot_on_failure(page, tmp_path, "numeric"):
+        ui.login(page, sqlite_server.url)
         page.fill("#new-project input[name=name]", f"biomass-{uuid.uuid4().hex[:6]}")
         page.select_option("#new-project select[name=labels]", "value")
         page.fill("#new-project input[name=min]", "0")
         page.fill("#new-project input[name=max]", "250")
         page.click("#new-project button[type=submit]")
-        wait_ready(page)
+        ui.wait_ready(page)
         project = page.evaluate("__geolatent.project")
         assert project["label_schema"] == {"kind": "value", "classes": [], "min": 0.0,
                                            "max": 250.0}
@@ -128,13 +119,13 @@ def test_numeric_target_values_checked_against_the_range(browser, sqlite_server,
         # the value for the next features, then draw one
         page.fill("#value", "120.5")
         page.press("#value", "Enter")
-        draw_square(page, c.x, c.y, 0.003)
-        wait_saved(page)
+        ui.draw_square(page, c.x, c.y, 0.003)
+        ui.wait_saved(page)
         assert [f["label"] for f in stored()] == ["120.5"]
         # an out-of-range value is refused in the UI and never saved
         page.click("button[data-mode=select]")
-        page.mouse.click(*screen_xy(page, c.x, c.y))
-        wait_js(page, "__geolatent.selected !== null")
+        page.mouse.click(*ui.screen_xy(page, c.x, c.y))
+        ui.wait_js(page, "__geolatent.selected !== null")
         assert page.input_value("#value") == "120.5"
         page.fill("#value", "300")
         page.click("#value-form button[type=submit]")
@@ -145,13 +136,13 @@ def test_numeric_target_values_checked_against_the_range(browser, sqlite_server,
         assert [(f["label"], f["version"]) for f in stored()] == [("120.5", 1)]
         page.fill("#value", "7")
         page.press("#value", "Enter")
-        wait_saved(page)
+        ui.wait_saved(page)
         assert [(f["label"], f["version"]) for f in stored()] == [("7.0", 2)]
         assert page.inner_text("#value-error") == ""
         page.keyboard.press("Escape")
         page.keyboard.press("1")  # class keys do nothing in a numeric project
         page.reload()
-        wait_ready(page)
+        ui.wait_ready(page)
         assert page.evaluate("__geolatent.draw.getSnapshot().filter(f => f.properties.mode "
                              "=== 'polygon').map(f => f.properties.label)") == ["7.0"]
         assert [(f["label"], f["version"]) for f in stored()] == [("7.0", 2)]

@@ -10,15 +10,8 @@ import uuid
 import pytest
 from shapely.geometry import shape
 
-from .browser import (  # noqa: F401 (browser_fixture provides the browser fixture)
-    browser_fixture,
-    draw_square,
-    login,
-    screenshot_on_failure,
-    until,
-    wait_js,
-    wait_ready,
-)
+from . import browser as ui
+from .browser import browser_fixture  # noqa: F401 (provides the browser fixture)
 from .servers import ADMIN, Client
 
 pytestmark = pytest.mark.slow
@@ -44,10 +37,10 @@ def test_tasks_and_members_from_admin_annotator_and_reviewer(browser, sqlite_ser
                        api.get(f"/api/projects/{pid}/members").json()}
 
     admin = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-    with screenshot_on_failure(admin, tmp_path, "tasks-admin"):
-        login(admin, url)
+    with ui.screenshot_on_failure(admin, tmp_path, "tasks-admin"):
+        ui.login(admin, url)
         admin.goto(f"{url}/#/project/{pid}")
-        wait_ready(admin)
+        ui.wait_ready(admin)
         for role, name in users.items():
             admin.fill("#add-member input[name=username]", name)
             admin.select_option("#add-member select[name=role]", role)
@@ -56,7 +49,7 @@ def test_tasks_and_members_from_admin_annotator_and_reviewer(browser, sqlite_ser
         assert members() == {ADMIN[0]: "admin", ann: "annotator", rev: "reviewer",
                              users["viewer"]: "viewer"}
         admin.select_option(f"#members li[data-member='{users['viewer']}'] select", "reviewer")
-        until(lambda: members()[users["viewer"]] == "reviewer")
+        ui.until(lambda: members()[users["viewer"]] == "reviewer")
         admin.click(f"#members li[data-member='{users['viewer']}'] >> text=Remove")
         admin.wait_for_selector(f"#members li[data-member='{users['viewer']}']", state="detached")
         assert users["viewer"] not in members()
@@ -70,8 +63,8 @@ def test_tasks_and_members_from_admin_annotator_and_reviewer(browser, sqlite_ser
         admin.fill("#new-task input[name=name]", "block A")
         admin.select_option("#new-task select[name=assignee]", ann)
         admin.click("#task-draw")
-        draw_square(admin, c.x, c.y, 0.004)
-        wait_js(admin, "document.querySelector('#task-area').textContent === 'drawn area'")
+        ui.draw_square(admin, c.x, c.y, 0.004)
+        ui.wait_js(admin, "document.querySelector('#task-area').textContent === 'drawn area'")
         admin.click("#new-task button[type=submit]")
         admin.wait_for_selector("#tasks li[data-status=pending]")
         # a second one over the whole project area, left unassigned
@@ -92,19 +85,19 @@ def test_tasks_and_members_from_admin_annotator_and_reviewer(browser, sqlite_ser
         # reassign to the reviewer and back
         sel = f"#tasks li[data-task='{block['id']}'] select.task-assignee"
         admin.select_option(sel, rev)
-        until(lambda: tasks()[0]["assignee"] == rev)
+        ui.until(lambda: tasks()[0]["assignee"] == rev)
         admin.wait_for_selector(f"#tasks li[data-task='{block['id']}'] >> text={rev}")
         admin.select_option(sel, ann)
-        until(lambda: tasks()[0]["assignee"] == ann)
+        ui.until(lambda: tasks()[0]["assignee"] == ann)
 
     annotator = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-    with screenshot_on_failure(annotator, tmp_path, "tasks-annotator"):
-        login(annotator, url, (ann, PASSWORD))
+    with ui.screenshot_on_failure(annotator, tmp_path, "tasks-annotator"):
+        ui.login(annotator, url, (ann, PASSWORD))
         link = annotator.locator("#my-tasks a")
         assert link.all_inner_texts() == ["block A"]
         link.click()
-        wait_ready(annotator)
-        wait_js(annotator, f"__geolatent.focusTask === {block['id']}")
+        ui.wait_ready(annotator)
+        ui.wait_js(annotator, f"__geolatent.focusTask === {block['id']}")
         assert annotator.evaluate(f"__geolatent.map.getBounds().contains([{c.x}, {c.y}])")
         # "only my tasks" is on for annotators: the unassigned task is hidden
         assert annotator.locator("#tasks li").count() == 1
@@ -116,34 +109,34 @@ def test_tasks_and_members_from_admin_annotator_and_reviewer(browser, sqlite_ser
         assert choices == ["pending", "in_progress", "completed", "to_be_reviewed"]
         assert annotator.locator("#tasks select.task-assignee").count() == 0  # admins only
         annotator.select_option(status, "to_be_reviewed")
-        until(lambda: tasks()[0]["status"] == "to_be_reviewed")
+        ui.until(lambda: tasks()[0]["status"] == "to_be_reviewed")
 
     reviewer = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-    with screenshot_on_failure(reviewer, tmp_path, "tasks-reviewer"):
-        login(reviewer, url, (rev, PASSWORD))
+    with ui.screenshot_on_failure(reviewer, tmp_path, "tasks-reviewer"):
+        ui.login(reviewer, url, (rev, PASSWORD))
         reviewer.goto(f"{url}/#/project/{pid}")
-        wait_ready(reviewer)
+        ui.wait_ready(reviewer)
         item = f"#tasks li[data-task='{block['id']}']"
         reviewer.click(f"{item} >> text=Reject")
         reviewer.wait_for_selector("#task-error >> text=needs a comment")
         assert tasks()[0]["status"] == "to_be_reviewed"
         reviewer.fill(f"{item} input.review-comment", "the river bank is missing")
         reviewer.click(f"{item} >> text=Reject")
-        got = until(lambda: (t := tasks()[0])["status"] == "in_progress" and t)
+        got = ui.until(lambda: (t := tasks()[0])["status"] == "in_progress" and t)
         assert got["review_comment"] == "the river bank is missing"
         reviewer.wait_for_selector(f"{item} >> text=review: the river bank is missing")
 
-    with screenshot_on_failure(annotator, tmp_path, "tasks-annotator-2"):
+    with ui.screenshot_on_failure(annotator, tmp_path, "tasks-annotator-2"):
         annotator.reload()
-        wait_ready(annotator)
+        ui.wait_ready(annotator)
         annotator.select_option(f"#tasks li[data-task='{block['id']}'] select.task-status",
                                 "to_be_reviewed")
-        until(lambda: tasks()[0]["status"] == "to_be_reviewed")
-    with screenshot_on_failure(reviewer, tmp_path, "tasks-reviewer-2"):
+        ui.until(lambda: tasks()[0]["status"] == "to_be_reviewed")
+    with ui.screenshot_on_failure(reviewer, tmp_path, "tasks-reviewer-2"):
         reviewer.reload()
-        wait_ready(reviewer)
+        ui.wait_ready(reviewer)
         reviewer.click(f"#tasks li[data-task='{block['id']}'] >> text=Accept")
-        until(lambda: tasks()[0]["status"] == "reviewed")
+        ui.until(lambda: tasks()[0]["status"] == "reviewed")
         reviewer.wait_for_selector(f"#tasks li[data-task='{block['id']}'][data-status=reviewed]")
     for page in (admin, annotator, reviewer):
         page.context.close()
