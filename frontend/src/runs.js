@@ -2,7 +2,7 @@
 // read their metrics, and show a prediction on the map with its legend (class colours and
 // names, or the colour ramp of a numeric target).
 import { $, api, button, detail, el, state } from "./api.js";
-import { range } from "./labels.js";
+import { numeric, range } from "./labels.js";
 import { rampLegend } from "./ramp.js";
 
 let polling = null;
@@ -13,6 +13,8 @@ export async function loadJobs() {
   if (!$("#encoder").value) $("#encoder").value = state.project.model || "";
   $("#start-finetune").onclick = () => startJob("finetune", {
     epochs: Number($("#epochs").value), ...($("#encoder").value ? { encoder: $("#encoder").value } : {}),
+    // a numeric target is learnt per pixel (classes: the server's default, segmentation)
+    ...(numeric() ? { task: "pixel_regression" } : {}),
   });
   $("#start-predict").onclick = () => {
     const ft = state.jobs.find((j) => j.kind === "finetune" && j.status === "succeeded"); // newest first

@@ -150,3 +150,35 @@ def test_numeric_target_values_checked_against_the_range(browser, sqlite_server,
         assert page.locator("#value-legend .ramp-ends").inner_text().split() == ["0", "250"]
     page.close()
     api.close()
+
+
+def test_numeric_target_finetune_from_the_ui_reports_regression_metrics(browser, sqlite_server,
+                                                                      tmp_path):
+    from .test_jobs import label_polygons
+
+    api = Client(sqlite_server.url, *ADMIN)
+    project = api.post("/api/projects", json={
+        "name": f"regression-{uuid.uuid4().hex[:6]}", "imagery": {"type": "sample"},
+        "label_schema": {"kind": "value", "min": 0, "max": 100}}).json()
+    for i, f in enumerate(label_polygons(30)):  # the sample's land-cover polygons, as values
+        f["label"] = str(10.0 * (i % 7))
+        assert api.post(f"/api/projects/{project['id']}/features", json=f).status_code == 201
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    with ui.screenshot_on_failure(page, tmp_path, "regression"):
+        ui.login(page, sqlite_server.url)
+        page.goto(f"{sqlite_server.url}/#/project/{project['id']}")
+        ui.wait_ready(page)
+        page.fill("#encoder", "nano")  # a random Nano encoder: a smoke run
+        page.fill("#epochs", "1")
+        page.click("#start-finetune")
+        page.wait_for_selector("#jobs li[data-status=succeeded], #jobs li[data-status=failed]",
+                               timeout=600_000)
+        assert page.locator("#jobs li[data-status=failed]").count() == 0, page.inner_text("#jobs")
+        job = api.get(f"/api/projects/{project['id']}/jobs").json()[0]
+        assert job["params"]["task"] == "pixel_regression"
+        val = job["result"]["metrics"]["val"]
+        shown = page.inner_text("#jobs li[data-kind=finetune]")
+        assert f"RMSE {val['rmse']:.2f}" in shown and f"MAE {val['mae']:.2f}" in shown
+        assert "accuracy" not in shown
+    page.close()
+    api.close()
