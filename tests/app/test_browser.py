@@ -5,91 +5,30 @@ Screenshots are saved under pytest's temp folder when a step fails (the path is 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from shapely.geometry import shape
 
+from .browser import (  # noqa: F401 (browser_fixture provides the browser fixture)
+    browser_fixture,
+    draw_square,
+    finetune_predict_show,
+    labels_in_ui,
+    login,
+    screen_xy,
+    screenshot_on_failure,
+    wait_js,
+    wait_ready,
+    wait_saved,
+)
 from .servers import ADMIN, Client
 from .test_api import square
 
-CHROMIUM = os.environ.get("GEOLATENT_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-STATIC = Path(__file__).resolve().parents[2] / "geolatent" / "app" / "static" / "index.html"
-
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip("chromium not found: apt-get install -y chromium (make test installs it)")
-    if not STATIC.exists():
-        pytest.skip("the web UI is not built: run `make frontend`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
-
-
-@contextlib.contextmanager
-def screenshot_on_failure(page, folder: Path, name: str):
-    try:
-        yield
-    except BaseException:
-        path = folder / f"{name}-failure.png"
-        with contextlib.suppress(Exception):
-            page.screenshot(path=str(path), full_page=True)
-        print(f"screenshot of the failure: {path}")
-        raise
-
-
-def login(page, url: str) -> None:
-    page.goto(url + "/")
-    page.fill("input[name=username]", ADMIN[0])
-    page.fill("input[name=password]", ADMIN[1])
-    page.click("#login-form button[type=submit]")
-    page.wait_for_selector("#projects:not([hidden])")
-
-
-def wait_ready(page) -> None:
-    page.wait_for_selector("body[data-ready='1']", timeout=30000)
-
-
-def screen_xy(page, lon: float, lat: float) -> tuple[float, float]:
-    box = page.locator("#map").bounding_box()
-    p = page.evaluate("([lon, lat]) => __geolatent.map.project([lon, lat])", [lon, lat])
-    return box["x"] + p["x"], box["y"] + p["y"]
-
-
-def labels_in_ui(page) -> list:
-    return page.evaluate("__geolatent.draw.getSnapshot().filter(f => "
-                         "['polygon','point'].includes(f.properties.mode))"
-                         ".map(f => f.properties.label)")
-
-
-def wait_js(page, expression: str, timeout: float = 20) -> None:
-    """Poll a JS expression with page.evaluate (the app's CSP forbids eval, which
-    Playwright's wait_for_function uses)."""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{expression} stayed false for {timeout} s")
-        page.wait_for_timeout(100)
-
-
-def wait_saved(page) -> None:
-    wait_js(page, "document.querySelector('#save-status').textContent === 'saved' && "
-                  "__geolatent.saving === 0")
 
 
 def test_login_create_sample_project_draw_label_reload(browser, sqlite_server, tmp_path):
@@ -103,12 +42,8 @@ def test_login_create_sample_project_draw_label_reload(browser, sqlite_server, t
         project = page.evaluate("__geolatent.project")
         c = shape(project["aoi"]).centroid
         page.keyboard.press("2")  # forest, the second class
-        page.click("button[data-mode=polygon]")
         d = 0.003
-        corners = [(c.x - d, c.y - d), (c.x + d, c.y - d), (c.x + d, c.y + d), (c.x - d, c.y + d)]
-        for lon, lat in [*corners, corners[0]]:  # clicking the first point closes the polygon
-            page.mouse.click(*screen_xy(page, lon, lat))
-            page.wait_for_timeout(150)
+        draw_square(page, c.x, c.y, d)
         wait_saved(page)
         with Client(sqlite_server.url, *ADMIN) as api:
             feats = api.get(f"/api/projects/{project['id']}/features").json()
@@ -176,22 +111,9 @@ def test_runs_from_the_ui_finetune_predict_result_layer_with_legend(browser, sql
         page.goto(f"{sqlite_server.url}/#/project/{project['id']}")
         wait_ready(page)
         page.fill("#encoder", "nano")  # a random Nano encoder: a smoke run
-        page.fill("#epochs", "2")
-        page.click("#start-finetune")
-        page.wait_for_selector("#jobs li[data-status=succeeded]", timeout=600_000)
-        assert page.locator("#jobs table.confusion").count() == 1  # metrics shown
-        page.click("#start-predict")
-        page.wait_for_selector("#jobs li[data-status=succeeded] >> text=Show on map",
-                               timeout=600_000)
-        with page.expect_response(lambda r: "/tiles/" in r.url and "/jobs/" in r.url
-                                  and r.status == 200, timeout=30_000):
-            page.click("text=Show on map")
-        legend = page.locator("#legend")
-        assert legend.is_visible()
+        shown = set(finetune_predict_show(page, epochs=2))
         names = {c["name"] for c in project["label_schema"]["classes"]}
-        shown = set(legend.locator("div").all_inner_texts())
         assert shown and shown <= names
-        assert page.evaluate("!!__geolatent.map.getLayer('result')")
         if os.environ.get("GEOLATENT_APP_SCREENSHOT_RUNS"):
             page.wait_for_timeout(1500)
             page.screenshot(path=os.environ["GEOLATENT_APP_SCREENSHOT_RUNS"])
