@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import yaml
 import zarr
 from archive_fixtures import write_sample
 from typer.testing import CliRunner
@@ -33,13 +32,7 @@ REPO = HERE.parents[1]
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sample")
-    s = write_sample(d)
-    cfg = d / "data.yaml"
-    cfg.write_text(yaml.safe_dump({"sources": [s["sources"][0].model_dump(mode="json")]}))
-    s["config"] = cfg
-    s["dir"] = d
-    return s
+    return write_sample(tmp_path_factory.mktemp("sample"))
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import shapely
 import torch
-import yaml
 import zarr
 from archive_fixtures import ORIGIN, WIDTH, write_sample
 from shapely.geometry import box, mapping
@@ -43,16 +42,13 @@ def _v13() -> Path:
 @pytest.fixture(scope="module")
 def strip(tmp_path_factory):
     """The sample scene, and an area of its top 32 rows (two 64 px tiles)."""
-    d = tmp_path_factory.mktemp("pixel")
-    s = write_sample(d)
-    cfg = d / "data.yaml"
-    cfg.write_text(yaml.safe_dump({"sources": [s["sources"][0].model_dump(mode="json")]}))
+    s = write_sample(tmp_path_factory.mktemp("pixel"))
     x0, y1 = ORIGIN
     area = box(x0 + 5, y1 - ROWS * 10 + 5, x0 + WIDTH * 10 - 5, y1 - 5)
     ll = reproject_geometry(shapely.segmentize(area, 20), s["scene"].crs.to_string(), WGS84)
-    aoi = d / "strip.geojson"
+    aoi = s["dir"] / "strip.geojson"
     aoi.write_text(json.dumps(mapping(ll)))
-    return {"dir": d, "config": cfg, "aoi": aoi, "sources": s["sources"]}
+    return dict(s, aoi=aoi)
 
 
 def _env() -> dict:
