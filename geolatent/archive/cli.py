@@ -21,7 +21,8 @@ def _fail(e: Exception) -> None:
 
 @app.command("build")
 def build_command(
-    model: str = typer.Option(..., "--model", help="model folder (geolatent or v1 release)"),
+    model: str = typer.Option(..., "--model", help="model folder or release id (a v1.3 "
+                              "model gives a per-pixel archive)"),
     aoi: Path = typer.Option(..., "--aoi", help="area: GeoJSON / GeoPackage / Shapefile"),
     start: str = typer.Option(..., "--start", help="first date (ISO), inclusive"),
     end: str = typer.Option(..., "--end", help="last date (ISO), inclusive"),
