@@ -192,6 +192,7 @@ def test_per_pixel_build_resumes(pixel_built, strip, tmp_path):
                  location_patch_size=2)
 
 
+@pytest.mark.slow
 def test_options_a_model_cannot_serve_say_what_to_change(strip, fixture_dir, tmp_path):
     from typer.testing import CliRunner
 
@@ -216,6 +217,7 @@ def _torchrun() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
 
 
+@pytest.mark.slow
 def test_torchrun_takes_start_for_its_own_option_without_the_separator(strip, tmp_path):
     """Why the separator is needed: torchrun's argparse abbreviates options, also after the
     script, so ``--start`` is read as torchrun's ``--start-method`` before any rank runs."""
