@@ -4,7 +4,9 @@ Three parts (all on this machine; CPU model and flags are printed):
 
 1. ``build``: km² per second of :func:`geolatent.archive.build` over the built-in sample scene
    (GeoTIFFs, Sentinel-2, 3 monthly steps, ``--scene`` px square, 64 px tiles, p=4) with Nano
-   and Base architectures (random weights saved to a folder: same compute as trained weights).
+   and Base architectures (random weights saved to a folder: same compute as trained weights);
+   ``--models base@v1.3`` adds the v1.3 Base architecture's location-embedding archives, per
+   pixel (10 m) and per patch (40 m), with their store size per km².
 2. ``size``: bytes of the ``embeddings`` array per km² for float32 / float16 / int8, the same
    vectors (the float32 Nano build) written with the archive's layout and compression.
 3. ``search``: ``--vectors`` (default 1 million; ``--vectors 10000000`` for the issue's figure)
@@ -85,18 +87,30 @@ def bench_build(work: Path, scene_px: int, sizes: list[str]) -> dict:
     ll = reproject_geometry(shapely.segmentize(area, 20), "EPSG:32633", WGS84)
     (work / "area.geojson").write_text(_json.dumps(mapping(ll)))
     out = {}
-    for size in sizes:
-        mdir = work / f"model_{size}"
-        save_model(build_model(size), mdir)
-        for dtype in (["float32"] if size == sizes[0] else []) + ["int8"]:
-            store = work / f"{size}_{dtype}.zarr"
-            r = ga.build(mdir, work / "area.geojson", "2024-01-01", "2024-03-31", store,
-                         sources=[src], dtype=dtype, tile_size=64)
-            out[f"{size}_{dtype}"] = {"km2": round(r.area_km2, 3), "seconds": round(r.seconds, 2),
-                                      "km2_per_s": round(r.km2_per_s, 4), "tiles": r.tiles_total,
-                                      "dequantization_cosine": r.dequantization_cosine}
-            print(f"build {size} {dtype}: {r.area_km2:.2f} km2, {r.tiles_total} tiles in "
-                  f"{r.seconds:.1f} s = {r.km2_per_s:.4f} km2/s (PCA fit included)", flush=True)
+    for spec in sizes:
+        size, _, version = spec.partition("@")
+        version = version or "v1"
+        mdir = work / f"model_{size}_{version}"
+        save_model(build_model(size, version), mdir)
+        # v1.3 (location tokens): per pixel (s=1, the default) and one vector per patch (s=p)
+        runs = [("int8", None)] if version != "v1.3" else [("int8", 1), ("int8", 4)]
+        if spec == sizes[0]:
+            runs.insert(0, ("float32", runs[0][1]))
+        for dtype, s in runs:
+            name = f"{spec}_{dtype}" + ("" if s is None else f"_s{s}")
+            r = ga.build(mdir, work / "area.geojson", "2024-01-01", "2024-03-31",
+                         work / f"{name}.zarr", sources=[src], dtype=dtype, tile_size=64,
+                         location_patch_size=s)  # fmt: skip
+            out[name] = {"km2": round(r.area_km2, 3), "seconds": round(r.seconds, 2),
+                         "km2_per_s": round(r.km2_per_s, 4), "tiles": r.tiles_total,
+                         "vectors": r.vectors, "vectors_per_s": round(r.vectors / r.seconds, 1),
+                         "store_mb_per_km2": round(du(work / f"{name}.zarr" / "zones") / 1e6
+                                                   / r.area_km2, 3),
+                         "dequantization_cosine": r.dequantization_cosine}  # fmt: skip
+            what = "patch vectors, PCA fit included" if s is None else \
+                f"location embedding, one vector per {s}x{s} px"
+            print(f"build {name}: {r.area_km2:.2f} km2, {r.vectors} vectors, {r.tiles_total} "
+                  f"tiles in {r.seconds:.1f} s = {r.km2_per_s:.4f} km2/s ({what})", flush=True)
     return out
 
 
@@ -235,7 +249,8 @@ def bench_search(work: Path, n_vectors: int, queries: int, nprobe: int | None) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", nargs="+", default=["build", "size", "search"])
-    ap.add_argument("--models", nargs="+", default=["nano", "base"])
+    ap.add_argument("--models", nargs="+", default=["nano", "base"],
+                    help="sizes, SIZE@VERSION for a release version (base@v1.3: per pixel)")
     ap.add_argument("--scene", type=int, default=128, help="sample scene side in pixels")
     ap.add_argument("--vectors", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=100)

@@ -9,7 +9,8 @@
     matches = geolatent.archive.open("region.zarr").search("positives.geojson", top=50)
     matches.write_geojson("matches.geojson")
 
-See :mod:`.build` (pipeline), :mod:`.store` (Zarr v3 layout and ``geoemb:`` attributes),
+See :mod:`.build` (pipeline), :mod:`.vectors` (what is stored: patch vectors, or per-pixel
+location embeddings of v1.3 models), :mod:`.store` (Zarr v3 layout and ``geoemb:`` attributes),
 :mod:`.quantize` (int8 rule), :mod:`.search` (query, exact and index search),
 :mod:`.index` (FAISS), :mod:`.alphaearth` (Satellite Embedding COGs read in place) and
 ``docs/archive.md``.

@@ -14,18 +14,23 @@ Pipeline (on the tiled-run driver, :mod:`geolatent.data.run`)::
        GeoParquet samples; its nodes moved into ``out``, the root ``zarr.json`` last
     -> store.discard()
 
-One vector per ``p x p`` patch (``10 * p`` m pixels), the feature map of
+What is stored per location (:mod:`.vectors`): for models without location tokens (v1,
+v1.1, v1.2) one vector per ``p x p`` patch (``10 * p`` m pixels), the feature map of
 :func:`geolatent.model.embed.embed` (the mean over time steps and bandsets of the encoder's
-tokens at that patch). Each tile is embedded on its own (no overlap margin); v1 encodes a window
-as a whole, so a patch's vector depends on the tile it sits in, as for any tiled run.
+tokens at that patch); for models with location tokens (v1.3) one vector per pixel (10 m; per
+``s x s`` pixels with ``location_patch_size=s``), the model's distilled location embedding.
+Each tile is embedded on its own (no overlap margin); the encoder sees a window as a whole, so
+a vector depends on the tile it sits in, as for any tiled run.
 
-Dimensions: the model's ``D`` dims (128 for Nano, 768 for Base) are reduced to ``dims`` (128 or
-64) by a PCA whose components are ordered by explained variance, then L2-normalized. OlmoEarth v1
-has no Matryoshka-trained (distilled) embedding, so taking the leading ``dims`` of the raw
-vector would keep arbitrary axes; PCA coordinates are nested by construction: the first ``k``
-coordinates are the best ``k``-dim linear summary, so every prefix listed in
+Dimensions: patch vectors (``D`` dims: 128 for Nano, 768 for Base) are reduced to ``dims``
+(128 or 64) by a PCA whose components are ordered by explained variance, then L2-normalized.
+These models have no Matryoshka-trained (distilled) embedding, so taking the leading ``dims``
+of the raw vector would keep arbitrary axes; PCA coordinates are nested by construction: the
+first ``k`` coordinates are the best ``k``-dim linear summary, so every prefix listed in
 ``geoemb:matryoshka_prefixes`` is a valid lower-dimensional embedding (renormalize after
-slicing). The PCA is fitted on up to ``pca_tiles`` tiles spread evenly over the plan.
+slicing). The PCA is fitted on up to ``pca_tiles`` tiles spread evenly over the plan. The
+distilled location embedding is Matryoshka-trained: ``dims`` is one of its widths and the
+stored vector is its prefix (``projection`` then holds that selection, no tile is sampled).
 
 Resumable with the driver's one scheme: the work store's fingerprint is the build's settings
 (model and weights, dims, dtype, patch and tile size, dates, area, imagery); the PCA is stored
@@ -59,6 +64,7 @@ from pydantic import TypeAdapter
 from geolatent.archive.quantize import (
     check_dtype,
     dequantization_cosine,
+    encode,
     quantization_attrs,
 )
 from geolatent.archive.store import (
@@ -70,7 +76,8 @@ from geolatent.archive.store import (
     create_zone,
     is_archive,
 )
-from geolatent.archive.tile import embed_arrays, encode_block, materialize_tile, project
+from geolatent.archive.tile import embed_arrays, materialize_tile, project
+from geolatent.archive.vectors import VectorPlan, plan_vectors
 from geolatent.data.config import SourceConfig
 from geolatent.data.executor import make_executor
 from geolatent.data.run import (
@@ -88,9 +95,8 @@ from geolatent.data.run import (
 )
 from geolatent.data.sources import Source, open_sources
 from geolatent.data.window import WGS84, Window, reproject_geometry, tile_windows
-from geolatent.modalities import BASE_RESOLUTION_M
 
-DIMS = (128, 64)
+DTYPES = ("int8", "float16", "float32")
 Progress = Callable[[int, int], None]
 
 
@@ -208,9 +214,10 @@ def archive_imagery(imagery: str, aoi, start: str | date, end: str | date, *,
                                 collection=collection, **overrides))
 
 
-def plan_zones(area_wgs84, windows: Sequence[Window], tile_size: int, patch_size: int
+def plan_zones(area_wgs84, windows: Sequence[Window], tile_size: int, cell: int
                ) -> dict[str, tuple[ZoneGrid, list[Window]]]:
-    """Group build tiles by CRS and fix each zone's output grid."""
+    """Group build tiles by CRS and fix each zone's output grid (output pixels of ``cell x
+    cell`` input pixels)."""
     by_crs: dict[str, list[Window]] = {}
     for w in windows:
         by_crs.setdefault(w.crs, []).append(w)
@@ -221,17 +228,18 @@ def plan_zones(area_wgs84, windows: Sequence[Window], tile_size: int, patch_size
         c1 = max(w.pixel_bounds[2] for w in ws)
         r1 = max(w.pixel_bounds[3] for w in ws)
         grid = ZoneGrid(crs, c0, r0, (r1 - r0) // tile_size, (c1 - c0) // tile_size, tile_size,
-                        patch_size, ws[0].resolution)  # fmt: skip
+                        cell, ws[0].resolution)  # fmt: skip
         ws.sort(key=lambda w: (w.pixel_bounds[1], w.pixel_bounds[0]))
         out[crs] = (grid, ws)
     return out
 
 
-def area_mask(area_wgs84, window: Window, patch_size: int) -> np.ndarray:
-    """bool ``[H/p, W/p]``: output pixels whose centre lies inside the area."""
+def area_mask(area_wgs84, window: Window, cell: int) -> np.ndarray:
+    """bool ``[H/c, W/c]``: output pixels (``cell x cell`` input pixels) whose centre lies
+    inside the area."""
     geom = reproject_geometry(shapely.segmentize(area_wgs84, 0.001), WGS84, window.crs)
-    t = window.transform @ window.transform.scale(patch_size)
-    h, w = window.height // patch_size, window.width // patch_size
+    t = window.transform @ window.transform.scale(cell)
+    h, w = window.height // cell, window.width // cell
     return rasterio.features.geometry_mask([geom], (h, w), t, invert=True, all_touched=False)
 
 
@@ -250,10 +258,13 @@ def sources_key(srcs: Sequence[Source]) -> list[dict]:
     return sorted(out, key=lambda c: json.dumps(c, sort_keys=True))
 
 
-def _signature(ident: dict, dims: int, dtype: str, patch_size: int, tile_size: int,
+def _signature(ident: dict, vec: VectorPlan, dtype: str, tile_size: int,
                time_range: tuple[date, date], area_wgs84, srcs: Sequence[Source]) -> dict:
-    return {"model": ident["id"], "revision": ident["revision"], "dims": dims, "dtype": dtype,
-            "patch_size": patch_size, "tile_size": tile_size,
+    # location vectors add their cell; patch archives keep the keys (and fingerprints) they had
+    loc = {} if vec.location_patch_size is None else \
+        {"vectors": vec.source, "location_patch_size": vec.location_patch_size}
+    return {"model": ident["id"], "revision": ident["revision"], "dims": vec.dims,
+            "dtype": dtype, "patch_size": vec.patch_size, "tile_size": tile_size, **loc,
             "time_range": [time_range[0].isoformat(), time_range[1].isoformat()],
             "area_sha256": hashlib.sha256(shapely.to_wkb(area_wgs84)).hexdigest()[:16],
             "sources_sha256": hashlib.sha256(json.dumps(sources_key(srcs), sort_keys=True)
@@ -262,11 +273,13 @@ def _signature(ident: dict, dims: int, dtype: str, patch_size: int, tile_size: i
 
 def _check_signature(path: Path, old: dict, new: dict) -> None:
     diff = [k for k in new if k in old and old[k] != new[k]] + \
-        [k for k in ("model", "revision", "dims", "dtype") if k not in old]
+        [k for k in ("model", "revision", "dims", "dtype", "location_patch_size")
+         if k in new and k not in old]
     if not diff:
         return
     names = {"model": "--model", "revision": "--model (other weights)", "dims": "--dims",
              "dtype": "--dtype", "patch_size": "--patch-size", "time_range": "--start/--end",
+             "location_patch_size": "--location-patch-size", "vectors": "--model (other vectors)",
              "area_sha256": "--aoi", "tile_size": "tile_size",
              "sources_sha256": "--config/--imagery (other imagery)"}  # fmt: skip
     detail = "; ".join(f"{names[k]}: archive has {old.get(k)!r}, asked {new[k]!r}" for k in diff)
@@ -349,6 +362,7 @@ def build(
     rank: int = 0,
     world: int = 1,
     rank_timeout_s: float = 86400.0,
+    location_patch_size: int | None = None,
 ) -> BuildResult:
     """Build (or resume) an embedding archive.
 
@@ -363,8 +377,10 @@ def build(
         sources: imagery sources (configs or opened sources, e.g. those of
             :func:`geolatent.data.imagery.imagery_sources`, which the CLI's ``--imagery``
             uses); or ``config``: a YAML with a ``sources:`` list.
-        patch_size: p (1-8): one vector per ``p x p`` input pixels, ``10 * p`` m.
-        dims: 128 or 64 (PCA prefix, see the module docstring).
+        patch_size: p (1-8), the model's token size: for models without location tokens one
+            vector per ``p x p`` input pixels, ``10 * p`` m.
+        dims: 128 or 64 (PCA prefix, see the module docstring); for a model with a distilled
+            location embedding one of its widths (128 or 64 for v1.3 Base).
         dtype: ``int8`` (signed square root of unit vectors), ``float16`` or ``float32``.
         tile_size: build tile side in input pixels (a multiple of p; one Zarr chunk per tile).
         executor, workers, scheduler: where imagery is materialized (``serial``, ``process``,
@@ -378,6 +394,8 @@ def build(
             ``WORLD_SIZE``.
         rank_timeout_s: how long a rank waits for another (rank 0's store and PCA, the other
             ranks' tiles) before raising :class:`TimeoutError` naming the missing rank.
+        location_patch_size: models with location tokens (v1.3) only: one vector per ``s x s``
+            input pixels (divides p; default 1, one per 10 m pixel); see :mod:`.vectors`.
 
     Raises:
         ArchiveError: ``out`` holds an archive built with other settings, or the area is too
@@ -388,8 +406,6 @@ def build(
     """
     t_start = time.perf_counter()
     check_dtype(dtype)
-    if dims not in DIMS:
-        raise ValueError(f"dims must be one of {DIMS}, got {dims}")
     if not 1 <= patch_size <= 8:
         raise ValueError(f"patch_size must be in 1..8, got {patch_size}")
     if tile_size <= 0 or tile_size % patch_size:
@@ -414,16 +430,14 @@ def build(
     if not any(s.modality in modalities for s in srcs):
         raise ValueError(f"none of the sources' modalities {sorted({s.modality for s in srcs})} "
                          f"is one the model takes ({modalities})")  # fmt: skip
+    vec = plan_vectors(net.config, patch_size, location_patch_size, dims)
     ident = model_identity(net)
-    if dims > ident["embedding_size"]:
-        raise ArchiveError(f"--dims {dims} exceeds the model's embedding size "
-                           f"{ident['embedding_size']}; use --dims 64")  # fmt: skip
     windows = tile_windows(area, time_range=time_range, tile_size=tile_size)
     if not windows:
         raise ValueError("the area covers no build tile")
-    zones = plan_zones(area, windows, tile_size, patch_size)
+    zones = plan_zones(area, windows, tile_size, vec.cell)
     out = Path(out)
-    sig = _signature(ident, dims, dtype, patch_size, tile_size, time_range, area, srcs)
+    sig = _signature(ident, vec, dtype, tile_size, time_range, area, srcs)
     all_jobs = [(grid, w) for grid, ws in zones.values() for w in ws]
     total = len(all_jobs)
 
@@ -433,8 +447,7 @@ def build(
         if progress:
             progress(total, total)
         n = int(root.attrs.get("geolatent:vectors", 0))
-        return BuildResult(out, sorted(zones), total, 0, total, n,
-                           n * (BASE_RESOLUTION_M * patch_size) ** 2 / 1e6,
+        return BuildResult(out, sorted(zones), total, 0, total, n, n * vec.resolution_m**2 / 1e6,
                            time.perf_counter() - t_start,
                            float(root.attrs["geoemb:dequantization_cosine"][dtype]))  # fmt: skip
 
@@ -452,8 +465,8 @@ def build(
         ready = _wait_for_rank0(out, lambda: _store_ready(shared), f"prepare {work}",
                                 rank_timeout_s)  # fmt: skip
         if ready:
-            ready = _wait_for_rank0(out, lambda: shared.done(PROJECTION_KEY), "fit the PCA",
-                                    rank_timeout_s)  # fmt: skip
+            ready = _wait_for_rank0(out, lambda: shared.done(PROJECTION_KEY),
+                                    "store the projection (PCA)", rank_timeout_s)
         if not ready:  # rank 0 did every tile and published meanwhile
             return BuildResult(out, sorted(zones), total, 0, len(all_jobs[rank::world]), 0,
                                0.0, time.perf_counter() - t_start, float("nan"))  # fmt: skip
@@ -465,20 +478,20 @@ def build(
                 check_free_space(out, estimate_bytes(zones, dims, dtype), "this archive")
             # rank 0 removes a killed run's temporaries and another plan's items
             store = WorkStore(work, fingerprint, create=rank == 0)
-            run, resumed = _run_tiles(store, net, area, srcs, modalities, all_jobs, dims, dtype,
-                                      patch_size, pca_tiles, executor, workers, scheduler,
-                                      progress, rank, world,
-                                      published=lambda: is_archive(out))  # fmt: skip
+            run, resumed = _run_tiles(store, net, area, srcs, modalities, all_jobs, vec, dtype,
+                                      pca_tiles, executor, workers, scheduler, progress, rank,
+                                      world, published=lambda: is_archive(out))  # fmt: skip
             if rank != 0:  # rank 0 publishes
                 return BuildResult(out, sorted(zones), total, run, resumed, 0, 0.0,
                                    time.perf_counter() - t_start, float("nan"))  # fmt: skip
+            keys = [tile_key(g, w) for g, w in all_jobs]
             if world > 1:
-                keys = [tile_key(g, w) for g, w in all_jobs]
                 wait_for_ranks(store, {r: keys[r::world] for r in range(1, world)},
                                rank_timeout_s)  # fmt: skip
-            projection = store.get_record(PROJECTION_KEY)
-            attrs = _archive_attrs(sig, ident, dims, dtype, patch_size, zones, srcs, projection)
-            n_vectors = _publish(store, out, zones, attrs, dims, dtype, samples_max)
+            cos = _dequantization_cosines(store, keys)
+            attrs = _archive_attrs(sig, ident, vec, dtype, zones, srcs,
+                                   store.get_record(PROJECTION_KEY), cos)  # fmt: skip
+            n_vectors = _publish(store, out, zones, attrs, vec, dtype, samples_max)
             store.discard()
     except OSError as e:  # a full disk: one line naming the path; the run stays resumable
         full = disk_error(e, out)
@@ -492,28 +505,39 @@ def build(
             (work / f"{LOCK_FILE}-rank{rank}").unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 work.rmdir()
-    cos = float(projection["dequantization_cosine"][dtype])
-    km2 = n_vectors * (BASE_RESOLUTION_M * patch_size) ** 2 / 1e6
+    km2 = n_vectors * vec.resolution_m**2 / 1e6
     return BuildResult(out, sorted(zones), total, run, resumed, n_vectors, km2,
-                       time.perf_counter() - t_start, cos)  # fmt: skip
+                       time.perf_counter() - t_start, float(cos[dtype]))  # fmt: skip
 
 
 def _run_tiles(store: WorkStore, net, area, srcs: list[Source], modalities: list[str],
-               all_jobs: list[tuple[ZoneGrid, Window]], dims: int, dtype: str, patch_size: int,
+               all_jobs: list[tuple[ZoneGrid, Window]], vec: VectorPlan, dtype: str,
                pca_tiles: int, executor: str, workers: int | None, scheduler: str | None,
                progress: Progress | None, rank: int = 0, world: int = 1,
                published: Callable[[], bool] | None = None) -> tuple[int, int]:
-    """Fit the PCA (rank 0, unless stored) and put every tile of this rank (every ``world``-th
-    tile from ``rank``) not yet in ``store``; returns ``(tiles embedded, tiles found done)``.
-    Each tile is ``store.put(key, block [n, n, dims], record)``."""
+    """Store the projection (rank 0, unless stored: a PCA fitted on ``pca_tiles`` tiles, or the
+    prefix selection of a distilled embedding) and put every tile of this rank not yet in
+    ``store``; returns ``(tiles embedded, tiles found done)``. Each tile is ``store.put(key,
+    block [n, n, dims], record)``, its record holding the dequantization cosine of its vectors
+    for every dtype.
+
+    A rank's tiles: every ``world``-th tile from ``rank``, except the PCA's sample tiles, which
+    are all rank 0's (it embeds them to fit the PCA; so no rank ever embeds a tile rank 0 has
+    in hand, and a rank 0 resumed after a kill finishes them).
+    """
     keys = {tile_key(g, w): (g, w) for g, w in all_jobs}
     key_of = {w.name: k for k, (_, w) in keys.items()}
-    mine = list(keys)[rank::world]
     total = len(all_jobs)
+    pick = [] if vec.reduction != "pca" else \
+        np.unique(np.linspace(0, total - 1, min(pca_tiles, total)).round().astype(int)).tolist()
+    sample = {tile_key(*all_jobs[i]) for i in pick}
+    mine = [k for i, k in enumerate(keys)
+            if (rank == 0 if k in sample else i % world == rank)]
 
     def features(w: Window, value: dict) -> np.ndarray:
-        f = embed_arrays(net, value["arrays"], value["timestamps"], patch_size)
-        f[~area_mask(area, w, patch_size)] = np.nan
+        f = embed_arrays(net, value["arrays"], value["timestamps"], vec.patch_size,
+                         vec.location_patch_size)  # fmt: skip
+        f[~area_mask(area, w, vec.cell)] = np.nan
         return f
 
     cache: dict[str, np.ndarray] = {}
@@ -521,27 +545,33 @@ def _run_tiles(store: WorkStore, net, area, srcs: list[Source], modalities: list
     ex = make_executor(executor, workers, scheduler)  # type: ignore[arg-type]
     try:
         if rank == 0 and not store.done(PROJECTION_KEY):
-            pick = np.unique(np.linspace(0, total - 1, min(pca_tiles, total)).round().astype(int))
-            picked = [all_jobs[i][1] for i in pick]
-            for o in ex.map_unordered(materialize_tile, [(w, srcs, modalities) for w in picked]):
-                if o.error:
-                    raise RuntimeError(f"tile {o.item[0].name}: {o.error}")
-                cache[o.item[0].name] = features(o.item[0], o.value)
-            sample = [cache[w.name] for w in picked]
-            mean, comps, evr = fit_projection(sample, dims)
-            coords = np.concatenate([project(f, mean, comps).reshape(-1, dims) for f in sample])
-            cos = {d: dequantization_cosine(coords, d) for d in ("int8", "float16", "float32")}
-            # the PCA before any tile: every tile of a resumed run is encoded with these arrays
-            store.put(PROJECTION_KEY, np.vstack([mean[None], comps]),
-                      {"explained_variance_ratio": evr.tolist(), "dequantization_cosine": cos,
-                       "fitted_on_tiles": len(pick)})  # fmt: skip
+            if vec.reduction == "pca":
+                picked = [all_jobs[i][1] for i in pick]
+                for o in ex.map_unordered(materialize_tile,
+                                          [(w, srcs, modalities) for w in picked]):
+                    if o.error:
+                        raise RuntimeError(f"tile {o.item[0].name}: {o.error}")
+                    cache[o.item[0].name] = features(o.item[0], o.value)
+                mean, comps, evr = fit_projection([cache[w.name] for w in picked], vec.dims)
+                record = {"method": "pca", "explained_variance_ratio": evr.tolist(),
+                          "fitted_on_tiles": len(pick)}  # fmt: skip
+            else:  # a Matryoshka embedding: its leading dims, nothing to fit
+                mean = np.zeros(vec.width, np.float32)
+                comps = np.eye(vec.dims, vec.width, dtype=np.float32)
+                record = {"method": "matryoshka_prefix"}
+            # the projection before any tile: every tile of a resumed run uses these arrays
+            store.put(PROJECTION_KEY, np.vstack([mean[None], comps]), record)
         proj = store.get_array(PROJECTION_KEY)  # other ranks waited for rank 0's
         mean, comps = proj[0], proj[1:]
 
         def put(key: str, f: np.ndarray) -> None:
             grid, w = keys[key]
-            store.put(key, encode_block(f, mean, comps, dtype),
-                      {"zone": grid.name, "tile": list(grid.tile_of(*w.pixel_bounds[:2]))})
+            coords = project(f, mean, comps)
+            ok = ~np.isnan(coords).any(axis=-1)
+            cos = {d: dequantization_cosine(coords[ok], d) if ok.any() else None for d in DTYPES}
+            store.put(key, encode(coords, dtype),
+                      {"zone": grid.name, "tile": list(grid.tile_of(*w.pixel_bounds[:2])),
+                       "vectors": int(ok.sum()), "dequantization_cosine": cos})  # fmt: skip
 
         pending = store.pending(mine)
         resumed = len(mine) - len(pending)
@@ -577,6 +607,22 @@ def _run_tiles(store: WorkStore, net, area, srcs: list[Source], modalities: list
     return run, resumed
 
 
+def _dequantization_cosines(store: WorkStore, keys: Sequence[str]) -> dict[str, float]:
+    """Mean cosine of dequantized to float vectors over every vector of the build, per dtype
+    (from the tiles' records, weighted by their vector counts)."""
+    out = {}
+    for d in DTYPES:
+        num = den = 0.0
+        for k in keys:
+            rec = store.get_record(k)
+            c = rec["dequantization_cosine"][d]
+            if c is not None:
+                num += c * rec["vectors"]
+                den += rec["vectors"]
+        out[d] = num / den if den else float("nan")
+    return out
+
+
 def _store_ready(store: WorkStore) -> bool:
     try:
         store.wait_ready(0)
@@ -600,27 +646,33 @@ def _wait_for_rank0(out: Path, ready: Callable[[], bool], what: str, timeout_s: 
     return True
 
 
-def _archive_attrs(sig: dict, ident: dict, dims: int, dtype: str, patch_size: int,
-                   zones: dict, srcs: Sequence[Source], projection: dict) -> dict:
+def _archive_attrs(sig: dict, ident: dict, vec: VectorPlan, dtype: str, zones: dict,
+                   srcs: Sequence[Source], projection: dict, cosines: dict) -> dict:
+    if vec.reduction == "pca":
+        reduction = {"method": "pca", "from_dims": vec.width, "to_dims": vec.dims,
+                     "fitted_on_tiles": projection["fitted_on_tiles"],
+                     "note": "coordinates ordered by explained variance; every prefix "
+                             "is a valid embedding after renormalizing"}  # fmt: skip
+    else:
+        reduction = {"method": "matryoshka_prefix", "from_dims": vec.width, "to_dims": vec.dims,
+                     "note": "the leading dims of the model's Matryoshka-trained embedding; "
+                             "every listed prefix is a valid embedding after renormalizing"}
     return {
         "geolatent:format": FORMAT, "geolatent:format_version": FORMAT_VERSION,
         "geolatent:build": sig, "geolatent:sources": sources_key(srcs),
-        "geoemb:model": ident, "geoemb:dims": dims,
-        "geoemb:matryoshka_prefixes": [d for d in (16, 32, 64, 128) if d <= dims],
+        "geoemb:model": ident, "geoemb:dims": vec.dims,
+        "geoemb:matryoshka_prefixes": list(vec.prefixes),
         "geoemb:quantization": quantization_attrs(dtype),
         "geoemb:time_range": sig["time_range"], "geoemb:time_range_end": "exclusive",
-        "geoemb:patch_size": patch_size, "geoemb:pixel_size_m": BASE_RESOLUTION_M * patch_size,
-        "geoemb:reduction": {"method": "pca", "from_dims": ident["embedding_size"],
-                             "to_dims": dims, "fitted_on_tiles": projection["fitted_on_tiles"],
-                             "note": "coordinates ordered by explained variance; every prefix "
-                                     "is a valid embedding after renormalizing"},
-        "geoemb:dequantization_cosine": projection["dequantization_cosine"],
+        "geoemb:patch_size": vec.patch_size, "geoemb:pixel_size_m": vec.resolution_m,
+        "geoemb:vectors": vec.attrs(), "geoemb:reduction": reduction,
+        "geoemb:dequantization_cosine": cosines,
         "geoemb:crs": sorted(zones), "geolatent:complete": True,
     }  # fmt: skip
 
 
 def _publish(store: WorkStore, out: Path, zones: dict[str, tuple[ZoneGrid, list[Window]]],
-             attrs: dict, dims: int, dtype: str, samples_max: int) -> int:
+             attrs: dict, vec: VectorPlan, dtype: str, samples_max: int) -> int:
     """Write the archive from the finished store and publish it into ``out``; returns the
     number of valid vectors.
 
@@ -632,20 +684,21 @@ def _publish(store: WorkStore, out: Path, zones: dict[str, tuple[ZoneGrid, list[
     from geolatent.archive.samples import write_samples
 
     stage = temp_path(store.root / "archive.zarr")
-    proj = store.get_array(PROJECTION_KEY)
-    rec = store.get_record(PROJECTION_KEY)
     root = zarr.open_group(str(stage), mode="w-", zarr_format=3)
     root.attrs.update(attrs)
-    g = root.create_group("projection")
-    g.create_array("mean", data=proj[0])
-    g.create_array("components", data=proj[1:])
-    g.create_array("explained_variance_ratio",
-                   data=np.asarray(rec["explained_variance_ratio"], np.float32))
+    if vec.reduction == "pca":  # a prefix of a Matryoshka embedding has nothing to record
+        proj = store.get_array(PROJECTION_KEY)
+        rec = store.get_record(PROJECTION_KEY)
+        g = root.create_group("projection")
+        g.create_array("mean", data=proj[0])
+        g.create_array("components", data=proj[1:])
+        g.create_array("explained_variance_ratio",
+                       data=np.asarray(rec["explained_variance_ratio"], np.float32))
     for grid, ws in zones.values():
         planned = np.zeros((grid.tile_rows, grid.tile_cols), dtype=np.uint8)
         for w in ws:
             planned[grid.tile_of(*w.pixel_bounds[:2])] = 1
-        emb = create_zone(root, grid, dims, dtype, planned)["embeddings"]
+        emb = create_zone(root, grid, vec.dims, dtype, planned)["embeddings"]
         n = grid.tile_out
         for w in ws:
             tr, tc = grid.tile_of(*w.pixel_bounds[:2])
@@ -656,7 +709,7 @@ def _publish(store: WorkStore, out: Path, zones: dict[str, tuple[ZoneGrid, list[
     root.attrs["geolatent:vectors"] = n_vectors
 
     os.replace(samples, beside(out, ".samples.parquet"))
-    for name in ("projection", "zones"):
+    for name in [n for n in ("projection", "zones") if (stage / n).exists()]:
         dest = out / name
         if dest.exists():  # moved by a run killed while publishing (never an archive: no root)
             shutil.rmtree(dest)

@@ -7,16 +7,9 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(
-    help="Embedding archives over your area and similar-place search.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-
-
-@app.callback()
-def _archive() -> None:
-    """Archive commands."""
+# Two commands, so no callback is needed to keep them subcommands; the group's help is given
+# where the group is added (geolatent.cli).
+app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 
 def _fail(e: Exception) -> None:
@@ -28,7 +21,8 @@ def _fail(e: Exception) -> None:
 
 @app.command("build")
 def build_command(
-    model: str = typer.Option(..., "--model", help="model folder (geolatent or v1 release)"),
+    model: str = typer.Option(..., "--model", help="model folder or release id (a v1.3 "
+                              "model gives a per-pixel archive)"),
     aoi: Path = typer.Option(..., "--aoi", help="area: GeoJSON / GeoPackage / Shapefile"),
     start: str = typer.Option(..., "--start", help="first date (ISO), inclusive"),
     end: str = typer.Option(..., "--end", help="last date (ISO), inclusive"),
@@ -39,8 +33,13 @@ def build_command(
     collection: str = typer.Option(None, "--collection", help="collection of --imagery (needed "
                                    "for a URL), e.g. sentinel-1-rtc"),
     config: Path = typer.Option(None, "--config", help="YAML with a `sources:` list"),
-    patch_size: int = typer.Option(4, "--patch-size", help="one vector per p x p pixels"),
-    dims: int = typer.Option(128, "--dims", help="128 | 64 (PCA prefix)"),
+    patch_size: int = typer.Option(4, "--patch-size", help="the model's patch: one vector per "
+                                   "p x p pixels (models without location tokens)"),
+    dims: int = typer.Option(128, "--dims", help="128 | 64 (PCA prefix; for v1.3 the distilled "
+                             "embedding's Matryoshka width)"),
+    location_patch_size: int = typer.Option(None, "--location-patch-size", help="models with "
+                                            "location tokens (v1.3): one vector per s x s "
+                                            "pixels; default 1 (per 10 m pixel)"),
     dtype: str = typer.Option("int8", "--dtype", help="int8 | float16 | float32"),
     executor: str = typer.Option("serial", "--executor",
                                  help="serial | process | dask (materialization)"),
@@ -63,8 +62,6 @@ def build_command(
                          "collections"))
     if not aoi.exists():
         _fail(FileNotFoundError(f"--aoi {aoi} does not exist"))
-    if dims not in (128, 64):
-        _fail(ValueError(f"--dims must be 128 or 64, got {dims}"))
     if dtype not in ("int8", "float16", "float32"):
         _fail(ValueError(f"--dtype must be int8, float16 or float32, got {dtype!r}"))
     if executor not in ("serial", "process", "dask"):
@@ -83,7 +80,7 @@ def build_command(
         r = build(model, aoi, start, end, out, sources=sources, config=config,
                   patch_size=patch_size, dims=dims, dtype=dtype, executor=executor,
                   workers=workers, scheduler=scheduler, progress=progress, rank=rank,
-                  world=world)  # fmt: skip
+                  world=world, location_patch_size=location_patch_size)  # fmt: skip
     except (ValueError, FileNotFoundError, RunLockedError, DiskFullError, StacSearchError,
             TimeoutError, ModelNotAvailable) as e:
         _fail(e)

@@ -4,7 +4,7 @@
 
     region.zarr/
       zarr.json                    root group; ``geoemb:*`` attributes (below)
-      projection/                  PCA from the model's D dims to the stored dims
+      projection/                  PCA from the model's D dims to the stored dims (PCA archives)
         mean        float32 [D_model]
         components  float32 [dims, D_model]   rows ordered by explained variance
         explained_variance_ratio float32 [dims]
@@ -23,9 +23,11 @@
 Root attributes (the ``geoemb:`` convention of community geo-embedding Zarr stores):
 ``geoemb:model`` (id, revision, provenance), ``geoemb:dims``, ``geoemb:matryoshka_prefixes``,
 ``geoemb:quantization`` (rule and inverse, :func:`.quantize.quantization_attrs`),
-``geoemb:time_range``, ``geoemb:patch_size``, ``geoemb:pixel_size_m``, ``geoemb:reduction``.
+``geoemb:time_range``, ``geoemb:patch_size`` (the model's p), ``geoemb:pixel_size_m``,
+``geoemb:vectors`` (what each vector is, its cell and resolution), ``geoemb:reduction``.
 Zone attributes: ``geoemb:crs`` and ``geoemb:transform`` (GDAL order ``[a, b, c, d, e, f]`` of
-the affine pixel -> CRS transform of ``embeddings``; pixels of ``10 * p`` m).
+the affine pixel -> CRS transform of ``embeddings``; pixels of ``10 * p`` m, or 10 m for a
+per-pixel archive).
 
 An archive is only ever seen complete: :func:`geolatent.archive.build` keeps finished tiles in
 the run driver's work store (``region.zarr/.work``) and publishes the store's nodes when every
@@ -60,7 +62,8 @@ class ZoneGrid:
         col0, row0: upper-left input pixel (10 m) on the zone's global grid.
         tile_rows, tile_cols: number of build tiles down / across.
         tile_size: build tile side in input pixels.
-        patch_size: p; an output pixel is ``p x p`` input pixels.
+        patch_size: the output pixel's side in input pixels: p for patch vectors, the location
+            patch size (1 for per-pixel archives) for location vectors (:mod:`.vectors`).
         resolution: input pixel size in metres.
     """
 

@@ -30,8 +30,18 @@ def materialize_tile(job: tuple[Window, list[Source], list[str]]) -> dict:
 
 
 def embed_arrays(model, arrays: Mapping[str, np.ndarray], timestamps: np.ndarray,
-                 patch_size: int) -> np.ndarray:
-    """Feature map of one tile: float32 ``[H/p, W/p, D_model]``; NaN where no input was valid.
+                 patch_size: int, location_patch_size: int | None = None) -> np.ndarray:
+    """Vectors of one tile: float32 ``[H/c, W/c, F]`` with ``c`` the output cell side; NaN where
+    no input was valid.
+
+    Without ``location_patch_size``: the feature map (``c = p``, ``F = D_model``), the mean over
+    time steps and bandsets of the encoder's tokens of each ``p x p`` patch. With it (v1.3, an
+    attention pooler): ``c = location_patch_size`` and the model's own location vectors, the
+    distilled ``location_embedding`` (``F`` = its widest student dim) or, for a pooler without
+    a student, ``location_tokens``: one learned query per ``c x c`` pixels at their centre reads
+    the patch tokens (:meth:`geolatent.model.embed.embed`, ``location_patch_size``). A cell is
+    NaN where its patch has no encoded token (the feature map's rule), never filled from
+    neighbours.
 
     Args:
         model: a :class:`~geolatent.model.latent_mim.LatentMIM`.
@@ -39,17 +49,33 @@ def embed_arrays(model, arrays: Mapping[str, np.ndarray], timestamps: np.ndarray
             missing), as :func:`geolatent.data.materialize_window` gives them.
         timestamps: int ``[T, 3]``.
         patch_size: p.
+        location_patch_size: s (divides p), or None for the feature map.
     """
     if not arrays:
         raise ValueError(f"no imagery for any of the model's modalities {model.config.modalities}")
     first = next(iter(arrays.values()))
     h, w = first.shape[:2]
+    cell = location_patch_size or patch_size
+    if location_patch_size is None:
+        width = model.config.embedding_size
+    else:
+        pooler = model.config.pooler
+        width = max(pooler.student_dims) if pooler.student_dims else pooler.pooler_dim
     if not any((a != MISSING_VALUE).any() for a in arrays.values()):
-        return np.full((h // patch_size, w // patch_size, model.config.embedding_size), np.nan,
-                       dtype=np.float32)  # fmt: skip
+        return np.full((h // cell, w // cell, width), np.nan, dtype=np.float32)
     with torch.inference_mode():
-        e = embed(model, {m: a[None] for m, a in arrays.items()}, timestamps, patch_size)
-    return e.feature_map[0].float().cpu().numpy()
+        e = embed(model, {m: a[None] for m, a in arrays.items()}, timestamps, patch_size,
+                  location_patch_size=location_patch_size)  # fmt: skip
+    fmap = e.feature_map[0].float().cpu().numpy()
+    if location_patch_size is None:
+        return fmap
+    loc = e.location_embedding if e.location_embedding is not None else e.location_tokens
+    out = loc[0].float().cpu().numpy()
+    # the patch's validity for each of its (p/s)^2 cells (a mask, not the vectors, is repeated)
+    k = patch_size // location_patch_size
+    empty = np.isnan(fmap).any(axis=-1).repeat(k, axis=0).repeat(k, axis=1)
+    out[empty] = np.nan
+    return out
 
 
 def project(features: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import shapely
+import yaml
 from shapely.geometry import box, mapping
 
 from geolatent.data.config import FileSourceConfig
@@ -20,7 +21,8 @@ HEIGHT, WIDTH = 64, 96
 
 
 def write_sample(folder: Path, seed: int = 0, months: int = 3) -> dict:
-    """Write the sample scene; return ``{"sources": [...], "aoi": path, "scene": scene}``."""
+    """Write the sample scene and a ``data.yaml`` of its source; return ``{"sources": [...],
+    "aoi": path, "scene": scene, "config": data.yaml, "dir": folder}``."""
     scene = make_sample_scene(HEIGHT, WIDTH, timesteps=months, seed=seed, origin=ORIGIN)
     write_scene_geotiffs(scene, folder / "imagery")
     sources = [
@@ -34,7 +36,9 @@ def write_sample(folder: Path, seed: int = 0, months: int = 3) -> dict:
     ll = reproject_geometry(shapely.segmentize(area, 20), scene.crs.to_string(), WGS84)
     aoi = folder / "area.geojson"
     aoi.write_text(json.dumps(mapping(ll)))
-    return {"sources": sources, "aoi": aoi, "scene": scene}
+    cfg = folder / "data.yaml"
+    cfg.write_text(yaml.safe_dump({"sources": [sources[0].model_dump(mode="json")]}))
+    return {"sources": sources, "aoi": aoi, "scene": scene, "config": cfg, "dir": folder}
 
 
 # -- a deterministic synthetic archive with planted matches --------------------------------------
