@@ -7,7 +7,6 @@
   upsampled bilinearly to full resolution and fused with a full-resolution skip path computed
   from the normalized input pixels (:func:`~geolatent.platform.encoder_inputs.pixel_summary`),
   which restores the boundaries a ``p``-pixel token cannot draw -> ``[B, out, H, W]``.
-* :class:`EmbeddingHead` (embedding export): no parameters; the feature map ``[B, D, h, w]``.
 
 Heads are described by a :class:`HeadSpec` (saved in the model folder) and built by
 :func:`build_head`.
@@ -26,7 +25,7 @@ from torch.nn import functional as F
 from geolatent.model.encoder import Encoder
 from geolatent.platform.encoder_inputs import EncoderBatch, pixel_summary
 
-HeadKind = Literal["pooled", "pixel", "embedding"]
+HeadKind = Literal["pooled", "pixel"]
 
 
 @dataclass
@@ -34,9 +33,9 @@ class HeadSpec:
     """Everything needed to rebuild a head.
 
     Attributes:
-        kind: ``pooled``, ``pixel`` or ``embedding``.
+        kind: ``pooled`` or ``pixel``.
         dim: encoder width D.
-        out: outputs (classes, or 1 for regression; D for embeddings).
+        out: outputs (classes, or 1 for regression).
         hidden: hidden width (pooled: 0 = linear head; pixel: decoder channels).
         pixel_modalities: modalities of the pixel decoder's skip path (channel layout).
         dropout: dropout before the last layer.
@@ -128,15 +127,6 @@ class PixelDecoderHead(nn.Module):
         return self.classifier(self.drop(self.fuse(x)))
 
 
-class EmbeddingHead(nn.Module):
-    """The feature map itself, ``[B, D, h, w]`` (NaN where no input was valid)."""
-
-    def forward(self, f: EncodedFeatures) -> torch.Tensor:
-        fm = f.feature_map.permute(0, 3, 1, 2)
-        invalid = ~f.token_valid[:, None].expand_as(fm)
-        return fm.masked_fill(invalid, float("nan"))
-
-
 def pixel_channels(modalities: Sequence[str]) -> int:
     """Channels of :func:`~geolatent.platform.encoder_inputs.pixel_summary` for ``modalities``."""
     from geolatent.modalities import get_modality
@@ -150,14 +140,12 @@ def build_head(spec: HeadSpec) -> nn.Module:
         return PooledHead(spec)
     if spec.kind == "pixel":
         return PixelDecoderHead(spec, pixel_channels(spec.pixel_modalities))
-    if spec.kind == "embedding":
-        return EmbeddingHead()
-    raise ValueError(f"unknown head kind {spec.kind!r}; use pooled, pixel or embedding")
+    raise ValueError(f"unknown head kind {spec.kind!r}; use pooled or pixel")
 
 
 class TaskModel(nn.Module):
     """Encoder + head. ``forward(batch)`` returns the head's output:
-    pooled ``[B, out]``, pixel ``[B, out, H, W]``, embedding ``[B, D, H/p, W/p]``."""
+    pooled ``[B, out]``, pixel ``[B, out, H, W]``."""
 
     def __init__(self, encoder: Encoder, head: nn.Module, spec: HeadSpec):
         super().__init__()
