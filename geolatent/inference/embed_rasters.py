@@ -192,7 +192,7 @@ def embed_geotiffs(
     }
     settings = RunSettings(batch_size=batch_size, progress=progress,
                            gdal_cache_mb=gdal_cache_mb, max_area_km2=max_area_km2,
-                           confirm=confirm, report=report)
+                           confirm=confirm, report=report, command="embed")
     read = RunInputs(files.timeline, (gc0, gr0, gc0 + g.width, gr0 + g.height), fix, run_tags,
                      blocksize)
     res = run_plan(fm, plan, files.sources, out_path, device=dev, precision=precision,

@@ -156,7 +156,8 @@ def test_embed_has_predicts_area_gate(small_scene_files, tmp_path) -> None:
     refused = runner.invoke(app, [*args, "--max-area-km2", "0.05"])
     assert refused.exit_code == 2, refused.output
     text = flat(refused.output)
-    assert "the area is 0.102 km² (limit 0.05 km²)" in text and "1 tiles, output 8 x 8 x 128" in text
+    assert "the area is 0.102 km² (limit 0.05 km²)" in text
+    assert "1 tiles, output 8 x 8 x 128" in text
     assert "CLI --yes" in text and "--max-area-km2" in text
     assert not out.exists() and not work_dir_for(out).exists()
     confirmed = runner.invoke(app, [*args, "--max-area-km2", "0.05", "--yes"])

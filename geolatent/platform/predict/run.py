@@ -277,6 +277,7 @@ class RunSettings:
     confirm: bool = False
     report: Callable[[str], None] | None = None
     rank_timeout_s: float = RANK_TIMEOUT_S
+    command: str = "predict"  # how a lock held by this run is named to another one
 
 
 def run_plan(
@@ -336,7 +337,7 @@ def run_plan(
         st.report(estimate.describe())
     check_run_size(estimate, out_path, max_area_km2=st.max_area_km2, confirm=st.confirm)
     work = work_dir_for(out_path)
-    lock = OutputLock(out_path, "predict", LOCK_FILE if rank == 0 else f"{LOCK_FILE}-rank{rank}")
+    lock = OutputLock(out_path, st.command, LOCK_FILE if rank == 0 else f"{LOCK_FILE}-rank{rank}")
     try:
         # only rank 0 owns the work area: other ranks never remove it
         cleanup = drop_empty_work_on_error(work) if rank == 0 else contextlib.nullcontext()
