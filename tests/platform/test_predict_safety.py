@@ -73,7 +73,7 @@ def test_large_area_needs_confirmation_and_the_plan_is_reported(tmp_path: Path,
     make_bundle(tmp_path / "m", "segmentation", [s2_source(folder)])
     out = tmp_path / "map.tif"
     lines: list[str] = []
-    with pytest.raises(ValueError, match=r"limit 0 km².*CLI --yes, Python confirm=True"):
+    with pytest.raises(ValueError, match=r"limit 0.01 km².*CLI --yes, Python confirm=True"):
         predict_area(tmp_path / "m", scene_box(scene, 2), START, END, out, tile=16,
                      max_area_km2=0.01, report=lines.append)
     assert not out.exists() and not work_dir_for(out).exists()
