@@ -6,7 +6,9 @@ sides alike), then prints the median of each figure per side and the ratio head 
 
 * encoder tokens/s  (``benchmarks/encoder_throughput.py --sizes nano``),
 * predict km²/s and its CPU seconds (``benchmarks/predict_area.py``),
-* materialize windows/s, grid and warp modes (``benchmarks/materialize.py``).
+* materialize windows/s, grid and warp modes (``benchmarks/materialize.py``),
+* embed km²/s and km² per CPU second (``benchmarks/embed_geotiff.py``; the script of the head
+  checkout runs on both, as the base may not have it).
 
     git worktree add /tmp/base-e1fc219 e1fc219
     python benchmarks/before_after.py --base /tmp/base-e1fc219 --head . --rounds 3
@@ -33,6 +35,7 @@ BENCHES = {
                 "--threads", "1", "--no-long"],
     "predict": ["benchmarks/predict_area.py", "--sizes", "128", "--json"],
     "materialize": ["benchmarks/materialize.py", "--sizes", "2048", "--windows", "16", "--json"],
+    "embed": [str(Path(__file__).resolve().parent / "embed_geotiff.py")],
 }
 
 
@@ -63,6 +66,9 @@ def run(checkout: Path, bench: str, cpu_time: bool = False) -> dict[str, float]:
             figures["predict cpu s"] = rec["cpu_s"]
         elif bench == "materialize":
             figures[f"materialize windows/s ({rec.get('mode', '?')})"] = rec["windows_per_s"]
+        elif bench == "embed":
+            figures["embed km2/s"] = rec["km2_per_s"]
+            figures["embed km2 per cpu s"] = rec["km2_per_cpu_s"]
     return figures
 
 

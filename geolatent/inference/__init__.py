@@ -1,7 +1,9 @@
 """Inference on rasters: GeoTIFFs in, embedding COGs out.
 
-* :mod:`geolatent.inference.raster_io` — reading inputs (band names, grid checks, dates, windows).
-* :mod:`geolatent.inference.embed_rasters` — ``embed_geotiffs``: tiled, streaming embedding.
+* :mod:`geolatent.inference.file_inputs` — input files as data-layer sources (band names, grid,
+  time axis).
+* :mod:`geolatent.inference.embed_rasters` — ``embed_geotiffs``: area prediction with a plain
+  model (:mod:`geolatent.platform.predict`) over those sources.
 * :mod:`geolatent.inference.preview` — PCA quick-looks and a dependency-free PNG writer.
 * :mod:`geolatent.inference.demo` — the built-in end-to-end demo.
 

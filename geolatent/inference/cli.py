@@ -10,15 +10,16 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 
-from geolatent.inference.raster_io import (
+from geolatent.inference.file_inputs import (
     RasterInput,
     RasterInputError,
     date_from_filename,
     parse_date,
 )
 from geolatent.modalities import cli_modalities
+from geolatent.platform.cli import progress_bar
 
 console = Console(stderr=True, soft_wrap=True)  # never split a message mid-sentence
 
@@ -239,18 +240,6 @@ def _load_weights(model_path: Path | None, random_weights: str | None, device: s
     )
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("tiles"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-
-
 def register(app: typer.Typer) -> None:
     """Mount ``embed`` and ``demo`` on the top-level CLI."""
 
@@ -287,12 +276,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         dates: Annotated[str | None, typer.Option(help="Dates of the --stack timesteps.")] = None,
         crs: Annotated[str | None, typer.Option(help="Output grid CRS, e.g. EPSG:32633.")] = None,
-        resolution: Annotated[
-            float | None, typer.Option(help="Output grid pixel size in CRS units (10 m).")
-        ] = None,
-        align_to: Annotated[
-            Path | None, typer.Option(help="Put the embedding on the grid of this raster.")
-        ] = None,
+        resolution: Annotated[float | None, typer.Option(
+            help="Output grid pixel size in CRS units (10 m).")] = None,
+        align_to: Annotated[Path | None, typer.Option(
+            help="Put the embedding on the grid of this raster.")] = None,
         imagery: Annotated[str | None, typer.Option(
             help="Inputs from a STAC API over --aoi: earth-search, planetary-computer or a URL."
         )] = None,
@@ -302,6 +289,10 @@ def register(app: typer.Typer) -> None:
         collection: Annotated[list[str] | None, typer.Option(
             help="--imagery collection(s); default the preset's Sentinel-2 L2A."
         )] = None,
+        max_area_km2: Annotated[float, typer.Option(
+            help="Areas above this (km²) need --yes.")] = 2500.0,
+        yes: Annotated[bool, typer.Option("--yes", help="Confirm an area above --max-area-km2.")
+                       ] = False,
         modality_files: dict[str, tuple] | None = None,
     ) -> None:
         from geolatent.data.io.grid import OutputGrid
@@ -319,7 +310,7 @@ def register(app: typer.Typer) -> None:
             if stack is not None:
                 if not dates:
                     raise RasterInputError("--stack needs --dates D1,D2,... (one per timestep)")
-                from geolatent.inference.raster_io import stack_inputs
+                from geolatent.inference.file_inputs import stack_inputs
 
                 found, ignored = stack_inputs(stack, [parse_date(d) for d in _split(dates)])
                 for name, files in found.items():
@@ -347,14 +338,15 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(code=2) from None
         net, weights = _load_model(model, random_weights, device, precision)
         try:
-            with _progress() as bar:
+            with progress_bar() as bar:
                 task = bar.add_task("embedding", total=None)
                 result = embed_geotiffs(
                     net, inputs, out, patch_size=patch_size, tile_size=tile_size,
                     overlap=overlap, batch_size=batch_size, device=device, align=align,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                     tags={"weights": weights}, grid=grid, crs=crs, resolution=resolution,
-                    input_flags=_input_flags(stack, imagery),
+                    input_flags=_input_flags(stack, imagery), max_area_km2=max_area_km2,
+                    confirm=yes, report=lambda line: console.print(f"embed: {escape(line)}"),
                 )  # fmt: skip
         except (RasterInputError, ValueError, RuntimeError) as e:  # incl. locked, disk full
             console.print(f"[bold red]error:[/bold red] {e}")
@@ -386,7 +378,7 @@ def register(app: typer.Typer) -> None:
                 )
         else:
             net, weights = _load_model(model, None, device)
-        with _progress() as bar:
+        with progress_bar() as bar:
             task = bar.add_task("embedding", total=None)
             res = run_demo(
                 out, net, weights, size=size, timesteps=timesteps, seed=seed,
@@ -413,8 +405,6 @@ def _imagery_inputs(imagery: str, aoi: Path | None, start: str | None, end: str 
                     resolution: float | None) -> dict[str, list[RasterInput]]:
     """``--imagery``: fetch the area's monthly composites into ``OUT.work/imagery`` (resumable,
     see ``fetch_composites``) and return them as embed inputs."""
-    from rich.markup import escape
-
     from geolatent.data.imagery import composite_inputs, imagery_sources
     from geolatent.data.imagery_cli import fetch_with_progress
     from geolatent.data.run import work_dir_for

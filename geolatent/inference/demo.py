@@ -13,6 +13,7 @@ import torch
 
 from geolatent.data.synthetic import CLASS_COLORS, make_sample_scene, write_scene_geotiffs
 from geolatent.inference.embed_rasters import EmbedResult, ProgressCallback, embed_geotiffs
+from geolatent.inference.file_inputs import RasterInput
 from geolatent.inference.preview import (
     pca_rgb,
     position_variance_share,
@@ -20,7 +21,6 @@ from geolatent.inference.preview import (
     upscale,
     write_png,
 )
-from geolatent.inference.raster_io import RasterInput
 from geolatent.modalities import MODALITIES
 
 RANDOM_WEIGHTS_NOTE = "random weights (no checkpoint given)"

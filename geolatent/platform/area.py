@@ -79,6 +79,7 @@ class PredictionPlan:
     time_range: tuple[str, str]
     tiles: tuple[AreaTile, ...]
     origin: tuple[float, float] = (0.0, 0.0)
+    blend: BlendMode = "linear"
 
     @property
     def width(self) -> int:
@@ -113,14 +114,15 @@ class PredictionPlan:
             "area": hashlib.sha256(self.area_wkb).hexdigest(), "time": self.time_range,
             "model": model_key,
             **({"origin": self.origin} if self.origin != (0.0, 0.0) else {}),
+            **({"blend": self.blend} if self.blend != "linear" else {}),
         }, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def crop_origins(self, tile: AreaTile) -> tuple[np.ndarray, np.ndarray]:
         """Global (row, col) origins of the crops feeding ``tile`` (each int64 ``[N]``)."""
         c0, r0, c1, r1 = tile.core
-        rows = _origins(r0, r1, self.crop, self.stride)
-        cols = _origins(c0, c1, self.crop, self.stride)
+        rows = _origins(r0, r1, self.crop, self.stride, self.blend)
+        cols = _origins(c0, c1, self.crop, self.stride, self.blend)
         rr, cc = np.meshgrid(rows, cols, indexing="ij")
         rr, cc = rr.ravel(), cc.ravel()
         # Crops that do not touch the area cannot give it a prediction: skip them.
@@ -132,10 +134,14 @@ class PredictionPlan:
         return rr[hit], cc[hit]
 
 
-def _origins(lo: int, hi: int, crop: int, stride: int) -> np.ndarray:
-    """Crop origins (multiples of ``stride``) of the crops that cover pixels ``[lo, hi)``."""
-    first = (lo - crop) // stride + 1  # smallest k with k * stride + crop > lo
-    last = (hi - 1) // stride  # largest k with k * stride < hi
+def _origins(lo: int, hi: int, crop: int, stride: int, blend: BlendMode = "linear") -> np.ndarray:
+    """Crop origins (multiples of ``stride``) of the crops whose weighted block (see
+    :func:`blend_weights`: the whole crop for ``linear``, its central ``stride`` block for
+    ``trim``) covers some of pixels ``[lo, hi)``: crops that give those pixels no weight are
+    neither materialized nor run."""
+    margin, width = ((crop - stride) // 2, stride) if blend == "trim" else (0, crop)
+    first = (lo - margin - width) // stride + 1  # smallest k: k * stride + margin + width > lo
+    last = (hi - margin - 1) // stride  # largest k: k * stride + margin < hi
     return np.arange(first, last + 1, dtype=np.int64) * stride
 
 
@@ -151,6 +157,8 @@ def plan_prediction(
     resolution: float = 10.0,
     grid: OutputGrid | None = None,
     clip_to_grid: bool = True,
+    origin: tuple[float, float] | None = None,
+    blend: BlendMode = "linear",
 ) -> PredictionPlan:
     """Plan predictions over ``area``.
 
@@ -168,6 +176,11 @@ def plan_prediction(
             (``q`` of them per output pixel).
         clip_to_grid: with ``grid``, the map covers only the area's part of the grid (else
             the whole area, on the grid's pixel edges).
+        origin: with ``grid``, count tiles and crops from this CRS point (global pixel
+            ``(0, 0)``) instead of the grid's edges nearest ``(0, 0)``: ``embed`` puts it a
+            context margin above / left of its input grid's corner, so tiles start at the corner.
+        blend: how overlapping crops are weighted (:func:`blend_weights`); ``trim`` needs only
+            the crops whose central block touches a tile, so tiles materialize less.
     """
     q = int(out_scale)
     if crop < 1 or crop % q:
@@ -177,8 +190,11 @@ def plan_prediction(
         raise ValueError(f"stride {stride} must be a multiple of {q} in 1..crop ({crop})")
     tile = max(stride, math.ceil(tile / stride) * stride)
     geom = read_area(area)
-    origin = (0.0, 0.0)
-    if grid is not None:
+    given_origin, origin = origin, (0.0, 0.0)
+    if grid is not None and given_origin is not None:
+        crs, resolution = grid.crs.to_string(), grid.resolution
+        origin = (float(given_origin[0]), float(given_origin[1]))
+    elif grid is not None:
         crs, resolution = grid.crs.to_string(), grid.resolution
         # The grid's pixel edges, as the origin nearest (0, 0): a grid on the CRS's global grid
         # gets origin (0, 0) and so exactly the plan (tiles, crops) of the global grid.
@@ -217,7 +233,7 @@ def plan_prediction(
                              "its CRS), the sources and --align-to")
     c1, r1 = max(c1, c0 + q), max(r1, r0 + q)
     start, end = (str(t) for t in time_range)
-    if origin == (0.0, 0.0):
+    if origin == (0.0, 0.0) and given_origin is None:
         cores = [w.pixel_bounds for w in tile_windows(
             projected, time_range=(start, end), geometry_crs=crs, crs=crs, tile_size=tile,
             resolution=resolution)]
@@ -233,17 +249,17 @@ def plan_prediction(
         core = (max(tc0, c0), max(tr0, r0), min(tc1, c1), min(tr1, r1))
         if core[0] >= core[2] or core[1] >= core[3]:
             continue
-        ext_c0 = int(_origins(core[0], core[2], crop, stride)[0])
-        ext_r0 = int(_origins(core[1], core[3], crop, stride)[0])
-        ext_c1 = int(_origins(core[0], core[2], crop, stride)[-1]) + crop
-        ext_r1 = int(_origins(core[1], core[3], crop, stride)[-1]) + crop
+        cols = _origins(core[0], core[2], crop, stride, blend)
+        rows = _origins(core[1], core[3], crop, stride, blend)
+        ext_c0, ext_c1 = int(cols[0]), int(cols[-1]) + crop
+        ext_r0, ext_r1 = int(rows[0]), int(rows[-1]) + crop
         window = Window(crs, (ext_c0, ext_r0, ext_c1, ext_r1), (start, end), resolution,
                         origin=origin)
         tiles.append(AreaTile(len(tiles), core, window))
     if not tiles:
         raise ValueError("the prediction area covers no pixel")
     return PredictionPlan(crs, resolution, (c0, r0, c1, r1), q, crop, stride, tile,
-                          shapely.to_wkb(projected), (start, end), tuple(tiles), origin)
+                          shapely.to_wkb(projected), (start, end), tuple(tiles), origin, blend)
 
 
 def _edge_offset(coord: float, resolution: float) -> float:

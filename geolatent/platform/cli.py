@@ -24,7 +24,7 @@ FINETUNE_HELP = """Fine-tune an encoder on labels and write a model folder.
 
 \b
 The config (YAML, see configs/finetune/example.yaml) names the task
-(classification, regression, segmentation, pixel_regression, embedding), the
+(classification, regression, segmentation, pixel_regression), the
 encoder checkpoint, the labels (GeoJSON, GeoPackage, Shapefile, CSV or a Studio
 export), the imagery sources, windows, split and training settings. Labels are
 checked first: every dropped label or window is reported with the reason.
@@ -50,7 +50,8 @@ Under torchrun each rank takes a share of the tiles; rank 0 writes.
 """
 
 
-def _progress() -> Progress:
+def progress_bar() -> Progress:
+    """The progress bar of the long commands (fine-tuning windows, predict and embed tiles)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -118,7 +119,7 @@ def finetune_command(
         # one fine-tuning per model folder (the window preparation locks its own work folder)
         lock = OutputLock(cfg.output, "finetune") if not prepare_only else nullcontext()
         with lock:
-            with _progress() as bar:
+            with progress_bar() as bar:
                 task = bar.add_task("materializing windows", total=None)
                 data = prepare_checked(
                     cfg, progress=lambda done, total: bar.update(task, completed=done, total=total),
@@ -159,7 +160,9 @@ def _init_distributed() -> None:
 
 
 def predict_command(
-    model: Path = typer.Option(..., "--model", "-m", exists=True, help="fine-tuned model folder"),
+    model: Path = typer.Option(..., "--model", "-m", exists=True,
+                               help="fine-tuned model folder; a plain model (release or "
+                               "geolatent checkpoint folder) writes the embedding map"),
     aoi: Path = typer.Option(..., "--aoi", exists=True, help="area: GeoJSON / GeoPackage / .shp"),
     aoi_crs: str = typer.Option(None, "--aoi-crs", help="CRS of the area's coordinates when the "
                                 "file does not store one (default: lon/lat)"),
@@ -209,7 +212,7 @@ def predict_command(
             if sources:
                 raise ValueError("give either --sources or --imagery, not both")
             srcs = imagery_for_model(imagery, model, area, start, end)
-        with _progress() as bar:
+        with progress_bar() as bar:
             task = bar.add_task("predicting tiles", total=None, visible=rank == 0)
             result = predict_area(
                 model, area, start, end, out, sources=srcs, crs=crs, crop=crop, stride=stride,

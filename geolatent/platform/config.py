@@ -152,9 +152,7 @@ class FinetuneConfig(StrictModel):
     """``geolatent finetune --config ft.yaml``.
 
     Attributes:
-        task: classification | regression | segmentation | pixel_regression | embedding
-            (no training: the encoder is exported for embedding maps, and with labels the
-            pooled embeddings of the label windows are written to ``window_embeddings.npz``).
+        task: classification | regression | segmentation | pixel_regression.
         encoder: a checkpoint folder :func:`geolatent.load_model` accepts (v1 release or
             geolatent), or a size name (``nano`` ...) for a random encoder (tests only).
         labels, windows, split, train, executor: see their classes.
@@ -178,7 +176,7 @@ class FinetuneConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:
-        if self.labels is None and self.task != "embedding":
+        if self.labels is None:
             raise ValueError(f"task {self.task!r} needs `labels:`")
         if not self.sources and not self.data_config:
             raise ValueError("give imagery `sources:` or a `data_config:` whose sources to use")

@@ -175,7 +175,7 @@ def load_label_set(cfg: FinetuneConfig) -> tuple[LabelSet, list[LabelProblem]]:
     lc = cfg.labels
     if lc is None:
         raise ValueError(f"task {cfg.task!r} needs labels")
-    kind = "class" if cfg.task in CLASS_TASKS or cfg.task == "embedding" else "value"
+    kind = "class" if cfg.task in CLASS_TASKS else "value"
     labels = read_labels(lc.path, kind=kind, format=lc.format, field=lc.field,  # type: ignore[arg-type]
                          time_column=lc.time_column, end_time_column=lc.end_time_column,
                          split_field=lc.split_field, layer=lc.layer, lat_field=lc.lat_field,
@@ -249,7 +249,7 @@ def prepare_training_data(
     root = cfg.resolved_work_dir()
     labels, problems = load_label_set(cfg)
     classes = None
-    if cfg.task in CLASS_TASKS or cfg.task == "embedding":  # embeddings carry class labels
+    if cfg.task in CLASS_TASKS:
         classes = class_table_for(cfg, labels)
         idx = classes.indices(labels.values)
         for i in np.flatnonzero(idx == IGNORE_INDEX):
@@ -343,7 +343,7 @@ def prepare_training_data(
                 problems.append(LabelProblem("empty_class", -1, f"class {v!r} "
                                              f"({classes.names[classes.values.index(v)]}) has no "
                                              "label in the training split", "warning"))
-    elif cfg.task != "embedding":
+    else:
         vals = np.concatenate([_valid_values(load_target(data, r)) for r in data.split("train")]
                               or [np.zeros(1)])
         data.target_mean = float(vals.mean())

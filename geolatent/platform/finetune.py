@@ -96,8 +96,6 @@ def head_spec_for(task: str, dim: int, num_classes: int, modalities: Sequence[st
     out = num_classes if task in CLASS_TASKS else 1
     if task in PIXEL_TASKS:
         return HeadSpec("pixel", dim, out, hidden or 64, list(modalities), dropout)
-    if task == "embedding":
-        return HeadSpec("embedding", dim, dim)
     return HeadSpec("pooled", dim, out, hidden or 0, [], dropout)
 
 
@@ -447,8 +445,6 @@ def finetune(
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
     check_model_output(cfg.output, "output:")  # before any work: never over the user's files
-    if cfg.task == "embedding":
-        return export_embedding_model(cfg, log=say, data=data, progress=progress)
     tc = cfg.train
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
@@ -607,91 +603,3 @@ def finetune(
 def _brief(metrics: dict) -> dict:
     """Metrics without the bulky confusion matrix (kept in the report, not the model)."""
     return {k: v for k, v in metrics.items() if k != "confusion"}
-
-
-# -- embedding export ---------------------------------------------------------------------------
-WINDOW_EMBEDDINGS_FILE = "window_embeddings.npz"
-
-
-def export_embedding_model(
-    cfg: FinetuneConfig,
-    *,
-    log: Log | None = None,
-    data: PreparedData | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> FinetuneResult:
-    """The ``embedding`` task: no training. Writes a model folder whose head returns the
-    encoder's feature map (``predict`` then writes embedding maps at ``10 * p`` m) and, when
-    labels are configured, the pooled embeddings of their windows
-    (``<output>/window_embeddings.npz``, see :func:`export_window_embeddings`)."""
-    t0 = time.perf_counter()
-    say = log or (lambda _msg: None)
-    tc = cfg.train
-    encoder, model_cfg = load_encoder(cfg.encoder)
-    sources = open_sources(cfg.all_sources())
-    fed: dict[str, set[str]] = {}
-    for s in sources:
-        fed.setdefault(s.modality, set()).update(s.bands)
-    mods = [m for m in model_cfg.modalities if get_modality(m).encoder_input and fed.get(m)]
-    if not mods:
-        raise ValueError(f"the sources feed {sorted(fed)}, none of which the encoder takes")
-    bands = {m: [b for b in get_modality(m).bands if b in fed[m]] for m in mods}
-    spec = head_spec_for("embedding", model_cfg.embedding_size, 1, mods, None, 0.0)
-    months = 12
-    if cfg.windows.time_range is not None:
-        start, end = cfg.windows.time_range
-        months = min(12, (end.year - start.year) * 12 + end.month - start.month)
-    fm = FinetunedModel(
-        model=TaskModel(encoder, build_head(spec), spec),
-        task=TaskSpec("embedding"),
-        inputs=InputSpec(mods, bands, tc.patch_size, cfg.crop_size, cfg.windows.size_px,
-                         cfg.windows.resolution_m, months),
-        model_config=model_cfg,
-        sources=[s.model_dump(mode="json") for s in cfg.all_sources()],
-        extra={"encoder": cfg.encoder,
-               "encoder_provenance": getattr(encoder, "provenance", None)},
-    )
-    if cfg.labels is not None:
-        data = data or prepare_training_data(cfg, sources=sources, progress=progress)
-        say(data.report())
-        fm.classes = data.classes
-    save_bundle(fm, cfg.output)
-    if data is not None:
-        path = export_window_embeddings(fm, data, Path(cfg.output) / WINDOW_EMBEDDINGS_FILE,
-                                        tc.batch_size, resolve_device(tc.device, "train.device"))
-        say(f"window embeddings: {path}")
-    return FinetuneResult(cfg.output, -1, float("nan"), "none", data=data,
-                          seconds=time.perf_counter() - t0)
-
-
-@torch.no_grad()
-def export_window_embeddings(fm: FinetunedModel, data: PreparedData, path: Path,
-                             batch_size: int = 16, device: torch.device | str = "cpu") -> Path:
-    """Pooled embeddings of every materialized window, written atomically as ``.npz``:
-    ``embeddings`` float32 ``[N, D]`` (NaN rows: no valid input), ``targets`` ``[N]`` (class
-    index or value), ``splits`` and ``windows`` (names) ``[N]``, ``class_names`` ``[K]``."""
-    model = fm.model.to(device).eval()
-    rng = np.random.default_rng(0)
-    emb, targets, splits, names = [], [], [], []
-    for split in ("train", "val", "test"):
-        samples = WindowSamples(data, split, fm.inputs.modalities)
-        for s in range(0, len(samples), batch_size):
-            idx = range(s, min(s + batch_size, len(samples)))
-            batch, y = collate([samples[i] for i in idx], task="classification",
-                               crop=fm.inputs.crop_size, patch_size=fm.inputs.patch_size,
-                               train=False, rng=rng, modalities=fm.inputs.modalities,
-                               config=model.encoder.model_config)
-            feats = model.encode(batch.to(device))
-            pooled = feats.pooled.float().cpu().numpy()
-            pooled[~feats.token_valid.flatten(1).any(1).cpu().numpy()] = np.nan
-            emb.append(pooled)
-            targets.append(y.numpy())
-            splits += [split] * len(idx)
-            names += [samples.records[i].stem for i in idx]
-    classes = np.array(data.classes.names if data.classes else [], dtype=str)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-    np.savez(tmp, embeddings=np.concatenate(emb), targets=np.concatenate(targets),
-             splits=np.array(splits), windows=np.array(names), class_names=classes)
-    os.replace(tmp, path)
-    return path

@@ -12,7 +12,6 @@ finite inputs fills them with 0 itself (:func:`finite_pooled`, :func:`finite_fea
   upsampled bilinearly to full resolution and fused with a full-resolution skip path computed
   from the normalized input pixels (:func:`~geolatent.platform.encoder_inputs.pixel_summary`),
   which restores the boundaries a ``p``-pixel token cannot draw -> ``[B, out, H, W]``.
-* :class:`EmbeddingHead` (embedding export): no parameters; the feature map ``[B, D, h, w]``.
 
 Heads are described by a :class:`HeadSpec` (saved in the model folder) and built by
 :func:`build_head`.
@@ -31,7 +30,7 @@ from torch.nn import functional as F
 from geolatent.model.encoder import Encoder, EncoderOutput
 from geolatent.platform.encoder_inputs import EncoderBatch, pixel_summary
 
-HeadKind = Literal["pooled", "pixel", "embedding"]
+HeadKind = Literal["pooled", "pixel"]
 
 
 @dataclass
@@ -39,9 +38,9 @@ class HeadSpec:
     """Everything needed to rebuild a head.
 
     Attributes:
-        kind: ``pooled``, ``pixel`` or ``embedding``.
+        kind: ``pooled`` or ``pixel``.
         dim: encoder width D.
-        out: outputs (classes, or 1 for regression; D for embeddings).
+        out: outputs (classes, or 1 for regression).
         hidden: hidden width (pooled: 0 = linear head; pixel: decoder channels).
         pixel_modalities: modalities of the pixel decoder's skip path (channel layout).
         dropout: dropout before the last layer.
@@ -126,13 +125,6 @@ class PixelDecoderHead(nn.Module):
         return self.classifier(self.drop(self.fuse(x)))
 
 
-class EmbeddingHead(nn.Module):
-    """The feature map itself, ``[B, D, h, w]`` (NaN where no input was valid)."""
-
-    def forward(self, out: EncoderOutput, batch: EncoderBatch) -> torch.Tensor:
-        return out.feature_map.permute(0, 3, 1, 2)
-
-
 def pixel_channels(modalities: Sequence[str]) -> int:
     """Channels of :func:`~geolatent.platform.encoder_inputs.pixel_summary` for ``modalities``."""
     from geolatent.modalities import get_modality
@@ -146,14 +138,12 @@ def build_head(spec: HeadSpec) -> nn.Module:
         return PooledHead(spec)
     if spec.kind == "pixel":
         return PixelDecoderHead(spec, pixel_channels(spec.pixel_modalities))
-    if spec.kind == "embedding":
-        return EmbeddingHead()
-    raise ValueError(f"unknown head kind {spec.kind!r}; use pooled, pixel or embedding")
+    raise ValueError(f"unknown head kind {spec.kind!r}; use pooled or pixel")
 
 
 class TaskModel(nn.Module):
     """Encoder + head. ``forward(batch)`` returns the head's output:
-    pooled ``[B, out]``, pixel ``[B, out, H, W]``, embedding ``[B, D, H/p, W/p]``."""
+    pooled ``[B, out]``, pixel ``[B, out, H, W]``."""
 
     def __init__(self, encoder: Encoder, head: nn.Module, spec: HeadSpec):
         super().__init__()

@@ -32,7 +32,7 @@ from geolatent.modalities import BASE_RESOLUTION_M, MAX_TIMESTEPS
 from geolatent.platform.classes import IGNORE_INDEX
 from geolatent.platform.labels import LabelProblem, LabelSet
 
-TaskType = Literal["classification", "regression", "segmentation", "pixel_regression", "embedding"]
+TaskType = Literal["classification", "regression", "segmentation", "pixel_regression"]
 WINDOW_TASKS = ("classification", "regression")
 PIXEL_TASKS = ("segmentation", "pixel_regression")
 CLASS_TASKS = ("classification", "segmentation")
@@ -160,7 +160,7 @@ def make_label_windows(
 
     Args:
         labels: checked labels (:func:`~geolatent.platform.labels.check_labels`).
-        task: the task type; ``embedding`` uses window-task windows.
+        task: the task type.
         size_px: window side in pixels.
         default_time_range: for labels without times; labels without times and without a
             default are reported and skipped.
@@ -264,7 +264,7 @@ def build_target(window: Window, spec: TargetSpec) -> np.ndarray:
         ``[H, W]`` class indices, -1 unlabelled; pixel regression: float32 ``[H, W]``, NaN
         unlabelled.
     """
-    if spec.task in WINDOW_TASKS or spec.task == "embedding":
+    if spec.task in WINDOW_TASKS:
         dtype = np.float32 if spec.task == "regression" else np.int64
         return np.asarray(spec.values[:1], dtype=dtype)
     classes = spec.task == "segmentation"

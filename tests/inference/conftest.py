@@ -11,7 +11,7 @@ from affine import Affine
 
 from geolatent.data.synthetic import SampleScene, make_sample_scene, write_scene_geotiffs
 from geolatent.inference.demo import random_model
-from geolatent.inference.raster_io import RasterInput
+from geolatent.inference.file_inputs import RasterInput
 
 S2 = "sentinel2_l2a"
 S1 = "sentinel1"
@@ -92,6 +92,16 @@ def small_scene_files(small_scene, tmp_path_factory) -> dict[str, list[RasterInp
         m: [RasterInput(p, d) for p, d in zip(files[m], small_scene.dates, strict=True)]
         for m in (S2, S1)
     }
+
+
+def embed_args(files, out) -> list[str]:
+    """``embed`` CLI arguments ``--s2 ... --s2-dates ... --s1 ... --s1-dates ...`` of ``files``."""
+    args = ["embed", "--out", str(out)]
+    for opt, m in (("--s2", S2), ("--s1", S1)):
+        for ri in files[m]:
+            args += [opt, str(ri.path)]
+        args += [f"{opt}-dates", ",".join(ri.dates[0].isoformat() for ri in files[m])]
+    return args
 
 
 def flat(text: str) -> str:

@@ -19,7 +19,7 @@ from geolatent.cli import app
 from geolatent.data.imagery import composite_inputs, fetch_composites, imagery_source
 from geolatent.data.run import work_dir_for
 from geolatent.inference.embed_rasters import embed_geotiffs
-from geolatent.inference.raster_io import RasterInput
+from geolatent.inference.file_inputs import RasterInput
 
 from .conftest import flat, read_embedding
 

@@ -13,19 +13,9 @@ from geolatent.inference.embed_rasters import embed_geotiffs
 from geolatent.inference.preview import read_png
 from geolatent.modalities import MODALITIES
 
-from .conftest import S1, S2, flat, read_embedding, write_tif
+from .conftest import S1, S2, embed_args, flat, read_embedding, write_tif
 
 runner = CliRunner()
-
-
-def embed_args(files, out) -> list[str]:
-    """``--s2 ... --s2-dates ... --s1 ... --s1-dates ...`` for the small scene."""
-    args = ["embed", "--out", str(out)]
-    for opt, m in (("--s2", S2), ("--s1", S1)):
-        for ri in files[m]:
-            args += [opt, str(ri.path)]
-        args += [f"{opt}-dates", ",".join(ri.dates[0].isoformat() for ri in files[m])]
-    return args
 
 
 def test_demo_end_to_end(tmp_path) -> None:

@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 from geolatent.cli import app
 from geolatent.data.io.grid import OutputGrid
 from geolatent.inference.embed_rasters import embed_geotiffs
-from geolatent.inference.raster_io import RasterInput, RasterInputError, stack_inputs
+from geolatent.inference.file_inputs import RasterInput, RasterInputError, stack_inputs
 from geolatent.modalities import MODALITIES
 from geolatent.normalize import normalization_stats
 
-from .conftest import S1, S2, flat, read_embedding, write_tif
+from .conftest import S1, S2, embed_args, flat, read_embedding, write_tif
 
 runner = CliRunner()
 DATE = "2024-01-15"
@@ -88,11 +88,8 @@ def test_align_to_puts_the_embedding_on_that_grid(nano, small_scene_files, tmp_p
     t = Affine(10.0, 0.0, 400_021.05, 0.0, -10.0, 5_099_984.63)
     target = write_tif(tmp_path / "grid.tif", np.zeros((1, 24, 28), np.float32), transform=t)
     out = tmp_path / "aligned.tif"
-    args = ["embed", "--out", str(out), "--random-weights", "nano", "--align-to", str(target)]
-    for opt, m in (("--s2", S2), ("--s1", S1)):
-        for ri in small_scene_files[m]:
-            args += [opt, str(ri.path)]
-        args += [f"{opt}-dates", ",".join(ri.dates[0].isoformat() for ri in small_scene_files[m])]
+    args = [*embed_args(small_scene_files, out), "--random-weights", "nano", "--align-to",
+            str(target)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     with rasterio.open(out) as src:

@@ -10,9 +10,11 @@ import rasterio
 from affine import Affine
 
 from geolatent.data.io.cog import is_cloud_optimized
-from geolatent.inference.embed_rasters import choose_tiling, embed_geotiffs, plan_tiles
-from geolatent.inference.raster_io import RasterInput, RasterStack
+from geolatent.data.io.grid import OutputGrid
+from geolatent.inference.embed_rasters import embed_geotiffs, plan_embedding
+from geolatent.inference.file_inputs import FileInputs, RasterInput
 from geolatent.modalities import MODALITIES
+from geolatent.platform.predict.plan import embedding_tiling
 
 from .conftest import L1C_BANDS, S1, S2, cosine, read_embedding, write_tif
 
@@ -29,36 +31,54 @@ def direct_feature_map(model, scene, p: int = 4, rows=slice(None), cols=slice(No
 
 # ----------------------------------------------------------------------------- tiling plan
 
+DAY = ("2024-01-01", "2024-01-02")
+
+
+def embed_tiles(h: int, w: int, p: int, tile: int, ov: int,
+                grid: OutputGrid | None = None) -> tuple[list[tuple[int, ...]], object]:
+    """The embedding plan of an ``h x w`` px grid as ``(out_row, out_col, out_height,
+    out_width, in_row, in_col, in_size)`` per tile (input pixels relative to the grid)."""
+    grid = grid or OutputGrid(rasterio.crs.CRS.from_epsg(32633),
+                              Affine(10.0, 0.0, 400_000.0, 0.0, -10.0, 5_100_000.0), w, h)
+    plan = plan_embedding(grid, p, tile, ov, DAY)
+    tiles = []
+    for t in plan.tiles:
+        c0, r0, c1, r1 = t.core
+        (row,), (col,) = (np.unique(o) for o in plan.crop_origins(t))  # one crop per tile
+        tiles.append(((r0 - ov) // p, (c0 - ov) // p, (r1 - r0) // p, (c1 - c0) // p,
+                      int(row) - ov, int(col) - ov, plan.crop))
+    return tiles, plan
+
 
 @pytest.mark.parametrize(
     "h,w,p,tile,ov", [(32, 32, 4, 8, 4), (101, 100, 4, 48, 8), (30, 27, 2, 6, 0)]
 )
 def test_plan_covers_output_once(h: int, w: int, p: int, tile: int, ov: int) -> None:
-    plan = plan_tiles(h, w, p, tile, ov)
-    assert (plan.out_height, plan.out_width) == (h // p, w // p)
-    hits = np.zeros((plan.out_height, plan.out_width), int)
-    for t in plan.tiles:
-        hits[t.out_row : t.out_row + t.out_height, t.out_col : t.out_col + t.out_width] += 1
-        assert t.in_size == tile + 2 * ov
-        assert (t.in_row, t.in_col) == (t.out_row * p - ov, t.out_col * p - ov)
+    tiles, plan = embed_tiles(h, w, p, tile, ov)
+    assert (plan.height, plan.width) == (h // p, w // p)
+    hits = np.zeros((plan.height, plan.width), int)
+    for out_row, out_col, out_height, out_width, in_row, in_col, in_size in tiles:
+        hits[out_row : out_row + out_height, out_col : out_col + out_width] += 1
+        assert in_size == tile + 2 * ov
+        assert (in_row, in_col) == (out_row * p - ov, out_col * p - ov)
     assert (hits == 1).all()
 
 
 def test_plan_validation_and_defaults() -> None:
     with pytest.raises(ValueError, match="multiple of patch_size"):
-        plan_tiles(64, 64, 4, 30, 0)
+        embedding_tiling(64, 64, 4, 1, 1, 30, 0)
     with pytest.raises(ValueError, match="overlap must be"):
-        plan_tiles(64, 64, 4, 32, 3)
+        embedding_tiling(64, 64, 4, 1, 1, 32, 3)
     with pytest.raises(ValueError, match="smaller than one"):
-        plan_tiles(3, 64, 4, 32, 0)
+        embedding_tiling(3, 64, 4, 1, 1, 32, 0)
     # A raster that fits the token budget (4096) is one tile without margin.
-    assert choose_tiling(64, 60, 4, 2, 4) == (64, 0)
+    assert embedding_tiling(64, 60, 4, 2, 4) == (64, 0)
     # A large one: the largest window within the budget, 1/8 of it as margin on each side.
-    tile, ov = choose_tiling(10_000, 10_000, 4, 12, 4)
+    tile, ov = embedding_tiling(10_000, 10_000, 4, 12, 4)
     assert (tile, ov) == (28, 4)  # window 9 patches: 81 x 12 x 4 = 3888 tokens
-    assert choose_tiling(10_000, 10_000, 8, 1, 1) == (256, 64)  # window 64, core capped at 256 px
-    assert choose_tiling(10_000, 10_000, 4, 12, 4, tile_size=96) == (96, 16)
-    assert choose_tiling(10_000, 10_000, 4, 12, 4, tile_size=96, overlap=0) == (96, 0)
+    assert embedding_tiling(10_000, 10_000, 8, 1, 1) == (256, 64)  # window 64, core capped
+    assert embedding_tiling(10_000, 10_000, 4, 12, 4, tile_size=96) == (96, 16)
+    assert embedding_tiling(10_000, 10_000, 4, 12, 4, tile_size=96, overlap=0) == (96, 0)
 
 
 # ----------------------------------------------------------------------------- results
@@ -92,16 +112,15 @@ def test_tiles_are_stitched_in_place(nano, small_scene_files, tmp_path) -> None:
     res = embed_geotiffs(nano, small_scene_files, out, tile_size=12, overlap=4, batch_size=4)
     assert res.tiles_total == res.tiles_embedded == 9
     emb = read_embedding(out)
-    plan = plan_tiles(32, 32, 4, 12, 4)
-    assert [t.out_height for t in plan.tiles[::3]] == [3, 3, 2]
-    with RasterStack(small_scene_files) as st:
-        windows = [st.read(t.in_row, t.in_col, t.in_size, t.in_size) for t in plan.tiles]
-        ts = np.repeat(st.timestamps[None], len(windows), axis=0)
+    with FileInputs(small_scene_files) as st:
+        tiles, _ = embed_tiles(32, 32, 4, 12, 4, st.grid)
+        assert [t[2] for t in tiles[::3]] == [3, 3, 2]
+        windows = [st.read(t[4], t[5], t[6], t[6]) for t in tiles]
+        ts = np.repeat(st.timeline.timestamps[None], len(windows), axis=0)
     batch = {m: np.stack([w[m] for w in windows]) for m in (S2, S1)}
     fm = nano.embed(batch, timestamps=ts, patch_size=4).feature_map.numpy()  # [9, 5, 5, D]
-    for k, t in enumerate(plan.tiles):
-        h, w = t.out_height, t.out_width
-        got = emb[t.out_row : t.out_row + h, t.out_col : t.out_col + w]
+    for k, (out_row, out_col, h, w, *_) in enumerate(tiles):
+        got = emb[out_row : out_row + h, out_col : out_col + w]
         np.testing.assert_allclose(got, fm[k, 1 : 1 + h, 1 : 1 + w], rtol=1e-4, atol=1e-4)
 
 
@@ -125,19 +144,21 @@ def test_tiled_close_to_untiled(nano, tmp_path) -> None:
     assert cos.mean() > 0.85 and cos.min() > 0.7, (cos.mean(), cos.min())
 
 
+def write_s2_s1(scene, folder, s2: np.ndarray, s1: np.ndarray) -> dict[str, list[RasterInput]]:
+    """S2 (uint16 DN, nodata 0) and S1 (dB, NaN missing) ``[C, h, w]`` arrays on the scene's
+    grid as one GeoTIFF each of the scene's first date."""
+    f2 = write_tif(folder / "s2.tif", s2, transform=scene.transform,
+                   descriptions=list(MODALITIES[S2].bands), nodata=0)
+    f1 = write_tif(folder / "s1.tif", s1, transform=scene.transform, descriptions=["vv", "vh"])
+    date = scene.dates[0]
+    return {S2: [RasterInput(f2, date)], S1: [RasterInput(f1, date)]}
+
+
 def test_size_not_divisible_by_patch(nano, small_scene, tmp_path) -> None:
     """30 x 27 px at p=4: the last incomplete patch row / column is not embedded."""
-    bands = list(MODALITIES[S2].bands)
     s2 = np.moveaxis(small_scene.sentinel2_l2a[:30, :27, 0], -1, 0).astype(np.uint16)
     s1 = np.moveaxis(small_scene.sentinel1[:30, :27, 0], -1, 0)
-    f2 = write_tif(
-        tmp_path / "s2.tif", s2, transform=small_scene.transform, descriptions=bands, nodata=0
-    )
-    f1 = write_tif(
-        tmp_path / "s1.tif", s1, transform=small_scene.transform, descriptions=["vv", "vh"]
-    )
-    date = small_scene.dates[0]
-    inputs = {S2: [RasterInput(f2, date)], S1: [RasterInput(f1, date)]}
+    inputs = write_s2_s1(small_scene, tmp_path, s2, s1)
     res = embed_geotiffs(nano, inputs, tmp_path / "e.tif", patch_size=4)
     assert (res.height, res.width) == (7, 6)
     crop = (None, slice(0, 28), slice(0, 24), slice(0, 1))
@@ -163,21 +184,13 @@ def test_size_not_divisible_by_patch(nano, small_scene, tmp_path) -> None:
 
 
 def test_nodata_in_inputs_becomes_nodata_out(nano, small_scene, tmp_path) -> None:
-    bands = list(MODALITIES[S2].bands)
     s2 = np.moveaxis(small_scene.sentinel2_l2a[:, :, 0], -1, 0).astype(np.uint16)
     s1 = np.moveaxis(small_scene.sentinel1[:, :, 0], -1, 0).copy()
     s2[:, :8, :] = 0  # nodata of the S2 file: patch rows 0-1
     s1[:, :8, :16] = np.nan  # S1 missing in the left half of those rows
     s2[:, 16:, 16:] = 0
     s1[:, 16:, 16:] = np.nan  # a whole 16 x 16 px tile with no data at all
-    f2 = write_tif(
-        tmp_path / "s2.tif", s2, transform=small_scene.transform, descriptions=bands, nodata=0
-    )
-    f1 = write_tif(
-        tmp_path / "s1.tif", s1, transform=small_scene.transform, descriptions=["vv", "vh"]
-    )
-    date = small_scene.dates[0]
-    inputs = {S2: [RasterInput(f2, date)], S1: [RasterInput(f1, date)]}
+    inputs = write_s2_s1(small_scene, tmp_path, s2, s1)
     res = embed_geotiffs(nano, inputs, tmp_path / "e.tif", tile_size=16, overlap=4)
     assert (res.tiles_total, res.tiles_embedded) == (4, 3)  # the empty tile is not run
     emb = read_embedding(res.path)
@@ -233,7 +246,7 @@ def eolearn_files(real_data, tmp_path_factory) -> list[RasterInput]:
 
 @pytest.mark.slow  # >= 5 s (pytest --durations)
 def test_real_eolearn_scenes(nano, eolearn_files, tmp_path) -> None:
-    with RasterStack({S2: eolearn_files}) as st:
+    with FileInputs({S2: eolearn_files}) as st:
         assert st.summary()[S2].bands_dropped == ("B10",)  # by name; not a model band
         assert st.dates[0] == dt.date(2015, 7, 11)  # sorted chronologically
     # 101 x 100 px, tiled with edge tiles smaller than the tile (and a partial patch row).

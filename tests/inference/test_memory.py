@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
     import torch
     from geolatent.inference.demo import random_model
     from geolatent.inference.embed_rasters import embed_geotiffs
-    from geolatent.inference.raster_io import RasterInput
+    from geolatent.inference.file_inputs import RasterInput
 
     def rss_kb(field):
         with open("/proc/self/status") as f:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kill_points import kill_after, start_child
 from typer.testing import CliRunner
 
 from geolatent.cli import app
@@ -34,7 +35,7 @@ from geolatent.data.run import (
 )
 from geolatent.inference.embed_rasters import embed_geotiffs
 
-from .conftest import S1, S2, flat
+from .conftest import S2, embed_args, flat
 
 runner = CliRunner()
 
@@ -140,15 +141,29 @@ def test_output_equal_to_an_input_is_refused(tmp_path) -> None:
 def test_embed_cli_refuses_to_overwrite_its_input(small_scene_files, tmp_path) -> None:
     src = small_scene_files[S2][0].path
     before = src.read_bytes()
-    args = ["embed", "--out", str(src), "--random-weights", "nano"]
-    for opt, m in (("--s2", S2), ("--s1", S1)):
-        for ri in small_scene_files[m]:
-            args += [opt, str(ri.path)]
-        args += [f"{opt}-dates", ",".join(ri.dates[0].isoformat() for ri in small_scene_files[m])]
+    args = [*embed_args(small_scene_files, src), "--random-weights", "nano"]
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert f"output {src} is also an input" in flat(result.output)
     assert src.read_bytes() == before
+
+
+def test_embed_has_predicts_area_gate(small_scene_files, tmp_path) -> None:
+    """The run's size is printed before it starts; above --max-area-km2 it needs --yes (the
+    same gate as predict: the 32 x 32 px scene is 0.1 km²)."""
+    out = tmp_path / "gated.tif"
+    args = [*embed_args(small_scene_files, out), "--random-weights", "nano"]
+    refused = runner.invoke(app, [*args, "--max-area-km2", "0.05"])
+    assert refused.exit_code == 2, refused.output
+    text = flat(refused.output)
+    assert "the area is 0.102 km² (limit 0.05 km²)" in text
+    assert "1 tiles, output 8 x 8 x 128" in text
+    assert "CLI --yes" in text and "--max-area-km2" in text
+    assert not out.exists() and not work_dir_for(out).exists()
+    confirmed = runner.invoke(app, [*args, "--max-area-km2", "0.05", "--yes"])
+    assert confirmed.exit_code == 0, confirmed.output
+    assert "embed: area 0.1 km², 1 tiles, output 8 x 8 x 128" in flat(confirmed.output)
+    assert out.exists()
 
 
 def test_output_folder_must_be_new_or_of_the_same_kind(tmp_path) -> None:
@@ -198,7 +213,7 @@ KILL_SCRIPT = textwrap.dedent(
     import sys, time
     from geolatent.inference.demo import random_model
     from geolatent.inference.embed_rasters import embed_geotiffs
-    from geolatent.inference.raster_io import RasterInput
+    from geolatent.inference.file_inputs import RasterInput
 
     out, *pairs = sys.argv[1:]
     inputs = {}
@@ -226,18 +241,8 @@ def test_embed_kill9_then_rerun_is_byte_identical(nano, small_scene_files, tmp_p
     out = tmp_path / "killed.tif"
     pairs = [f"{m}|{ri.path}|{ri.dates[0].isoformat()}" for m in small_scene_files
              for ri in small_scene_files[m]]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.Popen([sys.executable, str(script), str(out), *pairs],
-                            stdout=subprocess.PIPE, text=True, env=env)
-    stop_at = random.Random(0).randint(3, 12)  # a reproducible "random point"
-    try:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            if int(line) >= stop_at:
-                time.sleep(random.Random(1).uniform(0.0, 0.3))
-                break
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+    proc = start_child([str(script), str(out), *pairs])
+    kill_after(proc, random.Random(0).randint(3, 12), 0.3)  # a reproducible "random point"
     assert not out.exists()
     work = work_dir_for(out)
     finished = [p for p in work.glob("tile_*.json")]

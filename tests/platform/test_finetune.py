@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 import rasterio.features
 import shapely
@@ -16,6 +17,7 @@ from platform_fixtures import (  # noqa: F401
     single_torch_thread,
     write_scene,
 )
+from pydantic import ValidationError
 from pyogrio import raw
 from sample_scene import write_point_labels
 from shapely.geometry import shape
@@ -169,27 +171,10 @@ def test_example_config_is_valid():
     assert cfg.train.frozen_epochs() == 6 and cfg.labels.classes[0] == "cropland"
 
 
-def test_embedding_export_without_training(tmp_path: Path):
-    scene = write_scene(tmp_path / "scene", height=48, width=48, timesteps=1, seed=8)
-    x0, y0, x1, y1 = scene_box(scene, inset_px=6).bounds
-    points = [(x0, y0, "a"), (x1, y1, "b"), ((x0 + x1) / 2, (y0 + y1) / 2, "a")]
-    feats = [{"type": "Feature", "geometry": shapely.geometry.mapping(shapely.Point(x, y)),
-              "properties": {"label": c}} for x, y, c in points]
-    (tmp_path / "p.geojson").write_text(json.dumps({"type": "FeatureCollection",
-                                                     "features": feats}))
-    cfg = FinetuneConfig.model_validate(dict(
-        task="embedding", encoder="nano", labels=dict(path=str(tmp_path / "p.geojson")),
-        sources=[s2_source(tmp_path / "scene")],
-        windows=dict(size_px=16, start="2024-01-01", end="2024-02-01"),
-        split=dict(cell_size_m=100), train=dict(patch_size=8), output=str(tmp_path / "emb"),
-    ))
-    finetune(cfg)
-    fm = load_bundle(tmp_path / "emb")
-    assert fm.head_spec.kind == "embedding" and fm.inputs.timesteps == 1
-    npz = np.load(tmp_path / "emb" / "window_embeddings.npz")
-    assert npz["embeddings"].shape == (3, 128) and np.isfinite(npz["embeddings"]).all()
-    assert sorted(npz["targets"].tolist()) == [0, 0, 1] and list(npz["class_names"]) == ["a", "b"]
-    no_labels = FinetuneConfig.model_validate(dict(cfg.model_dump(), labels=None,
-                                                   output=str(tmp_path / "emb2")))
-    finetune(no_labels)
-    assert load_bundle(tmp_path / "emb2").inputs.modalities == ["sentinel2_l2a"]
+def test_embedding_is_not_a_finetuning_task(tmp_path: Path):
+    """Embedding maps come from a plain model (``embed`` / ``predict`` with a release), not
+    from a fine-tuning task: ``task: embedding`` is refused, naming the tasks there are."""
+    with pytest.raises(ValidationError, match="classification.*pixel_regression"):
+        FinetuneConfig.model_validate(dict(
+            task="embedding", encoder="nano", sources=[s2_source(tmp_path / "scene")],
+            output=str(tmp_path / "emb")))

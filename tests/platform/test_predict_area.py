@@ -20,6 +20,8 @@ from platform_fixtures import (  # noqa: F401
 
 from geolatent.data.io.cog import is_cloud_optimized
 from geolatent.data.window import WGS84, reproject_geometry
+from geolatent.model import build_model
+from geolatent.model.checkpoint import save_model
 from geolatent.platform.area import blend_weights, plan_prediction
 from geolatent.platform.classes import NODATA_CLASS
 from geolatent.platform.predict import predict_area
@@ -150,12 +152,15 @@ def test_class_cog_and_polygons(tmp_path: Path, scene_dir):
 
 
 def test_embedding_map_is_on_the_patch_grid(tmp_path: Path, scene_dir):
+    """A plain (not fine-tuned) model's map is its embedding map: D bands at 10 * p m."""
     folder, scene = scene_dir
-    make_bundle(tmp_path / "m", "embedding", [s2_source(folder)], patch_size=8, crop=16)
-    res = predict_area(tmp_path / "m", scene_box(scene, inset_px=8), START, END,
-                       tmp_path / "emb.tif")
+    save_model(build_model("nano"), tmp_path / "plain")
+    res = predict_area(tmp_path / "plain", scene_box(scene, inset_px=8), START, END,
+                       tmp_path / "emb.tif", sources=[s2_source(folder)], patch_size=8, crop=16)
+    assert res.kind == "embedding"
     with rasterio.open(res.path) as src:
         assert src.count == 128 and src.res == (80.0, 80.0) and src.dtypes[0] == "float32"
+        assert src.tags()["geolatent_product"] == "embedding"
         data = src.read()
     assert np.isfinite(data).all(axis=0).mean() > 0.5
 

@@ -6,15 +6,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import shapely
+from kill_points import kill_after, start_child
 from platform_fixtures import (  # noqa: F401
     make_bundle,
     s2_source,
@@ -75,7 +73,7 @@ def test_large_area_needs_confirmation_and_the_plan_is_reported(tmp_path: Path,
     make_bundle(tmp_path / "m", "segmentation", [s2_source(folder)])
     out = tmp_path / "map.tif"
     lines: list[str] = []
-    with pytest.raises(ValueError, match=r"limit 0 km².*CLI --yes, Python confirm=True"):
+    with pytest.raises(ValueError, match=r"limit 0.01 km².*CLI --yes, Python confirm=True"):
         predict_area(tmp_path / "m", scene_box(scene, 2), START, END, out, tile=16,
                      max_area_km2=0.01, report=lines.append)
     assert not out.exists() and not work_dir_for(out).exists()
@@ -129,18 +127,8 @@ def test_predict_kill9_then_rerun_is_byte_identical(tmp_path: Path, scene_dir) -
     script = tmp_path / "run.py"
     script.write_text(KILL_SCRIPT)
     out = tmp_path / "killed.tif"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "m"), str(area),
-                             str(out)], stdout=subprocess.PIPE, text=True, env=env)
-    stop_at = random.Random(0).randint(2, fresh.tiles_total - 2)
-    try:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            if int(line) >= stop_at:
-                time.sleep(random.Random(1).uniform(0.0, 0.2))
-                break
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+    proc = start_child([str(script), str(tmp_path / "m"), str(area), str(out)])
+    kill_after(proc, random.Random(0).randint(2, fresh.tiles_total - 2), 0.2)
     assert not out.exists()
     resumed = predict_area(tmp_path / "m", box, START, END, out, tile=16)
     assert 0 < resumed.tiles_resumed < resumed.tiles_total

@@ -1,4 +1,5 @@
-"""Prediction over an area with a fine-tuned model, written as a cloud-optimized GeoTIFF.
+"""Prediction over an area, written as a cloud-optimized GeoTIFF: a fine-tuned model's class or
+value map, or a plain model's embedding map (``geolatent embed`` runs this over its files).
 
 Pipeline (see :mod:`geolatent.platform.area` for the grid, tiles and crops)::
 
@@ -16,10 +17,12 @@ ranks (``torchrun``: each rank takes every ``world_size``-th tile, rank 0 writes
 
 Outputs: classification -> uint8 class indices with a colour table, class names as GDAL
 category names (``OUT.aux.xml``, which QGIS shows) and tags, nodata 255; regression -> float32
-values, nodata NaN; embedding -> float32 ``D`` bands at ``10 * p`` m, nodata NaN. Pixels
+values, nodata NaN; a plain model (release or checkpoint) -> its embedding map, float32 ``D``
+bands at ``10 * p`` m, nodata NaN, seeing only the imagery inside the map's bounds. Pixels
 outside the area, or where no input was valid, are nodata.
 """
 
+from geolatent.platform.predict.plan import EncoderModel
 from geolatent.platform.predict.run import PredictResult, predict_area
 
-__all__ = ["PredictResult", "predict_area"]
+__all__ = ["EncoderModel", "PredictResult", "predict_area"]

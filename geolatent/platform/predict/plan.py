@@ -1,15 +1,21 @@
-"""What a prediction run will do, before it does it: output kind, sources, fingerprint, and the
-size sanity check (area, tiles, output bytes, a rough time) that guards long runs."""
+"""What a prediction run will do, before it does it: the model and its output kind, sources,
+time axis, fingerprint, and the size sanity check (area, tiles, output bytes, a rough time)
+that guards long runs."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import rasterio
+import torch
 from affine import Affine
 from pydantic import TypeAdapter
 from rasterio.crs import CRS
@@ -18,8 +24,9 @@ from geolatent.data.config import SourceConfig
 from geolatent.data.io.grid import OutputGrid
 from geolatent.data.run import check_free_space
 from geolatent.data.sources import Source, open_sources
+from geolatent.modalities import MAX_TIMESTEPS, get_modality
 from geolatent.platform.area import PredictionPlan
-from geolatent.platform.bundle import FinetunedModel, bundle_modalities
+from geolatent.platform.bundle import BUNDLE_FILE, FinetunedModel, InputSpec, bundle_modalities
 from geolatent.platform.windows import CLASS_TASKS
 
 #: Above this area (km²) a run needs ``confirm=True`` (CLI ``--yes``); settable per call.
@@ -29,16 +36,163 @@ DEFAULT_MAX_AREA_KM2 = 2_500.0
 ROUGH_KM2_PER_S = 0.5
 
 
-def output_kind(fm: FinetunedModel) -> str:
-    """``class``, ``value`` or ``embedding``."""
-    if fm.task.type in CLASS_TASKS:
-        return "class"
-    return "embedding" if fm.task.type == "embedding" else "value"
+DEFAULT_TOKEN_BUDGET = 4096
+"""Default cap on tokens per model crop of an embedding map ((crop/p)^2 x T x bandsets) when no
+crop is given. Attention work per crop grows with the square of its token count, so the total
+work grows linearly with the budget; 4096 is about twice the v1 pretraining budget (2250)."""
 
 
-def output_bands(fm: FinetunedModel, kind: str) -> int:
+@dataclass
+class EncoderModel:
+    """A plain (not fine-tuned) model as a prediction model: its output is the embedding map
+    (``D`` float bands at ``10 * p`` m, the encoder's feature map).
+
+    Attributes:
+        model: the geolatent model (``geolatent.load_model``; a ``LatentMIM`` of any version).
+        inputs: the input contract: every encoder-input modality of the model, patch size p,
+            crop (see :func:`embedding_tiling`) and resolution.
+        path: where it was loaded from (None: in memory; the weights are then hashed).
+        sources: imagery sources recorded with the model (none: pass ``sources``).
+    """
+
+    model: object
+    inputs: InputSpec
+    path: Path | None = None
+    sources: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, model, patch_size: int = 4, crop: int | None = None,
+           path: str | os.PathLike | None = None) -> EncoderModel:
+        """Wrap a loaded model; ``crop`` defaults to the largest square of patches within
+        :data:`DEFAULT_TOKEN_BUDGET` for 12 monthly steps of every modality."""
+        if not 1 <= int(patch_size) <= 8:
+            raise ValueError(f"patch_size must be in 1..8, got {patch_size}")
+        mods = [m for m in model.config.modalities if get_modality(m).encoder_input]
+        if crop is None:
+            per_patch = MAX_TIMESTEPS * sum(get_modality(m).num_bandsets for m in mods)
+            crop = max(1, math.isqrt(DEFAULT_TOKEN_BUDGET // max(1, per_patch))) * patch_size
+        bands = {m: list(get_modality(m).bands) for m in mods}
+        return cls(model, InputSpec(mods, bands, int(patch_size), crop, crop),
+                   Path(path) if path is not None else None)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.model.config.embedding_size)
+
+
+PredictionModel = FinetunedModel | EncoderModel
+
+
+def load_prediction_model(model, device, patch_size: int | None = None) -> PredictionModel:
+    """A fine-tuned model folder (``bundle.json``) or a plain model (release folder, release id,
+    geolatent checkpoint, or a loaded model) as a prediction model; a plain one writes the
+    embedding map at patch size ``patch_size`` (default 4)."""
+    if isinstance(model, FinetunedModel | EncoderModel):
+        return model
+    if isinstance(model, str | os.PathLike) and (Path(model) / BUNDLE_FILE).exists():
+        from geolatent.platform.bundle import load_bundle
+
+        return load_bundle(model, device)
+    if isinstance(model, str | os.PathLike):
+        from geolatent.model.checkpoint import load_model
+
+        return EncoderModel.of(load_model(model, device=device), patch_size or 4, path=model)
+    return EncoderModel.of(model, patch_size or 4)
+
+
+def output_kind(fm: PredictionModel) -> str:
+    """``class``, ``value`` or ``embedding`` (a plain model)."""
+    if isinstance(fm, EncoderModel):
+        return "embedding"
+    return "class" if fm.task.type in CLASS_TASKS else "value"
+
+
+def output_bands(fm: PredictionModel, kind: str) -> int:
     """Bands of the output raster."""
-    return fm.model_config.embedding_size if kind == "embedding" else 1
+    return fm.embedding_dim if isinstance(fm, EncoderModel) else 1
+
+
+def embedding_tiling(
+    height: int,
+    width: int,
+    patch_size: int,
+    num_timesteps: int,
+    num_bandsets: int,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    max_tile: int = 256,
+) -> tuple[int, int]:
+    """``(tile, overlap)`` in input pixels of an embedding map of a ``height x width`` px grid,
+    run as ``trim`` crops of ``tile + 2 * overlap`` px whose central ``tile`` block is kept.
+
+    A grid whose whole patch grid fits in ``token_budget`` is one tile without margin (the
+    exact untiled result). Otherwise the crop is the largest square of patches within the
+    budget, the margin 1/8 of it on each side (at least one patch) and the tile the rest (at
+    most ``max_tile`` px). A given ``tile_size`` gets the default margin for its size.
+
+    Raises:
+        ValueError: a tile that is not a positive multiple of p, or an overlap that is not a
+            non-negative multiple of p, or a grid smaller than one patch.
+    """
+    p = patch_size
+    if height // p == 0 or width // p == 0:
+        raise ValueError(f"a {height}x{width} px raster is smaller than one {p}x{p} patch")
+    grid = max(height // p, width // p)
+    per_patch = max(1, num_timesteps * num_bandsets)
+    if tile_size is None and grid * grid * per_patch <= token_budget:
+        tile_size, overlap = grid * p, 0 if overlap is None else overlap
+    elif tile_size is None:
+        window = max(1, math.isqrt(token_budget // per_patch))
+        overlap = _default_overlap(window, p) if overlap is None else overlap
+        tile_size = max(1, min(window - 2 * (overlap // p), max_tile // p, grid)) * p
+    elif overlap is None:
+        overlap = _default_overlap(tile_size // p * 4 // 3, p)  # core = 3/4 of the crop
+    if tile_size <= 0 or tile_size % p:
+        raise ValueError(f"tile_size must be a positive multiple of patch_size {p}, "
+                         f"got {tile_size}")
+    if overlap < 0 or overlap % p:
+        raise ValueError(f"overlap must be a non-negative multiple of patch_size {p}, "
+                         f"got {overlap}")
+    return tile_size, overlap
+
+
+def _default_overlap(window_patches: int, patch_size: int) -> int:
+    """Default margin in input pixels: 1/8 of the crop side per side (at least one patch)."""
+    return max(1, window_patches // 8) * patch_size
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """An explicit time axis: one timestep per distinct date (``align="date"``) or calendar
+    month (``"month"``) instead of one monthly composite per month of the time range. Each
+    scene goes to the timestep of its date (``embed``: one file or stack step per date).
+
+    Attributes:
+        dates: the date of each timestep (the earliest date mapped to it), increasing.
+        align: ``date`` or ``month``.
+    """
+
+    dates: tuple[date, ...]
+    align: str = "date"
+
+    def key(self, d: date) -> tuple[int, ...]:
+        return (d.year, d.month) if self.align == "month" else (d.year, d.month, d.day)
+
+    def index(self, d: date) -> int:
+        """The timestep of date ``d``."""
+        keys = [self.key(x) for x in self.dates]
+        return keys.index(self.key(d))
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        """int64 ``[T, 3]`` (day, month 0-11, year) of the timesteps."""
+        return np.array([[d.day, d.month - 1, d.year] for d in self.dates], dtype=np.int64)
+
+    @property
+    def time_range(self) -> tuple[str, str]:
+        """``(first date, day after the last)`` ISO: every scene of the axis falls inside."""
+        return self.dates[0].isoformat(), (self.dates[-1] + timedelta(days=1)).isoformat()
 
 
 def end_exclusive(end: str) -> str:
@@ -109,12 +263,37 @@ def single_grid(sources: list[Source], resolution: float) -> OutputGrid | None:
     return OutputGrid(CRS.from_wkt(wkt), square, w, h)
 
 
-def model_key(fm: FinetunedModel) -> str:
-    """Identifies the weights in the plan fingerprint (path, size and mtime of the weights)."""
+def model_key(fm: PredictionModel) -> str:
+    """Identifies the weights in the plan fingerprint: a fine-tuned folder by the path, size
+    and mtime of its weights; a plain model by a hash of its weights and patch size."""
+    if isinstance(fm, EncoderModel):
+        h = hashlib.sha256(str(fm.inputs.patch_size).encode())
+        for t in fm.model.state_dict().values():
+            h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
+        return h.hexdigest()[:20]
     if fm.path is None:
         return str(id(fm))
     st = (Path(fm.path) / "weights.safetensors").stat()
     return f"{Path(fm.path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def sources_key(sources: Sequence[Source], extra: dict | None = None) -> str:
+    """Identifies the imagery in the plan fingerprint: every scene (id, date, and each local
+    file's path, size and mtime), so stored tiles of changed inputs are never reused."""
+    rows = []
+    for s in sources:
+        for sc in s.scenes:
+            files = []
+            for f in sc.files:
+                try:
+                    st = os.stat(f)
+                    files.append([str(Path(f).resolve()), st.st_size, st.st_mtime_ns])
+                except OSError:  # a URL (or a file the run reports itself)
+                    files.append([f])
+            rows.append([s.name, sc.id, sc.datetime.isoformat(), files,
+                         sorted((b, a.band_index) for b, a in sc.assets.items())])
+    payload = json.dumps([rows, extra or {}], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
 @dataclass(frozen=True)
@@ -147,6 +326,11 @@ class RunEstimate:
                 f"{_duration(self.seconds)}")
 
 
+def _km2(v: float) -> str:
+    """An area for messages: whole km² from 10 up, 3 significant digits below."""
+    return f"{v:,.0f}" if v >= 10 else f"{v:.3g}"
+
+
 def _duration(s: float) -> str:
     if math.isnan(s):
         return "unknown time"
@@ -169,7 +353,7 @@ def check_run_size(est: RunEstimate, out_path: str | os.PathLike, *, max_area_km
     the disk (checked against the estimate before any work)."""
     if not confirm and not math.isnan(est.area_km2) and est.area_km2 > max_area_km2:
         raise ValueError(
-            f"the area is {est.area_km2:,.0f} km² (limit {max_area_km2:,.0f} km²): "
+            f"the area is {_km2(est.area_km2)} km² (limit {_km2(max_area_km2)} km²): "
             f"{est.describe()}. Confirm the size (CLI --yes, Python confirm=True) or raise the "
             "limit (CLI --max-area-km2, Python max_area_km2)"
         )

@@ -3,6 +3,7 @@ overlapping crops, blended into the tile core."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,57 +11,126 @@ import rasterio.features
 import torch
 from affine import Affine
 
-from geolatent.data.materialize import materialize_window
+from geolatent.data.materialize import materialize_window, read_scene
 from geolatent.data.sources import Source
 from geolatent.data.window import Window
-from geolatent.modalities import MISSING_VALUE
-from geolatent.platform.area import AreaTile, BlendMode, PredictionPlan, blend_weights
-from geolatent.platform.bundle import FinetunedModel
+from geolatent.modalities import MISSING_VALUE, get_modality
+from geolatent.model.embed import embed
+from geolatent.platform.area import AreaTile, PredictionPlan, blend_weights
 from geolatent.platform.classes import NODATA_CLASS
 from geolatent.platform.encoder_inputs import batch_from_normalized, normalize_arrays
-from geolatent.platform.predict.plan import output_bands, output_kind
+from geolatent.platform.predict.plan import (
+    PredictionModel,
+    Timeline,
+    output_bands,
+    output_kind,
+)
 from geolatent.units import Fix, check_values
+
+PixelBounds = tuple[int, int, int, int]
 
 
 @dataclass
 class TileJob:
-    """What a worker needs to materialize one tile (small and picklable)."""
+    """What a worker needs to materialize one tile (small and picklable).
+
+    ``timeline`` (an explicit time axis) places each scene at the timestep of its date instead
+    of compositing months; ``read_bounds`` (global pixels) limits what is read (``embed``: its
+    input grid, so a warp covers the same extent whatever the tiling)."""
 
     index: int
     window: Window
     sources: list[Source]
     modalities: list[str]
     gdal_cache_mb: int = 64
+    timeline: Timeline | None = None
+    read_bounds: PixelBounds | None = None
 
 
 def materialize_tile(job: TileJob) -> dict:
     """Materialize a tile's window: ``{"arrays": {m: [H, W, T, C]}, "timestamps": [T, 3]}``."""
+    if job.timeline is not None:
+        with rasterio.Env(GDAL_CACHEMAX=int(job.gdal_cache_mb)):
+            arrays = read_dated(job.window, job.sources, job.timeline, job.read_bounds)
+        return {"arrays": {m: a for m, a in arrays.items() if m in job.modalities},
+                "timestamps": job.timeline.timestamps, "warnings": []}
     mw = materialize_window(job.window, job.sources, gdal_cache_mb=job.gdal_cache_mb)
     arrays = {m: a for m, a in mw.arrays.items() if m in job.modalities}
     return {"arrays": arrays, "timestamps": mw.timestamps, "warnings": mw.warnings}
 
 
+def read_dated(window: Window, sources: list[Source], timeline: Timeline,
+               read_bounds: PixelBounds | None = None) -> dict[str, np.ndarray]:
+    """Each scene of ``sources`` onto ``window`` at the timestep of its date (no compositing).
+
+    Args:
+        window: the target grid (global pixel bounds, CRS, resolution, origin).
+        sources: data-layer sources (scenes read by :func:`~geolatent.data.materialize.read_scene`:
+            any CRS and resolution, warped and resampled by the data layer's rules).
+        timeline: the time axis.
+        read_bounds: only these global pixels are read (others stay missing).
+
+    Returns:
+        per modality float32 ``[H, W, T, C]`` in registry channel order and raw units; -99999
+        where a scene has no valid value, at timesteps without a scene, and in bands no source
+        provides.
+
+    Raises:
+        SceneReadError: naming the file, when a scene cannot be read.
+    """
+    c0, r0, c1, r1 = window.pixel_bounds
+    n_t = len(timeline.dates)
+    out = {s.modality: np.full((r1 - r0, c1 - c0, n_t, get_modality(s.modality).num_bands),
+                               MISSING_VALUE, np.float32) for s in sources}
+    b = read_bounds or window.pixel_bounds
+    rc0, rr0, rc1, rr1 = max(c0, b[0]), max(r0, b[1]), min(c1, b[2]), min(r1, b[3])
+    if rc0 >= rc1 or rr0 >= rr1:
+        return out
+    part = Window(window.crs, (rc0, rr0, rc1, rr1), window.time_range, window.resolution,
+                  origin=window.origin)
+    rows, cols = slice(rr0 - r0, rr1 - r0), slice(rc0 - c0, rc1 - c0)
+    for s in sources:
+        mod = get_modality(s.modality)
+        channels = [mod.band_index(band) for band in s.bands]
+        for scene in s.scenes:
+            t = timeline.index(scene.datetime.date())
+            layer = read_scene(scene, s, part)[channels]  # [C used, h, w], NaN invalid
+            out[s.modality][rows, cols, t][..., channels] = np.where(
+                np.isnan(layer), np.float32(MISSING_VALUE), layer).transpose(1, 2, 0)
+    return out
+
+
 class TilePredictor:
     """Runs the model on a tile's crops and blends them into the tile core.
 
+    A plain model's embedding map sees only the inputs inside the plan's bounds (full patches
+    of the area's box): pixels beyond them are missing, so an embedding does not depend on
+    imagery outside the map.
+
     Args:
-        fm: the fine-tuned model (on ``device``).
-        plan: the prediction plan.
+        fm: the fine-tuned or plain model (on ``device``).
+        plan: the prediction plan (its ``blend`` weights the crops).
         batch_size: crops per model call.
-        blend: crop weighting (:func:`~geolatent.platform.area.blend_weights`).
         precision: ``bf16`` autocast on GPUs, or ``fp32``.
+        fix: per modality where its inputs came from, so unit errors name what to change
+            (default: a source in a config).
     """
 
-    def __init__(self, fm: FinetunedModel, plan: PredictionPlan, device: torch.device,
-                 batch_size: int = 16, blend: BlendMode = "linear",
-                 precision: str = "fp32"):
+    def __init__(self, fm: PredictionModel, plan: PredictionPlan, device: torch.device,
+                 batch_size: int = 16, precision: str = "fp32",
+                 fix: Mapping[str, Fix] | None = None):
         self.fm, self.plan, self.device = fm, plan, device
         self.batch_size = batch_size
         self.kind = output_kind(fm)
         self.p = fm.inputs.patch_size
+        self.fix = dict(fix or {})
         q = plan.out_scale
-        self.weights = blend_weights(plan.crop // q, plan.stride // q, blend)
+        self.weights = blend_weights(plan.crop // q, plan.stride // q, plan.blend)
+        # the block of a crop that carries weight: whole crop (linear), centre (trim)
+        m = (plan.crop - plan.stride) // 2 if plan.blend == "trim" else 0
+        self.block = (m, plan.stride if plan.blend == "trim" else plan.crop)
         self.autocast = device.type == "cuda" and precision == "bf16"
+        self.crops_run = 0
 
     @property
     def bands(self) -> int:
@@ -76,8 +146,15 @@ class TilePredictor:
     @torch.inference_mode()
     def _run(self, crops: dict[str, torch.Tensor], ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(values [N, K, co, co], valid [N, co, co])`` in output units for a batch of
-        normalized crops ``{m: [N, c, c, T, C]}``."""
+        crops ``{m: [N, c, c, T, C]}`` (normalized; raw for a plain model's embedding map)."""
         fm, q = self.fm, self.plan.out_scale
+        if self.kind == "embedding":  # the encoder's feature map, as geolatent.embed gives it
+            ts_b = np.repeat(np.asarray(ts)[None], len(next(iter(crops.values()))), axis=0)
+            feat = embed(fm.model, crops, timestamps=ts_b, patch_size=self.p,
+                         check_units=False).feature_map.float()  # [N, h, w, D], NaN: no token
+            valid = ~torch.isnan(feat[..., 0])
+            return (torch.nan_to_num(feat).permute(0, 3, 1, 2).cpu().numpy(),
+                    valid.cpu().numpy())
         batch = batch_from_normalized(crops, ts, self.p, fm.model.encoder.model_config)
         batch = batch.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
@@ -105,22 +182,30 @@ class TilePredictor:
         wsum = np.zeros(acc.shape[1:], np.float32)
         rows, cols = plan.crop_origins(tile)
         mods = [m for m in self.fm.inputs.modalities if m in arrays]
-        for m in mods:  # once per tile, on a subsample: crops overlap, the check need not
-            check_values(m, arrays[m][::4, ::4], what=f"tile {tile.index} ({m})",
-                         fix=Fix("config"))
-        # Normalized once per tile rather than once per overlapping crop.
-        normed = normalize_arrays(arrays, mods, check_units=False) if mods else {}
-        if mods:
+        if self.kind == "embedding":
+            arrays = self._inside_bounds(arrays, tile)
+            for m in mods:  # the whole tile: the inputs are the user's files
+                check_values(m, arrays[m], what=m, fix=self.fix.get(m, Fix("config")))
+            normed = {m: torch.from_numpy(arrays[m]) for m in mods}  # embed normalizes
+        else:
+            for m in mods:  # once per tile, on a subsample: crops overlap, the check need not
+                check_values(m, arrays[m][::4, ::4], what=f"tile {tile.index} ({m})",
+                             fix=self.fix.get(m, Fix("config")))
+            # Normalized once per tile rather than once per overlapping crop.
+            normed = normalize_arrays(arrays, mods, check_units=False) if mods else {}
+        if mods:  # crops with no valid input under their weighted block are not run
             present = np.zeros(len(rows), dtype=bool)
+            bm, bw = self.block
             for m in mods:
                 has = (arrays[m] != MISSING_VALUE).any(axis=(2, 3))  # [H, W]
                 integral = np.pad(has.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-                r, cc = rows - er0, cols - ec0
-                present |= (integral[r + c, cc + c] - integral[r, cc + c] - integral[r + c, cc]
-                            + integral[r, cc]) > 0
+                r, cc = rows - er0 + bm, cols - ec0 + bm
+                present |= (integral[r + bw, cc + bw] - integral[r, cc + bw]
+                            - integral[r + bw, cc] + integral[r, cc]) > 0
             rows, cols = rows[present], cols[present]
         else:
             rows, cols = rows[:0], cols[:0]
+        self.crops_run += len(rows)
         co = c // q
         for s in range(0, len(rows), self.batch_size):
             rr, cc = rows[s : s + self.batch_size] - er0, cols[s : s + self.batch_size] - ec0
@@ -140,6 +225,18 @@ class TilePredictor:
         else:
             out = np.where(known, acc / np.maximum(wsum, 1e-12), np.nan).astype(np.float32)
         return out
+
+    def _inside_bounds(self, arrays: dict[str, np.ndarray], tile: AreaTile
+                       ) -> dict[str, np.ndarray]:
+        """``arrays`` with the pixels outside the plan's bounds set missing."""
+        ec0, er0, ec1, er1 = tile.window.pixel_bounds
+        bc0, br0, bc1, br1 = self.plan.bounds
+        if bc0 <= ec0 and br0 <= er0 and ec1 <= bc1 and er1 <= br1:
+            return arrays
+        inside = np.zeros((er1 - er0, ec1 - ec0), bool)
+        inside[max(br0 - er0, 0) : max(br1 - er0, 0), max(bc0 - ec0, 0) : max(bc1 - ec0, 0)] = True
+        return {m: np.where(inside[:, :, None, None], a, np.float32(MISSING_VALUE))
+                for m, a in arrays.items()}
 
     def _area_mask(self, tile: AreaTile) -> np.ndarray:
         """bool ``[h, w]``: output pixels of the core whose centre is inside the area."""

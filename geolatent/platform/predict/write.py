@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 from geolatent.data.io.cog import COGWriter
 from geolatent.data.run import WorkStore, write_atomic
 from geolatent.platform.area import PredictionPlan
-from geolatent.platform.bundle import FinetunedModel
 from geolatent.platform.classes import NODATA_CLASS
+from geolatent.platform.predict.plan import PredictionModel
 
 
 def tile_key(index: int) -> str:
@@ -18,20 +19,30 @@ def tile_key(index: int) -> str:
     return f"tile_{index:07d}"
 
 
-def write_prediction_cog(plan: PredictionPlan, fm: FinetunedModel, store: WorkStore,
-                         out_path: Path, kind: str, fingerprint: str, bands: int) -> Path:
+def write_prediction_cog(plan: PredictionPlan, fm: PredictionModel, store: WorkStore,
+                         out_path: Path, kind: str, fingerprint: str, bands: int,
+                         extra_tags: Mapping[str, object] | None = None,
+                         blocksize: int = 256) -> Path:
     """Stream every tile core of ``store`` into a COG at ``out_path`` (one core in memory at a
     time; the COG writer's temporary files live in the store's folder). Class maps also get
-    their class names as GDAL category names (:func:`write_category_names`)."""
-    tags = {
-        "geolatent_product": "prediction",
+    their class names as GDAL category names (:func:`write_category_names`); embedding maps
+    the model's provenance (which release, revision and weights made them)."""
+    tags: dict[str, object] = {
+        "geolatent_product": "embedding" if kind == "embedding" else "prediction",
         "geolatent_plan": fingerprint,
-        "task": fm.task.type,
+        "task": "embedding" if kind == "embedding" else fm.task.type,  # type: ignore[union-attr]
         "model": str(fm.path or ""),
         "time_range": "/".join(plan.time_range),
         "crop": plan.crop,
         "stride": plan.stride,
     }
+    if kind == "embedding":
+        tags["patch_size"] = fm.inputs.patch_size
+        tags["pixel_size_m"] = f"{plan.resolution * plan.out_scale:g}"
+        provenance = getattr(fm.model, "provenance", None)
+        if provenance:
+            tags["model_provenance"] = json.dumps(provenance, sort_keys=True, default=str)
+    tags.update(extra_tags or {})
     colormap, descriptions, nodata, dtype = None, None, float("nan"), "float32"
     if kind == "class":
         classes = fm.classes
@@ -49,7 +60,7 @@ def write_prediction_cog(plan: PredictionPlan, fm: FinetunedModel, store: WorkSt
     with COGWriter(out_path, width=plan.width, height=plan.height, count=bands, dtype=dtype,
                    crs=plan.crs, transform=plan.transform, nodata=nodata,
                    band_descriptions=descriptions, colormap=colormap, tags=tags,
-                   blocksize=256, temp_dir=store.root) as writer:
+                   blocksize=blocksize, temp_dir=store.root) as writer:
         for t in plan.tiles:
             data = store.get_array(tile_key(t.index))
             writer.write(data, (t.core[1] - r0) // q, (t.core[0] - c0) // q)

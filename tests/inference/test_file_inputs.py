@@ -9,10 +9,10 @@ import pytest
 from affine import Affine
 
 from geolatent.data.io.grid import OutputGrid
-from geolatent.inference.raster_io import (
+from geolatent.inference.file_inputs import (
+    FileInputs,
     RasterInput,
     RasterInputError,
-    RasterStack,
     date_from_filename,
     parse_date,
 )
@@ -33,7 +33,7 @@ def s2_values(h: int = 20, w: int = 24, seed: int = 0) -> np.ndarray:
 def test_bands_mapped_by_name_and_b10_dropped(tmp_path) -> None:
     data = s2_values()
     path = write_tif(tmp_path / "l1c.tif", data, descriptions=L1C_BANDS)
-    with RasterStack({S2: [RasterInput(path, "2024-05-01")]}) as st:
+    with FileInputs({S2: [RasterInput(path, "2024-05-01")]}) as st:
         summary = st.summary()[S2]
         assert summary.bands_dropped == ("B10",)
         assert summary.bandsets_absent == ()
@@ -49,15 +49,15 @@ def test_aliases_and_explicit_band_names(tmp_path) -> None:
         tmp_path / "named.tif", data[[2, 1, 0, 3]], descriptions=["B4", "b3", "B2", "B8"]
     )
     bare = write_tif(tmp_path / "bare.tif", data)
-    with RasterStack({S2: [RasterInput(named, "2024-01-01")]}) as st:
+    with FileInputs({S2: [RasterInput(named, "2024-01-01")]}) as st:
         a = st.read(0, 0, 20, 24)[S2]
         # Bandsets nobody provides are missing (masked by the model, never zero-filled).
         assert st.summary()[S2].bandsets_absent == (
             ("B05", "B06", "B07", "B8A", "B11", "B12"), ("B01", "B09"),
         )  # fmt: skip
     with pytest.raises(RasterInputError, match="no descriptions"):
-        RasterStack({S2: [RasterInput(bare, "2024-01-01")]})
-    with RasterStack(
+        FileInputs({S2: [RasterInput(bare, "2024-01-01")]})
+    with FileInputs(
         {S2: [RasterInput(bare, "2024-01-01", bands=["B02", "B03", "B04", "B08"])]}
     ) as st:
         b = st.read(0, 0, 20, 24)[S2]
@@ -72,20 +72,20 @@ def test_bad_band_sets(tmp_path) -> None:
     with pytest.raises(
         RasterInputError, match=r"bandset \['B02', 'B03', 'B04', 'B08'\].*incomplete"
     ):
-        RasterStack({S2: [RasterInput(path, "2024-01-01")]})
+        FileInputs({S2: [RasterInput(path, "2024-01-01")]})
     dup = write_tif(tmp_path / "dup.tif", data[:2], descriptions=["B02", "B2"])
     with pytest.raises(RasterInputError, match="twice"):
-        RasterStack({S2: [RasterInput(dup, "2024-01-01")]})
+        FileInputs({S2: [RasterInput(dup, "2024-01-01")]})
     other = write_tif(tmp_path / "other.tif", data[:2], descriptions=["red", "nir"])
     with pytest.raises(RasterInputError, match="none of the bands"):
-        RasterStack({S2: [RasterInput(other, "2024-01-01")]})
+        FileInputs({S2: [RasterInput(other, "2024-01-01")]})
     # Wrong band count for the names given.
     with pytest.raises(RasterInputError, match="3 band names given but the file has 13"):
         full = write_tif(tmp_path / "full.tif", data, descriptions=L1C_BANDS)
-        RasterStack({S2: [RasterInput(full, "2024-01-01", bands=["B02", "B03", "B04"])]})
+        FileInputs({S2: [RasterInput(full, "2024-01-01", bands=["B02", "B03", "B04"])]})
     # A stack whose band count is not a multiple of its dates.
     with pytest.raises(RasterInputError, match="13 bands cannot hold 2 timesteps"):
-        RasterStack({S2: [RasterInput(full, ["2024-01-01", "2024-02-01"])]})
+        FileInputs({S2: [RasterInput(full, ["2024-01-01", "2024-02-01"])]})
 
 
 def test_inputs_off_one_grid_are_warped_onto_one(tmp_path) -> None:
@@ -97,9 +97,9 @@ def test_inputs_off_one_grid_are_warped_onto_one(tmp_path) -> None:
         transform=Affine(10.0, 0.0, 465_190.0, 0.0, -10.0, 5_080_260.0),
     )  # fmt: skip: one pixel east of ref
     inputs = {S1: [RasterInput(ref, "2024-01-01"), RasterInput(moved, "2024-02-01")]}
-    with RasterStack(inputs) as st:
-        assert st.crs.to_epsg() == 32633 and (st.height, st.width) == (20, 25)
-        assert st.transform == Affine(10.0, 0.0, 465_180.0, 0.0, -10.0, 5_080_260.0)
+    with FileInputs(inputs) as st:
+        assert st.grid.crs.to_epsg() == 32633 and (st.height, st.width) == (20, 25)
+        assert st.grid.transform == Affine(10.0, 0.0, 465_180.0, 0.0, -10.0, 5_080_260.0)
         w = st.read(0, 0, 20, 25)[S1]
     np.testing.assert_array_equal(w[:, :24, 0], np.moveaxis(s1, 0, -1))  # ref, read directly
     assert (w[:, 24, 0] == MISSING_VALUE).all()
@@ -109,30 +109,31 @@ def test_inputs_off_one_grid_are_warped_onto_one(tmp_path) -> None:
 
     far = write_tif(tmp_path / "utm32.tif", s1, crs="EPSG:32632", descriptions=["vv", "vh"])
     with pytest.raises(RasterInputError, match=r"utm32.tif does not overlap the output grid"):
-        RasterStack({S1: [RasterInput(far, "2024-01-01")]}, grid=OutputGrid.of_raster(ref))
+        FileInputs({S1: [RasterInput(far, "2024-01-01")]}, grid=OutputGrid.of_raster(ref))
 
 
 def test_20_m_and_lonlat_inputs_go_to_the_10_m_utm_grid(tmp_path) -> None:
     s1 = np.full((2, 20, 24), -12.0, np.float32)
     coarse = Affine(20.0, 0.0, 465_180.0, 0.0, -20.0, 5_080_260.0)
     f20 = write_tif(tmp_path / "s1_20m.tif", s1, transform=coarse, descriptions=["vv", "vh"])
-    with RasterStack({S1: [RasterInput(f20, "2024-01-01")]}) as st:
-        assert (st.height, st.width, st.transform.a, st.crs.to_epsg()) == (40, 48, 10.0, 32633)
+    with FileInputs({S1: [RasterInput(f20, "2024-01-01")]}) as st:
+        g = st.grid
+        assert (st.height, st.width, g.transform.a, g.crs.to_epsg()) == (40, 48, 10.0, 32633)
         w = st.read(0, 0, 40, 48)[S1]
         assert np.allclose(w[1:-1, 1:-1], -12.0)  # bilinear inside the footprint
     lonlat = Affine(1e-4, 0.0, 14.5, 0.0, -1e-4, 45.9)
     geo = write_tif(
         tmp_path / "s1_geo.tif", s1, crs="EPSG:4326", transform=lonlat, descriptions=["vv", "vh"]
     )
-    with RasterStack({S1: [RasterInput(geo, "2024-01-01")]}) as st:
-        assert st.crs.to_epsg() == 32633 and st.transform.a == 10.0
+    with FileInputs({S1: [RasterInput(geo, "2024-01-01")]}) as st:
+        assert st.grid.crs.to_epsg() == 32633 and st.grid.transform.a == 10.0
         w = st.read(0, 0, st.height, st.width)[S1]
         assert np.allclose(w[w != MISSING_VALUE], -12.0) and (w != MISSING_VALUE).mean() > 0.5
-    with RasterStack({S1: [RasterInput(f20, "2024-01-01")]}, check_resolution=False) as st:
+    with FileInputs({S1: [RasterInput(f20, "2024-01-01")]}, check_resolution=False) as st:
         assert st.height == 20  # its own 20 m grid, kept on request
-    with RasterStack({S1: [RasterInput(f20, "2024-01-01")]}, crs="EPSG:32632",
+    with FileInputs({S1: [RasterInput(f20, "2024-01-01")]}, crs="EPSG:32632",
                      resolution=20) as st:
-        assert st.crs.to_epsg() == 32632 and st.transform.a == 20.0
+        assert st.grid.crs.to_epsg() == 32632 and st.grid.transform.a == 20.0
 
 
 def test_truncated_and_missing_files(tmp_path) -> None:
@@ -142,13 +143,13 @@ def test_truncated_and_missing_files(tmp_path) -> None:
     cut = tmp_path / "cut.tif"
     cut.write_bytes(raw[: len(raw) * 2 // 3])
     with pytest.raises(RasterInputError, match="truncated"):
-        RasterStack({S2: [RasterInput(cut, "2024-01-01")]})
+        FileInputs({S2: [RasterInput(cut, "2024-01-01")]})
     head = tmp_path / "head.tif"
     head.write_bytes(raw[:100])
     with pytest.raises(RasterInputError, match=r"head.tif.*(truncated|corrupt)"):
-        RasterStack({S2: [RasterInput(head, "2024-01-01")]})
+        FileInputs({S2: [RasterInput(head, "2024-01-01")]})
     with pytest.raises(RasterInputError, match="no such file"):
-        RasterStack({S2: [RasterInput(tmp_path / "nope.tif", "2024-01-01")]})
+        FileInputs({S2: [RasterInput(tmp_path / "nope.tif", "2024-01-01")]})
 
 
 def test_nodata_nan_and_boundless_reads(tmp_path) -> None:
@@ -156,7 +157,7 @@ def test_nodata_nan_and_boundless_reads(tmp_path) -> None:
     s1[:, 3, 4] = -99.0  # the file's nodata value
     s1[0, 5, 6] = np.nan
     path = write_tif(tmp_path / "s1.tif", s1, descriptions=["VV", "VH"], nodata=-99.0)
-    with RasterStack({S1: [RasterInput(path, "2024-01-01")]}) as st:
+    with FileInputs({S1: [RasterInput(path, "2024-01-01")]}) as st:
         win = st.read(-2, -3, 10, 12)[S1][:, :, 0]  # starts above / left of the raster
         assert (win[:2] == MISSING_VALUE).all() and (win[:, :3] == MISSING_VALUE).all()
         assert (win[2 + 3, 3 + 4] == MISSING_VALUE).all()
@@ -173,19 +174,19 @@ def test_stack_equals_single_files(tmp_path) -> None:
     stack = write_tif(tmp_path / "stack.tif", np.concatenate([a, b]), descriptions=L1C_BANDS * 2)
     fa = write_tif(tmp_path / "a.tif", a, descriptions=L1C_BANDS)
     fb = write_tif(tmp_path / "b.tif", b, descriptions=L1C_BANDS)
-    with RasterStack({S2: [RasterInput(stack, ["2024-03-01", "2024-01-01"])]}) as st:
+    with FileInputs({S2: [RasterInput(stack, ["2024-03-01", "2024-01-01"])]}) as st:
         from_stack = st.read(0, 0, 20, 24)[S2]
         assert [d.isoformat() for d in st.dates] == ["2024-01-01", "2024-03-01"]
     # Files given in any order are sorted by date.
     inputs = [RasterInput(fb, "2024-01-01"), RasterInput(fa, "2024-03-01")]
-    with RasterStack({S2: inputs}) as st:
+    with FileInputs({S2: inputs}) as st:
         np.testing.assert_array_equal(st.read(0, 0, 20, 24)[S2], from_stack)
-        assert st.timestamps.tolist() == [[1, 0, 2024], [1, 2, 2024]]
+        assert st.timeline.timestamps.tolist() == [[1, 0, 2024], [1, 2, 2024]]
     mixed = write_tif(
         tmp_path / "mixed.tif", np.concatenate([a, b]), descriptions=L1C_BANDS + S2_BANDS + ["B10"]
     )
     with pytest.raises(RasterInputError, match="repeat the same band names"):
-        RasterStack({S2: [RasterInput(mixed, ["2024-03-01", "2024-01-01"])]})
+        FileInputs({S2: [RasterInput(mixed, ["2024-03-01", "2024-01-01"])]})
 
 
 def test_time_alignment_by_date_and_month(tmp_path) -> None:
@@ -194,21 +195,21 @@ def test_time_alignment_by_date_and_month(tmp_path) -> None:
         tmp_path / "s1.tif", np.full((2, 20, 24), -9.0, np.float32), descriptions=["vv", "vh"]
     )
     inputs = {S2: [RasterInput(s2, "2024-06-20")], S1: [RasterInput(s1, "2024-06-02")]}
-    with RasterStack(inputs, align="date") as st:
-        assert st.num_timesteps == 2  # different days: separate timesteps
+    with FileInputs(inputs, align="date") as st:
+        assert len(st.dates) == 2  # different days: separate timesteps
         w = st.read(0, 0, 4, 4)
         assert (w[S1][:, :, 1] == MISSING_VALUE).all() and (w[S1][:, :, 0] == -9.0).all()
         assert (w[S2][:, :, 0] == MISSING_VALUE).all() and (w[S2][:, :, 1] != MISSING_VALUE).all()
-    with RasterStack(inputs, align="month") as st:
+    with FileInputs(inputs, align="month") as st:
         assert st.dates == [dt.date(2024, 6, 2)]
         w = st.read(0, 0, 4, 4)
         assert (w[S1] == -9.0).all() and (w[S2] != MISSING_VALUE).all()
     same_month = {S2: [RasterInput(s2, "2024-06-20"), RasterInput(s2, "2024-06-25")]}
     with pytest.raises(RasterInputError, match="both give the month 2024-06"):
-        RasterStack(same_month, align="month")
+        FileInputs(same_month, align="month")
     many = {S1: [RasterInput(s1, dt.date(2024, 1, 1) + dt.timedelta(days=i)) for i in range(13)]}
     with pytest.raises(RasterInputError, match="13 timesteps, more than the model's 12"):
-        RasterStack(many)
+        FileInputs(many)
 
 
 def test_dates() -> None:
@@ -232,8 +233,8 @@ def test_files_on_one_grid_of_different_sizes_are_read_as_they_are(tmp_path) -> 
     small = write_tif(tmp_path / "small.tif", s1[:, :12, :16], transform=off,
                       descriptions=["vv", "vh"])
     inputs = {S1: [RasterInput(big, "2024-01-01"), RasterInput(small, "2024-02-01")]}
-    with RasterStack(inputs) as st:
-        assert st.transform == off and (st.height, st.width) == (20, 24)  # no resampling
+    with FileInputs(inputs) as st:
+        assert st.grid.transform == off and (st.height, st.width) == (20, 24)  # no resampling
         w = st.read(0, 0, 20, 24)[S1]
     np.testing.assert_array_equal(w[:12, :16, 1], np.moveaxis(s1[:, :12, :16], 0, -1))
     assert (w[12:, :, 1] == MISSING_VALUE).all() and (w[:, 16:, 1] == MISSING_VALUE).all()

@@ -1,19 +1,21 @@
-"""Reading model inputs from GeoTIFFs: band naming, grid checks, time axis, windowed reads.
+"""Input files of ``embed``: band naming, grid choice, time axis, as data-layer sources.
 
 An input is one file of one modality holding one timestep (a multi-band file) or several (a
 stack: bands ordered time-major, i.e. all bands of the first date, then all bands of the
 second, ...). Band names come from the file's band descriptions or from an explicit list, and
 are matched to the registry by name (``B2`` == ``B02``, ``VV`` == ``vv``); bands the model does
 not use (e.g. Sentinel-2 ``B10``) are dropped by name, never by position. Values are passed
-through unchanged (no rescaling: the model's embed checks units); the files' nodata values and
+through unchanged (no rescaling: units are checked, not guessed); the files' nodata values and
 NaN become the missing value -99999.
 
-The inputs are read onto one output grid (:mod:`geolatent.data.io.grid`): their own grid when
-they all share one 10 m grid (read directly, pixel for pixel), else the 10 m UTM grid covering
-them, or the grid asked for (``--crs`` / ``--resolution`` / ``--align-to``). Files off that grid
-are warped by the data layer (:func:`geolatent.data.materialize.read_scene`: any CRS, 20 / 30 /
-60 m bands resampled as for every other command). Reads are windowed, so memory depends on the
-window, not on the raster.
+:class:`FileInputs` validates the files and turns each into a data-layer source (one scene per
+timestep), on one output grid (:mod:`geolatent.data.io.grid`): their own grid when they all
+share one 10 m grid, else the 10 m UTM grid covering them, or the grid asked for (``--crs`` /
+``--resolution`` / ``--align-to``). Pixels are read only through the data layer
+(:func:`geolatent.platform.predict.tile.read_dated`, i.e. ``read_scene``: any CRS, 20 / 30 /
+60 m bands resampled as for every other command), window by window, so memory depends on the
+window, not on the raster. ``embed`` runs these sources through area prediction
+(:mod:`geolatent.inference.embed_rasters`).
 """
 
 from __future__ import annotations
@@ -29,15 +31,15 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import MaskFlags
 from rasterio.errors import CRSError, RasterioError
 from rasterio.warp import transform_bounds
-from rasterio.windows import Window
+from rasterio.windows import Window as RasterWindow
 
 from geolatent.data.config import FileSourceConfig
 from geolatent.data.io.grid import OutputGrid
-from geolatent.data.materialize import SceneReadError, read_scene
+from geolatent.data.materialize import SceneReadError
 from geolatent.data.sources import BandAsset, Scene, Source
+from geolatent.data.window import Window
 from geolatent.modalities import (
     BASE_RESOLUTION_M,
     MAX_TIMESTEPS,
@@ -45,6 +47,8 @@ from geolatent.modalities import (
     MODALITIES,
     get_modality,
 )
+from geolatent.platform.predict.plan import Timeline
+from geolatent.platform.predict.tile import read_dated
 
 
 class RasterInputError(ValueError):
@@ -130,10 +134,6 @@ class _OpenInput:
     channels: list[int]  # registry channel of each read band
     dropped: list[str]  # band names not used by the model
     timesteps: list[int] = field(default_factory=list)  # global timestep of each file timestep
-    nodata: float | None = None
-    use_mask: bool = False
-    on_grid: bool = True  # on the output grid: read directly; otherwise warped
-    scene_source: Source | None = None  # the data-layer view of the file (warped reads)
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,8 @@ class ModalitySummary:
     bandsets_absent: tuple[tuple[str, ...], ...]
 
 
-class RasterStack:
-    """Opened and validated inputs on one pixel grid, read window by window.
+class FileInputs:
+    """Validated input files as data-layer sources on one pixel grid, with their time axis.
 
     Args:
         inputs: per modality the files (see :class:`RasterInput`).
@@ -162,6 +162,11 @@ class RasterStack:
         grid: the output grid (:class:`~geolatent.data.io.grid.OutputGrid`, e.g. the grid of
             an ``--align-to`` file); default: see the module docstring.
         crs, resolution: a grid of this CRS / pixel size covering the inputs instead.
+
+    Attributes:
+        grid: the output grid.
+        timeline: the time axis (:class:`~geolatent.platform.predict.plan.Timeline`).
+        sources: one data-layer source per input file (one scene per file timestep).
 
     Raises:
         RasterInputError: unreadable or truncated files, inputs that do not overlap the grid,
@@ -194,10 +199,12 @@ class RasterStack:
                     self._inputs.append(self._open(modality, ri))
             self._build_time_axis()
             self.grid = self._choose_grid(grid, crs, resolution, check_resolution)
-            self._place_on_grid()
-        except Exception:
-            self.close()
-            raise
+            self._check_on_grid()
+            self.timeline = Timeline(tuple(self.dates), align)
+            self.sources = [_scene_source(k, oi) for k, oi in enumerate(self._inputs)]
+        finally:  # everything is read through the data layer from here on
+            for oi in self._inputs:
+                oi.dataset.close()
 
     # ------------------------------------------------------------------ opening and checks
 
@@ -253,15 +260,10 @@ class RasterStack:
                         f"(no {lacking}); a bandset is tokenized as a whole: give all of its "
                         "bands or none"
                     )
-            flags = ds.mask_flag_enums[0] if ds.count else []
-            use_mask = ds.nodata is None and (
-                MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
-            )
             _check_readable(ri.path, ds)
             return _OpenInput(
                 modality=modality, source=ri, dataset=ds, band_names=names,
                 read_bands=read_bands, channels=channels, dropped=dropped,
-                nodata=ds.nodata, use_mask=use_mask,
             )  # fmt: skip
         except Exception:
             ds.close()
@@ -303,25 +305,22 @@ class RasterStack:
         except (ValueError, CRSError) as e:
             raise RasterInputError(f"cannot make the output grid: {e}") from None
 
-    def _place_on_grid(self) -> None:
-        """Mark inputs on the output grid (read directly); give the others a data-layer source
-        (warped reads); refuse inputs that do not overlap the grid."""
+    def _check_on_grid(self) -> None:
+        """Refuse inputs that do not overlap the output grid."""
         g = self.grid
         gx0, gy1 = g.transform.c, g.transform.f
         gx1, gy0 = gx0 + g.width * g.resolution, gy1 - g.height * g.resolution
         for oi in self._inputs:
             d = oi.dataset
-            oi.on_grid = d.crs == g.crs and d.transform.almost_equals(
-                g.transform, precision=1e-6 * g.resolution)
-            if oi.on_grid:
-                continue
+            if d.crs == g.crs and d.transform.almost_equals(g.transform,
+                                                            precision=1e-6 * g.resolution):
+                continue  # on the grid
             b = transform_bounds(d.crs, g.crs, *d.bounds, densify_pts=21)
             if b[0] >= gx1 or b[2] <= gx0 or b[1] >= gy1 or b[3] <= gy0:
                 raise RasterInputError(
                     f"{oi.source.path} does not overlap the output grid ({_crs_name(g.crs)}, "
                     f"x {gx0:.1f}..{gx1:.1f}, y {gy0:.1f}..{gy1:.1f}); check --align-to / --crs"
                 )
-            oi.scene_source = _scene_source(oi)
 
     def _build_time_axis(self) -> None:
         def key(d: dt.date) -> tuple[int, ...]:
@@ -370,23 +369,6 @@ class RasterStack:
         return int(self.grid.width)
 
     @property
-    def crs(self) -> CRS:
-        return self.grid.crs
-
-    @property
-    def transform(self) -> Affine:
-        return self.grid.transform
-
-    @property
-    def num_timesteps(self) -> int:
-        return len(self.dates)
-
-    @property
-    def timestamps(self) -> np.ndarray:
-        """int64 ``[T, 3]`` (day, month 0-11, year) of the timesteps."""
-        return np.array([[d.day, d.month - 1, d.year] for d in self.dates], dtype=np.int64)
-
-    @property
     def paths(self) -> list[Path]:
         return [oi.source.path for oi in self._inputs]
 
@@ -413,16 +395,17 @@ class RasterStack:
 
     # ------------------------------------------------------------------ reading
 
-    def read(
-        self,
-        row_off: int,
-        col_off: int,
-        height: int,
-        width: int,
-        valid_height: int | None = None,
-        valid_width: int | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Read a window of every modality, boundless.
+    def window(self, row_off: int, col_off: int, height: int, width: int) -> Window:
+        """The data-layer window of grid pixels ``[row_off, +height) x [col_off, +width)``."""
+        g = self.grid
+        return Window(g.crs.to_string(), (col_off, row_off, col_off + width, row_off + height),
+                      self.timeline.time_range, g.resolution,
+                      origin=(g.transform.c, g.transform.f))
+
+    def read(self, row_off: int, col_off: int, height: int, width: int,
+             valid_height: int | None = None, valid_width: int | None = None
+             ) -> dict[str, np.ndarray]:
+        """Read a window of every modality, boundless, through the data layer.
 
         Args:
             row_off, col_off: upper-left pixel of the window (may be negative).
@@ -435,86 +418,25 @@ class RasterStack:
             units; -99999 outside the raster, at nodata / NaN / masked pixels, at timesteps
             a modality does not have, and in bandsets that no file provides.
         """
+        try:
+            out = read_dated(self.window(row_off, col_off, height, width), self.sources,
+                             self.timeline, (0, 0, self.width, self.height))
+        except SceneReadError as e:
+            raise RasterInputError(f"{e}; the file may be truncated or corrupt") from None
         vh = self.height if valid_height is None else min(valid_height, self.height)
         vw = self.width if valid_width is None else min(valid_width, self.width)
-        out = {
-            m: np.full(
-                (height, width, self.num_timesteps, get_modality(m).num_bands),
-                MISSING_VALUE,
-                dtype=np.float32,
-            )
-            for m in self.modalities
-        }
-        r0, r1 = max(row_off, 0), min(row_off + height, vh)
-        c0, c1 = max(col_off, 0), min(col_off + width, vw)
-        if r0 >= r1 or c0 >= c1:
-            return out
-        for oi in self._inputs:
-            if not oi.on_grid:
-                self._read_warped(oi, out, row_off, col_off, height, width, r0, r1, c0, c1)
-                continue
-            # on the grid: a direct windowed read, clipped to this file's own size
-            fr1, fc1 = min(r1, oi.dataset.height), min(c1, oi.dataset.width)
-            if r0 >= fr1 or c0 >= fc1:
-                continue
-            win = Window(c0, r0, fc1 - c0, fr1 - r0)
-            dst_rows = slice(r0 - row_off, fr1 - row_off)
-            dst_cols = slice(c0 - col_off, fc1 - col_off)
-            per_t = len(oi.band_names)
-            for k, t in enumerate(oi.timesteps):
-                idx = [_file_band(oi, k, per_t, b) for b in oi.read_bands]
-                try:
-                    data = oi.dataset.read(idx, window=win, out_dtype=np.float32)
-                    mask = oi.dataset.dataset_mask(window=win) == 0 if oi.use_mask else None
-                except RasterioError as e:
-                    raise RasterInputError(
-                        f"{oi.source.path}: cannot read rows {r0}:{r1}, cols {c0}:{c1} ({e}); "
-                        "the file may be truncated or corrupt"
-                    ) from None
-                bad = np.isnan(data)
-                if oi.nodata is not None and not np.isnan(oi.nodata):
-                    bad |= data == np.float32(oi.nodata)
-                if mask is not None:
-                    bad |= mask[None]
-                data[bad] = MISSING_VALUE
-                out[oi.modality][dst_rows, dst_cols, t][..., oi.channels] = np.moveaxis(data, 0, -1)
+        for a in out.values():
+            a[max(vh - row_off, 0):] = MISSING_VALUE
+            a[:, max(vw - col_off, 0):] = MISSING_VALUE
         return out
-
-    def _read_warped(self, oi: _OpenInput, out: dict[str, np.ndarray], row_off: int,
-                     col_off: int, height: int, width: int, r0: int, r1: int, c0: int,
-                     c1: int) -> None:
-        """Warp ``oi``'s timesteps onto the window through the data layer; pixels outside
-        ``[r0, r1) x [c0, c1)`` (beyond the grid or the valid size) stay missing."""
-        # The part of the window on the grid is warped (the valid part is kept): a raster read
-        # in one piece is then warped over exactly the grid's extent, as a whole-raster warp
-        # by rasterio is; GDAL's approximate transformer (0.125 px) depends on that extent.
-        wr0, wr1 = max(row_off, 0), min(row_off + height, self.height)
-        wc0, wc1 = max(col_off, 0), min(col_off + width, self.width)
-        window = self.grid.window(wr0, wc0, wr1 - wr0, wc1 - wc0)
-        src = oi.scene_source
-        assert src is not None
-        rows, cols = slice(r0 - row_off, r1 - row_off), slice(c0 - col_off, c1 - col_off)
-        for scene, t in zip(src.scenes, oi.timesteps, strict=True):
-            try:
-                layer = read_scene(scene, src, window)  # [C registry, h, w], NaN invalid
-            except SceneReadError as e:
-                raise RasterInputError(f"{e}; the file may be truncated or corrupt") from None
-            layer = layer[oi.channels, r0 - wr0 : r1 - wr0, c0 - wc0 : c1 - wc0]
-            out[oi.modality][rows, cols, t][..., oi.channels] = np.where(
-                np.isnan(layer), np.float32(MISSING_VALUE), layer).transpose(1, 2, 0)
 
     # ------------------------------------------------------------------ lifetime
 
-    def close(self) -> None:
-        for oi in getattr(self, "_inputs", []):
-            if not oi.dataset.closed:
-                oi.dataset.close()
-
-    def __enter__(self) -> RasterStack:
+    def __enter__(self) -> FileInputs:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        """Nothing to release: files are opened per read by the data layer."""
 
 
 def _band_names(ri: RasterInput, ds, per_t: int, modality: str) -> list[str]:
@@ -546,7 +468,8 @@ def _band_names(ri: RasterInput, ds, per_t: int, modality: str) -> list[str]:
 def _check_readable(path: Path, ds) -> None:
     """Fail early on truncated files: decode the last block of the last band."""
     h, w = ds.block_shapes[-1]
-    win = Window(max(0, ds.width - w), max(0, ds.height - h), min(w, ds.width), min(h, ds.height))
+    win = RasterWindow(max(0, ds.width - w), max(0, ds.height - h), min(w, ds.width),
+                       min(h, ds.height))
     try:
         ds.read(ds.count, window=win)
     except RasterioError as e:
@@ -577,14 +500,14 @@ def _is_model_grid(crs: CRS, transform: Affine) -> bool:
         for r in (abs(transform.a), abs(transform.e)))
 
 
-def _scene_source(oi: _OpenInput) -> Source:
-    """The data-layer view of one input file: one scene per file timestep with the used bands,
+def _scene_source(k: int, oi: _OpenInput) -> Source:
+    """The data-layer view of input file ``k``: one scene per file timestep with the used bands,
     read with the file's own nodata (the data layer's warp and resampling rules apply)."""
     mod = get_modality(oi.modality)
     bands = [mod.bands[c] for c in oi.channels]
     # Built in code, not from a user's YAML: no path globbing or date patterns to validate.
     cfg = FileSourceConfig.model_construct(
-        name=f"{oi.modality}:{oi.source.path.name}", modality=oi.modality,
+        name=f"{oi.modality}:{k}:{oi.source.path.name}", modality=oi.modality,
         paths=[str(oi.source.path)], bands=bands)
     lon = transform_bounds(oi.dataset.crs, "EPSG:4326", *oi.dataset.bounds, densify_pts=21)
     per_t = len(oi.band_names)
