@@ -195,11 +195,12 @@ class MemberSet(BaseModel):
 
 class FeatureIn(BaseModel):
     """A label feature (GeoJSON geometry in lon/lat). ``id`` (a UUID) may be chosen by the
-    client so that a retried create never makes a duplicate."""
+    client so that a retried create never makes a duplicate. ``label``: a class value of the
+    label schema, or for a numeric target a number inside its range (JSON number or text)."""
 
     id: str | None = Field(default=None, pattern=r"^[0-9a-fA-F-]{36}$")
     geometry: dict[str, Any]
-    label: str | None = Field(default=None, max_length=128)
+    label: str | float | None = Field(default=None, union_mode="left_to_right")
     task_id: int | None = None
     start_date: date | None = None
     end_date: date | None = None
@@ -210,7 +211,7 @@ class FeatureUpdate(BaseModel):
 
     version: int
     geometry: dict[str, Any] | None = None
-    label: str | None = Field(default=None, max_length=128)
+    label: str | float | None = Field(default=None, union_mode="left_to_right")
     start_date: date | None = None
     end_date: date | None = None
 

@@ -38,6 +38,14 @@ def text(n: int) -> sa.String:
     return sa.String(length=n)
 
 
+def secret_table(name: str, own: sa.Column, last: sa.Column) -> None:
+    """``api_tokens`` / ``sessions``: a user's secret (its SHA-256) with two own columns."""
+    op.create_table(
+        name, req('id', sa.Integer()), req('token_hash', text(64)), own,
+        req('user_id', sa.Integer()), last, fk('user_id', 'users', 'CASCADE'),
+        sa.PrimaryKeyConstraint('id'), sa.UniqueConstraint('token_hash'))
+
+
 def upgrade() -> None:
     ID, INT, DT = req('id', sa.Integer()), sa.Integer(), sa.DateTime()
     PK = sa.PrimaryKeyConstraint('id')
@@ -50,10 +58,7 @@ def upgrade() -> None:
         'users', req('id', INT), req('username', text(64)), req('password_hash', text(255)),
         req('is_admin', sa.Boolean()), req('created_at', DT), sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('username'))
-    op.create_table(
-        'api_tokens', req('id', INT), req('token_hash', text(64)), req('name', text(128)),
-        req('user_id', INT), req('created_at', DT), fk('user_id', 'users', 'CASCADE'),
-        sa.PrimaryKeyConstraint('id'), sa.UniqueConstraint('token_hash'))
+    secret_table('api_tokens', req('name', text(128)), req('created_at', DT))
     op.create_table(
         'jobs', req('id', INT), req('project_id', INT), req('kind', text(32)),
         req('params', sa.JSON()), req('status', text(16)), req('progress', sa.Float()),
@@ -67,10 +72,7 @@ def upgrade() -> None:
         req('role', text(16)), fk('project_id', 'projects', 'CASCADE'),
         fk('user_id', 'users', 'CASCADE'), sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('project_id', 'user_id'))
-    op.create_table(
-        'sessions', req('id', INT), req('token_hash', text(64)), req('csrf_token', text(64)),
-        req('user_id', INT), req('expires_at', DT), fk('user_id', 'users', 'CASCADE'),
-        sa.PrimaryKeyConstraint('id'), sa.UniqueConstraint('token_hash'))
+    secret_table('sessions', req('csrf_token', text(64)), req('expires_at', DT))
     op.create_table(
         'tasks', req('id', INT), req('project_id', INT), req('name', text(128)),
         req('geometry', sa.Text()), opt('start_date', text(10)), opt('end_date', text(10)),
