@@ -8,6 +8,7 @@ predict jobs."""
 from __future__ import annotations
 
 import io
+import time
 import uuid
 from pathlib import Path
 
@@ -199,3 +200,49 @@ def test_imagery_settings_and_jobs_are_checked(app, stac_env):  # noqa: F811
         "type": "preset", "preset": "earth-search", "url": stac_env["es"]}}).json()
     r = c.post(f"/api/projects/{no_area['id']}/jobs", json={"kind": "imagery"})
     assert r.status_code == 422 and "aoi" in r.text
+
+
+def test_imagery_job_resumes_after_a_server_kill_and_fetches_nothing_twice(stac_env, tmp_path):  # noqa: F811
+    """kill -9 the server mid-fetch (its worker dies with it); the restarted server requeues
+    the job, which goes on from the windows already fetched: the composites equal an
+    uninterrupted fetch and at most the asset being read at the kill is fetched again."""
+    server = stac_env["server"]
+    server.clear_log()
+    fetch_composites([imagery_source("earth-search", url=stac_env["es"],
+                                     cache_dir=tmp_path / "c0")],
+                     AOI_ONE_TILE, START, "2015-10-01", tmp_path / "ref")
+    ref_paths = {r.path for r in server.requests() if r.path.endswith(".tif")}
+    app = start_server(tmp_path / "project")
+    try:
+        c = Client(app.url, *ADMIN)
+        p = new_project(c, {"type": "preset", "preset": "earth-search", "url": stac_env["es"]})
+        cache = project_dir(app, p) / "cache" / "stac" / "windows"
+        server.state.delay_s = 0.02  # a slower link, so the kill lands mid-fetch
+        server.clear_log()
+        job = c.post(f"/api/projects/{p['id']}/jobs", json={"kind": "imagery"}).json()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and len(list(cache.glob("*.npz"))) < 8:
+            time.sleep(0.02)
+        app.process.kill()  # SIGKILL: the worker gets SIGTERM from the kernel (its parent died)
+        app.process.wait(10)
+    finally:
+        app.stop()
+    time.sleep(1)
+    first = {r.path for r in server.requests() if r.path.endswith(".tif")}
+    assert 8 <= len(list(cache.glob("*.npz"))) < len(ref_paths), "the kill must land mid-fetch"
+    server.state.delay_s = 0.0
+    server.clear_log()
+    app = start_server(tmp_path / "project")
+    try:
+        c = Client(app.url, *ADMIN)
+        done = wait_job(c, p["id"], job["id"], DONE, 300)
+        assert done["status"] == "succeeded", done["error"] or done["log"][-3000:]
+        assert "requeued after a restart" in done["log"]
+    finally:
+        app.stop()
+    second = {r.path for r in server.requests() if r.path.endswith(".tif")}
+    assert len(first & second) <= 1, sorted(first & second)
+    assert first | second == ref_paths
+    for m in MONTHS:
+        np.testing.assert_array_equal(composite(project_dir(app, p) / "imagery", m),
+                                      composite(tmp_path / "ref", m))

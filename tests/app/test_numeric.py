@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from .servers import Client
+from .servers import ADMIN, Client
 from .test_api import centre, square
 from .test_jobs import FAST, label_polygons, wait_job
 
@@ -91,7 +91,9 @@ def test_export_and_import_keep_the_values(server, admin, tmp_path):
     assert admin.get(f"/api/projects/{q['id']}/features").json() == []  # nothing half-imported
 
 
-def test_regression_finetune_and_predict_give_a_value_map_and_metrics(server, admin):
+def test_regression_finetune_and_predict_give_a_value_map_and_metrics(sqlite_server):
+    # jobs run on SQLite only, as in test_jobs (the worker's database code is the same)
+    admin = Client(sqlite_server.url, *ADMIN)
     p = value_project(admin)
     pid = p["id"]
     # a numeric target per land-cover polygon of the sample scene
