@@ -110,12 +110,19 @@ def fetch_project_imagery(project_folder: Path, imagery: dict, aoi: dict, start:
 
     Returns:
         The job result: files written, months without data and the per-tile problems.
+
+    Raises:
+        JobError: the project's imagery settings cannot be used (the message says which).
     """
     from datetime import date, timedelta
 
+    from geolatent.app.runs import JobError
     from geolatent.data.imagery import fetch_composites
 
-    sources = fetch_sources(project_folder, imagery)
+    try:
+        sources = fetch_sources(project_folder, imagery)
+    except ValueError as exc:  # the project's settings: the job fails with the message only
+        raise JobError(str(exc)) from exc
     stop = (date.fromisoformat(end) + timedelta(days=1)).isoformat()  # fetch's end is exclusive
     log(f"[imagery] fetching {', '.join(getattr(s, 'name', '?') for s in sources)} "
         f"{start} .. {end}")

@@ -8,6 +8,11 @@ predict jobs."""
 from __future__ import annotations
 
 import io
+import json
+import os
+import re
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +26,7 @@ from shapely.geometry import box, mapping, shape
 from geolatent.data.imagery import fetch_composites, imagery_source
 from geolatent.data.stac_presets import _S2_EARTH_SEARCH_ASSETS
 
-from .servers import ADMIN, Client, start_server
+from .servers import ADMIN, REPO, Client, start_server
 from .test_jobs import FAST, wait_job
 
 pytestmark = pytest.mark.slow
@@ -111,6 +116,8 @@ def test_preset_project_fetches_serves_tiles_and_refetches_nothing(app, stac_env
     again = fetch(c, pid)
     assert again["result"]["files"] == job["result"]["files"]
     assert len([r for r in stac_env["server"].requests() if "sas" not in r.path]) == assets_before
+    cached = re.search(r"0 asset windows fetched, (\d+) from the cache", again["log"])
+    assert cached and int(cached.group(1)) > 0, again["log"][-2000:]  # the project's cache
     busy = c.post(f"/api/projects/{pid}/imagery", data={"modality": "sentinel1",
                                                         "date": "2015-08-01", "bands": "vv"},
                   files={"file": ("x.tif", b"II*\x00")})
@@ -208,10 +215,18 @@ def test_imagery_job_resumes_after_a_server_kill_and_fetches_nothing_twice(stac_
     uninterrupted fetch and at most the asset being read at the kill is fetched again."""
     server = stac_env["server"]
     server.clear_log()
-    fetch_composites([imagery_source("earth-search", url=stac_env["es"],
-                                     cache_dir=tmp_path / "c0")],
-                     AOI_ONE_TILE, START, "2015-10-01", tmp_path / "ref")
+    # the uninterrupted reference in a fresh process (GDAL's HTTP cache is per process)
+    code = ("import json, sys; from geolatent.data.imagery import fetch_composites, "
+            "imagery_source; a = json.loads(sys.argv[1]); fetch_composites([imagery_source("
+            "'earth-search', url=a['url'], cache_dir=a['cache'])], a['aoi'], a['start'], "
+            "a['end'], a['out'])")
+    args = {"url": stac_env["es"], "cache": str(tmp_path / "c0"), "aoi": AOI_ONE_TILE,
+            "start": START, "end": "2015-10-01", "out": str(tmp_path / "ref")}
+    ref = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert ref.returncode == 0, ref.stderr[-3000:]
     ref_paths = {r.path for r in server.requests() if r.path.endswith(".tif")}
+    assert ref_paths
     app = start_server(tmp_path / "project")
     try:
         c = Client(app.url, *ADMIN)
