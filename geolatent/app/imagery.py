@@ -126,14 +126,11 @@ def fetch_project_imagery(project_folder: Path, imagery: dict, aoi: dict, start:
     stop = (date.fromisoformat(end) + timedelta(days=1)).isoformat()  # fetch's end is exclusive
     log(f"[imagery] fetching {', '.join(getattr(s, 'name', '?') for s in sources)} "
         f"{start} .. {end}")
-    last = [-1]
 
-    def on_progress(p: dict) -> None:
+    def on_progress(p: dict) -> None:  # once per tile; a cancelled job stops here
         progress(p["windows_done"] / max(p["windows"], 1))
-        if p["windows_done"] != last[0]:
-            last[0] = p["windows_done"]
-            log(f"[imagery] tile {p['windows_done']}/{p['windows']}: {p['scenes']} scene reads,"
-                f" {p['bytes'] / 1e6:.1f} MB fetched")
+        log(f"[imagery] tile {p['windows_done']}/{p['windows']}: {p['scenes']} scene reads, "
+            f"{p['bytes'] / 1e6:.1f} MB fetched")
 
     res = fetch_composites(sources, aoi, start, stop, project_folder / IMAGERY_DIR,
                            progress=on_progress)
