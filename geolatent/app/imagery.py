@@ -118,6 +118,7 @@ def fetch_project_imagery(project_folder: Path, imagery: dict, aoi: dict, start:
 
     from geolatent.app.runs import JobError
     from geolatent.data.imagery import fetch_composites
+    from geolatent.data.run import OutputConflictError
 
     try:
         sources = fetch_sources(project_folder, imagery)
@@ -132,8 +133,13 @@ def fetch_project_imagery(project_folder: Path, imagery: dict, aoi: dict, start:
         log(f"[imagery] tile {p['windows_done']}/{p['windows']}: {p['scenes']} scene reads, "
             f"{p['bytes'] / 1e6:.1f} MB fetched")
 
-    res = fetch_composites(sources, aoi, start, stop, project_folder / IMAGERY_DIR,
-                           progress=on_progress)
+    try:
+        res = fetch_composites(sources, aoi, start, stop, project_folder / IMAGERY_DIR,
+                               progress=on_progress)
+    except OutputConflictError as exc:  # uploads or the sample: never mixed with a fetch
+        raise JobError(f"the project's imagery folder holds images that were not fetched "
+                       f"(uploads or the sample), which a fetch never touches: create a new "
+                       f"project for STAC imagery ({exc})") from exc
     problems = {w: p for w, p in res.report.items() if p}
     for w, lines in problems.items():
         for line in lines:

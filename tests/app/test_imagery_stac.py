@@ -203,6 +203,14 @@ def test_imagery_settings_and_jobs_are_checked(app, stac_env):  # noqa: F811
     sample = c.post("/api/projects", json={"name": name, "imagery": {"type": "sample"}}).json()
     r = c.post(f"/api/projects/{sample['id']}/jobs", json={"kind": "imagery"})
     assert r.status_code == 422 and "'preset' or 'stac'" in r.text
+    # switched to a preset later: the sample's images are never mixed with (or replaced by) a fetch
+    r = c.patch(f"/api/projects/{sample['id']}", json={"imagery": {
+        "type": "preset", "preset": "earth-search", "url": stac_env["es"]}})
+    assert r.status_code == 200, r.text
+    job = c.post(f"/api/projects/{sample['id']}/jobs", json={"kind": "imagery"}).json()
+    job = wait_job(c, sample["id"], job["id"], DONE, 120)
+    assert job["status"] == "failed" and "create a new project" in job["error"]
+    assert c.get(f"/api/projects/{sample['id']}/imagery").json()["scenes"]["sentinel2_l2a"]
     no_area = c.post("/api/projects", json={"name": name + "x", "imagery": {
         "type": "preset", "preset": "earth-search", "url": stac_env["es"]}}).json()
     r = c.post(f"/api/projects/{no_area['id']}/jobs", json={"kind": "imagery"})
