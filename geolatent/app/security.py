@@ -99,6 +99,10 @@ def record_failure(db: Session, keys: tuple[str, ...], limits: tuple[int, ...],
     lose a count); a key reaching its limit is blocked for ``window_s`` from this failure."""
     now = utcnow()
     window = timedelta(seconds=window_s)
+    # rows of finished windows go, so usernames sprayed at random do not grow the table
+    db.execute(delete(LoginThrottle).where(
+        LoginThrottle.window_start < now - window,
+        LoginThrottle.blocked_until.is_(None) | (LoginThrottle.blocked_until < now)))
     for key, limit in zip(keys, limits, strict=True):
         for _ in range(2):  # the first failure of a key inserts its row (once, under a race)
             res = db.execute(update(LoginThrottle).where(LoginThrottle.key == key).values(
