@@ -91,6 +91,13 @@ def test_failed_logins_per_address_across_usernames_are_throttled_then_expire(li
         assert login(c, ADMIN[0], ADMIN[1], "192.0.2.8").status_code == 200  # another address
         time.sleep(int(r.headers["Retry-After"]) + 0.5)
         assert login(c, ADMIN[0], ADMIN[1], "192.0.2.7").status_code == 200  # waited it out
+        # a failure deletes the rows of finished windows: random usernames do not pile up
+        assert login(c, "later", "wrong", "192.0.2.7").status_code == 401
+    import sqlite3
+
+    with sqlite3.connect(limited.project / "geolatent.db") as db:
+        keys = {k for (k,) in db.execute("SELECT key FROM login_throttle")}
+    assert keys == {"user:later", "addr:192.0.2.7"}
 
 
 def _database(server) -> str:  # noqa: ANN001
