@@ -15,6 +15,7 @@ import numpy as np
 from shapely.geometry import shape
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # as pytest sees it
 from tests.app.load import run_load, tile_latencies  # noqa: E402
 from tests.app.servers import ADMIN, Client, start_postgres, start_server  # noqa: E402
 

@@ -1,21 +1,27 @@
-"""Imagery of a project as map tiles and pixel values, rendered from COGs with rio-tiler.
+"""Imagery of a project: where it is, fetching it from STAC, and map tiles and pixel values
+rendered from COGs with rio-tiler.
 
 A project's imagery folder holds one cloud-optimized GeoTIFF per modality and date,
-``<modality>_<YYYY-MM-DD>.tif`` (band descriptions are the band names: the layout written by
-the built-in sample and by ``geolatent imagery``'s monthly composites). Each date is one step of
-the time slider. Presets choose three bands and a display range.
+``<modality>_<YYYY-MM-DD>.tif`` (the built-in sample, uploads) or per month,
+``<modality>_<YYYY-MM>.tif`` (the monthly composites of ``geolatent imagery fetch``, which a
+``preset`` or ``stac`` project fetches with :func:`fetch_project_imagery`); band descriptions
+are the band names. Each date is one step of the time slider. Presets choose three bands and a
+display range.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-_FILE = re.compile(r"^(?P<modality>[a-z0-9_]+)_(?P<date>\d{4}-\d{2}-\d{2})\.tif$")
+_FILE = re.compile(r"^(?P<modality>[a-z0-9_]+)_(?P<date>\d{4}-\d{2}(?:-\d{2})?)\.tif$")
+IMAGERY_DIR = "imagery"  # inside the project folder: uploads, the sample, fetched composites
+FETCHED = ("preset", "stac")  # imagery types fetched by an ``imagery`` job
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,112 @@ PRESETS: dict[str, Preset] = {
     "sar_vv": Preset("sentinel1", ("vv", "vv", "vv"), -25, 0, "SAR VV (grey, dB)"),
 }
 IMAGERY_MODALITIES = tuple(sorted({p.modality for p in PRESETS.values()}))
+
+
+def imagery_dir(project_folder: Path, imagery: dict) -> Path:
+    """The folder holding the project's COGs: ``imagery.path`` of a ``local`` project (inside
+    the project folder), else ``<project folder>/imagery``."""
+    from geolatent.app.uploads import inside
+
+    if imagery.get("type") == "local" and imagery.get("path"):
+        return inside(project_folder, project_folder / imagery["path"])
+    return project_folder / IMAGERY_DIR
+
+
+def fetch_sources(project_folder: Path, imagery: dict) -> list:
+    """The data-layer source configs of a ``preset`` or ``stac`` project.
+
+    Presets go through :func:`geolatent.data.imagery.imagery_source` (what ``geolatent imagery
+    fetch --source`` uses), one source per collection, with the window cache inside the project
+    folder; a ``stac`` catalog becomes the data layer's ``stac`` source.
+
+    Raises:
+        ValueError: the project's imagery is not fetched from STAC, or its settings are wrong
+            (the message names the ``imagery.*`` field).
+    """
+    from pydantic import TypeAdapter, ValidationError
+
+    from geolatent.app.uploads import inside
+    from geolatent.data.config import SourceConfig
+    from geolatent.data.imagery import imagery_source
+
+    kind = imagery.get("type")
+    if kind == "preset":
+        return [imagery_source(imagery["preset"], collection=c, max_cloud=imagery.get("max_cloud"),
+                               cache_dir=project_folder / "cache" / "stac",
+                               url=imagery.get("url"))
+                for c in imagery.get("collections") or [None]]
+    if kind != "stac":
+        raise ValueError(f"imagery.type {kind!r} is not fetched: only 'preset' and 'stac' are")
+    catalog = inside(project_folder, project_folder / imagery["path"])
+    if not catalog.is_file():
+        raise ValueError(f"imagery.path: no STAC catalog at {imagery['path']} in the project "
+                         f"folder ({project_folder}); put the catalog JSON there")
+    assets = imagery.get("assets") or None
+    spec = {"type": "stac", "name": "catalog", "catalog": str(catalog),
+            "modality": imagery.get("modality") or "sentinel2_l2a",
+            "collections": imagery.get("collections"), "assets": assets}
+    if assets and "scl" in assets:
+        spec["cloud_mask"] = {"band": "scl", "kind": "scl"}
+    try:
+        return [TypeAdapter(SourceConfig).validate_python(spec)]
+    except ValidationError as exc:
+        detail = "; ".join(e["msg"] for e in exc.errors())
+        raise ValueError(f"imagery (stac catalog): {detail}") from None
+
+
+def fetch_project_imagery(project_folder: Path, imagery: dict, aoi: dict, start: str, end: str,
+                          log: Callable[[str], None],
+                          progress: Callable[[float], None]) -> dict:
+    """Fetch the monthly composites of the project's area and dates into its imagery folder
+    with :func:`geolatent.data.imagery.fetch_composites` (the library of ``geolatent imagery
+    fetch``: resumable through its work store, a rerun fetches nothing twice).
+
+    Args:
+        start, end: the project's date range, both inclusive (``YYYY-MM-DD``).
+
+    Returns:
+        The job result: files written, months without data and the per-tile problems.
+
+    Raises:
+        JobError: the project's imagery settings cannot be used (the message says which).
+    """
+    from datetime import date, timedelta
+
+    from geolatent.app.runs import JobError
+    from geolatent.data.imagery import fetch_composites
+    from geolatent.data.run import OutputConflictError
+
+    try:
+        sources = fetch_sources(project_folder, imagery)
+    except ValueError as exc:  # the project's settings: the job fails with the message only
+        raise JobError(str(exc)) from exc
+    stop = (date.fromisoformat(end) + timedelta(days=1)).isoformat()  # fetch's end is exclusive
+    log(f"[imagery] fetching {', '.join(getattr(s, 'name', '?') for s in sources)} "
+        f"{start} .. {end}")
+
+    def on_progress(p: dict) -> None:  # once per tile; a cancelled job stops here
+        progress(p["windows_done"] / max(p["windows"], 1))
+        log(f"[imagery] tile {p['windows_done']}/{p['windows']}: {p['scenes']} scene reads, "
+            f"{p['bytes'] / 1e6:.1f} MB fetched")
+
+    try:
+        res = fetch_composites(sources, aoi, start, stop, project_folder / IMAGERY_DIR,
+                               progress=on_progress)
+    except OutputConflictError as exc:  # uploads or the sample: never mixed with a fetch
+        raise JobError(f"the project's imagery folder holds images that were not fetched "
+                       f"(uploads or the sample), which a fetch never touches: create a new "
+                       f"project for STAC imagery ({exc})") from exc
+    problems = {w: p for w, p in res.report.items() if p}
+    for w, lines in problems.items():
+        for line in lines:
+            log(f"[imagery] {w}: {line}")
+    log(f"[imagery] wrote {len(res.files)} composites; no data: "
+        f"{', '.join(res.missing_months) or 'none'}; {res.fetched_windows} asset windows "
+        f"fetched, {res.cached_windows} from the cache")
+    return {"files": [Path(f).name for f in res.files], "missing": res.missing_months,
+            "problems": problems, "scenes_read": res.scenes_read,
+            "fetched_bytes": res.fetched_bytes}
 
 
 def list_scenes(folder: Path) -> dict[str, list[str]]:

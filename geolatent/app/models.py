@@ -45,26 +45,40 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
 
 
-class LoginSession(Base):
-    """A cookie session: the cookie holds a random secret, the table its SHA-256."""
+class _UserSecret:
+    """A row authenticating a user by a random secret; the table holds only its SHA-256."""
 
-    __tablename__ = "sessions"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
-    csrf_token: Mapped[str] = mapped_column(String(64), nullable=False)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+
+
+class LoginSession(_UserSecret, Base):
+    """A cookie session: the cookie holds the secret, with a CSRF token and an expiry."""
+
+    __tablename__ = "sessions"
+    csrf_token: Mapped[str] = mapped_column(String(64), nullable=False)
     expires_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
 
 
-class ApiToken(Base):
+class ApiToken(_UserSecret, Base):
     """A bearer token for scripts (no CSRF: it is never sent automatically by a browser)."""
 
     __tablename__ = "api_tokens"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     name: Mapped[str] = mapped_column(String(128), nullable=False)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class LoginThrottle(Base):
+    """Failed logins of one key (``user:<name>`` or ``addr:<client address>``) in the current
+    window, and until when that key is refused. In the database, so the limit holds across
+    uvicorn workers and restarts."""
+
+    __tablename__ = "login_throttle"
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    window_start: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class Project(Base):

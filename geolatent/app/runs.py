@@ -40,10 +40,12 @@ def imagery_source(imagery_dir: Path) -> dict:
     """The data-layer ``files`` source for the project's monthly Sentinel-2 COGs."""
     if not list(imagery_dir.glob(f"{S2}_*.tif")):
         raise JobError(f"no Sentinel-2 imagery in {imagery_dir}: add monthly COGs named "
-                       f"{S2}_YYYY-MM-DD.tif")
+                       f"{S2}_YYYY-MM-DD.tif, or fetch them (an 'imagery' job)")
+    # uploads are named by day, fetched composites by month; the data layer composites by
+    # month (day-1 timestamps), so the month is all that matters
     return dict(name="s2", type="files", modality=S2, paths=[str(imagery_dir / f"{S2}_*.tif")],
-                bands=list(MODALITIES[S2].bands), date_pattern=r"_(\d{4}-\d{2}-\d{2})\.tif",
-                date_format="%Y-%m-%d")
+                bands=list(MODALITIES[S2].bands),
+                date_pattern=r"_(\d{4}-\d{2})(?:-\d{2})?\.tif", date_format="%Y-%m")
 
 
 def run_finetune(folder: Path, *, features: list[dict], label_schema: dict, imagery_dir: Path,
@@ -137,8 +139,10 @@ def run_predict(folder: Path, *, model_dir: Path, aoi: dict, start: str, end: st
         raise JobError(f"no fine-tuned model in {model_dir}: run a fine-tuning job first and "
                        "pass its id as params.model_job")
     folder.mkdir(parents=True, exist_ok=True)
+    fm = load_bundle(model_dir)
+    vector = folder / "map.geojson" if fm.classes is not None else None  # class maps only
     res = predict_area(model_dir, aoi, start, end, folder / "map.tif",
-                       vector_path=folder / "map.geojson", resume=True, device="cpu",
+                       vector_path=vector, resume=True, device="cpu",
                        **({"executor": "dask", "scheduler": dask_scheduler}
                           if dask_scheduler else {}),
                        progress=lambda done, total: progress(done / max(total, 1)))
@@ -146,7 +150,6 @@ def run_predict(folder: Path, *, model_dir: Path, aoi: dict, start: str, end: st
         log(f"tiles materialized on the Dask cluster at {dask_scheduler}")
     log(f"predicted {res.width}x{res.height} px ({res.area_km2:.2f} km2) in {res.seconds:.1f} s;"
         f" {res.tiles_resumed} of {res.tiles_total} tiles resumed from an earlier run")
-    fm = load_bundle(model_dir)
     colors = {c["value"]: c["color"] for c in label_schema.get("classes", [])}
     names = {c["value"]: c["name"] for c in label_schema.get("classes", [])}
     legend = []
@@ -155,7 +158,20 @@ def run_predict(folder: Path, *, model_dir: Path, aoi: dict, start: str, end: st
             legend.append({"index": i, "value": str(value),
                            "name": names.get(str(value), str(name)),
                            "color": colors.get(str(value), _fallback_color(i))})
-    return {"files": ["map.tif", "map.geojson"], "legend": legend, "kind": res.kind}
+    files = ["map.tif"] + (["map.geojson"] if vector else [])
+    return {"files": files, "legend": legend, "kind": res.kind,
+            **({} if fm.classes is not None else _value_range(folder / "map.tif"))}
+
+
+def _value_range(path: Path) -> dict:
+    """``{"range": [min, max]}`` of a value map: the ends of its colour ramp."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(path) as src:
+        data = src.read(1, masked=True).astype("float64").filled(np.nan)
+    finite = data[np.isfinite(data)]
+    return {"range": [float(finite.min()), float(finite.max())]} if finite.size else {}
 
 
 def _fallback_color(i: int) -> str:

@@ -77,23 +77,62 @@ class LabelSchema(BaseModel):
 
 
 class ImagerySource(BaseModel):
-    """Where imagery comes from: ``sample`` (the built-in sample scene), ``local`` (GeoTIFF/COG
-    files in the project's ``imagery/`` folder), ``stac`` (an on-disk STAC catalog inside the
-    project folder) or ``preset`` (a STAC API preset name from ``geolatent imagery``)."""
+    """Where the project's imagery comes from.
+
+    - ``sample``: the built-in sample scene;
+    - ``local``: GeoTIFF/COG files uploaded into the project's ``path`` folder (default
+      ``imagery``);
+    - ``preset``: a STAC API preset of ``geolatent imagery`` (``earth-search``,
+      ``planetary-computer``) with its ``collections`` (default: the preset's Sentinel-2 L2A),
+      ``max_cloud`` and ``url``: the preset's API at another address (a mirror, a proxy, a
+      local STAC server; assets, signing and band mapping stay the preset's);
+    - ``stac``: an on-disk STAC catalog (catalog / collection JSON) at ``path`` inside the
+      project folder, of ``modality``, with ``collections`` to keep and ``assets`` (band ->
+      asset key; an ``scl`` entry is used as the Sentinel-2 cloud mask).
+
+    ``preset`` and ``stac`` imagery is fetched into the project as monthly composites (COGs)
+    by an ``imagery`` job (``POST /api/projects/{id}/jobs {"kind": "imagery"}``), with the
+    same library code as ``geolatent imagery fetch``.
+    """
 
     type: Literal["sample", "local", "stac", "preset"] = "sample"
     path: str | None = Field(default=None, max_length=256)
     preset: str | None = Field(default=None, max_length=128)
+    collections: list[str] | None = Field(default=None, max_length=8)
+    url: str | None = Field(default=None, max_length=512,
+                            description="preset only: the preset's STAC API at this URL")
+    max_cloud: float | None = Field(default=None, ge=0, le=100)
+    modality: str | None = Field(default=None, max_length=64)
+    assets: dict[str, str] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ImagerySource:
-        if self.type == "preset" and not self.preset:
-            raise ValueError("imagery.preset: name the STAC preset")
         if self.path is not None:
             p = self.path.replace("\\", "/")
             if p.startswith("/") or ".." in p.split("/") or ":" in p:
                 raise ValueError("imagery.path: a folder relative to the project folder, "
                                  "without '..'")
+        if self.type != "preset" and (self.preset or self.url):
+            raise ValueError("imagery.preset and imagery.url apply to type 'preset' only")
+        if self.type == "preset":
+            if not self.preset:
+                raise ValueError("imagery.preset: name the STAC preset")
+            if self.url is not None and not re.match(r"^https?://", self.url):
+                raise ValueError(f"imagery.url: an http(s) STAC API URL, got {self.url!r}")
+            from geolatent.data.stac_presets import preset_source
+
+            for c in self.collections or [None]:
+                preset_source({"preset": self.preset, "collection": c})  # ValueError says why
+        if self.type == "stac":
+            if not self.path:
+                raise ValueError("imagery.path: the STAC catalog JSON inside the project "
+                                 "folder, e.g. catalog/catalog.json")
+            from geolatent.modalities import MODALITIES
+
+            if (self.modality or "sentinel2_l2a") not in MODALITIES:
+                raise ValueError(f"imagery.modality: one of {list(MODALITIES)}")
+        elif self.modality or self.assets:
+            raise ValueError("imagery.modality and imagery.assets apply to type 'stac' only")
         return self
 
 
@@ -156,11 +195,12 @@ class MemberSet(BaseModel):
 
 class FeatureIn(BaseModel):
     """A label feature (GeoJSON geometry in lon/lat). ``id`` (a UUID) may be chosen by the
-    client so that a retried create never makes a duplicate."""
+    client so that a retried create never makes a duplicate. ``label``: a class value of the
+    label schema, or for a numeric target a number inside its range (JSON number or text)."""
 
     id: str | None = Field(default=None, pattern=r"^[0-9a-fA-F-]{36}$")
     geometry: dict[str, Any]
-    label: str | None = Field(default=None, max_length=128)
+    label: str | float | None = Field(default=None, union_mode="left_to_right")
     task_id: int | None = None
     start_date: date | None = None
     end_date: date | None = None
@@ -171,7 +211,7 @@ class FeatureUpdate(BaseModel):
 
     version: int
     geometry: dict[str, Any] | None = None
-    label: str | None = Field(default=None, max_length=128)
+    label: str | float | None = Field(default=None, union_mode="left_to_right")
     start_date: date | None = None
     end_date: date | None = None
 
@@ -220,7 +260,7 @@ class TaskOut(BaseModel):
 
 
 class JobIn(BaseModel):
-    kind: Literal["predict", "finetune"]
+    kind: Literal["predict", "finetune", "imagery"]
     params: dict[str, Any] = Field(default_factory=dict)
 
 

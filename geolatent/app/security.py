@@ -16,6 +16,7 @@ so project names do not leak.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,10 +24,20 @@ from datetime import timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, HTTPException, Request
-from sqlalchemy import select
+from sqlalchemy import case, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from geolatent.app.models import ROLES, ApiToken, LoginSession, Membership, Project, User, utcnow
+from geolatent.app.models import (
+    ROLES,
+    ApiToken,
+    LoginSession,
+    LoginThrottle,
+    Membership,
+    Project,
+    User,
+    utcnow,
+)
 
 SESSION_COOKIE = "gl_session"
 CSRF_COOKIE = "gl_csrf"
@@ -66,6 +77,56 @@ def new_api_token(db: Session, user: User, name: str) -> str:
     db.add(ApiToken(token_hash=token_digest(token), name=name, user_id=user.id))
     db.commit()
     return token
+
+
+# -- login rate limit ----------------------------------------------------------------------------
+def throttle_keys(username: str, address: str) -> tuple[str, str]:
+    """The two counters a login attempt counts against: its username and its client address."""
+    return f"user:{username[:64]}", f"addr:{address[:128]}"
+
+
+def throttled_for(db: Session, keys: tuple[str, ...]) -> int:
+    """Seconds until every key may try again (0 = not throttled)."""
+    now = utcnow()
+    until = [t for t in db.scalars(select(LoginThrottle.blocked_until).where(
+        LoginThrottle.key.in_(keys))) if t is not None and t > now]
+    return math.ceil(max((t - now).total_seconds() for t in until)) if until else 0
+
+
+def record_failure(db: Session, keys: tuple[str, ...], limits: tuple[int, ...],
+                   window_s: float) -> None:
+    """Count a failed login against each key (an atomic UPDATE, so concurrent workers never
+    lose a count); a key reaching its limit is blocked for ``window_s`` from this failure."""
+    now = utcnow()
+    window = timedelta(seconds=window_s)
+    # rows of finished windows go, so usernames sprayed at random do not grow the table
+    db.execute(delete(LoginThrottle).where(
+        LoginThrottle.window_start < now - window,
+        LoginThrottle.blocked_until.is_(None) | (LoginThrottle.blocked_until < now)))
+    for key, limit in zip(keys, limits, strict=True):
+        for _ in range(2):  # the first failure of a key inserts its row (once, under a race)
+            res = db.execute(update(LoginThrottle).where(LoginThrottle.key == key).values(
+                failures=case((LoginThrottle.window_start < now - window, 1),
+                              else_=LoginThrottle.failures + 1),
+                window_start=case((LoginThrottle.window_start < now - window, now),
+                                  else_=LoginThrottle.window_start)))
+            if res.rowcount:
+                break
+            try:
+                db.add(LoginThrottle(key=key, failures=1, window_start=now))
+                db.commit()
+                break
+            except IntegrityError:
+                db.rollback()
+        db.execute(update(LoginThrottle).where(
+            LoginThrottle.key == key, LoginThrottle.failures >= limit,
+        ).values(blocked_until=now + window))
+        db.commit()
+
+
+def reset_failures(db: Session, key: str) -> None:
+    db.execute(delete(LoginThrottle).where(LoginThrottle.key == key))
+    db.commit()
 
 
 def get_db(request: Request):  # noqa: ANN201 - a generator dependency

@@ -133,6 +133,7 @@ def run_job(sessions, project_dir: Path, job_id: int,  # noqa: ANN001
                                                          Feature.deleted.is_(False)))]
             aoi = json.loads(project.aoi_geojson) if project.aoi_geojson else None
             schema = dict(project.label_schema or {})
+            imagery = dict(project.imagery or {})
             encoder = params.get("encoder") or project.model
             model_job = params.get("model_job")
             model_dir = None
@@ -162,6 +163,13 @@ def run_job(sessions, project_dir: Path, job_id: int,  # noqa: ANN001
             result = runs.run_predict(folder, model_dir=model_dir, aoi=aoi, start=start, end=end,
                                       label_schema=schema, log=ctx.log, progress=ctx.progress,
                                       dask_scheduler=dask_scheduler)
+        elif kind == "imagery":  # STAC presets / catalogs: geolatent.app.imagery
+            from geolatent.app.imagery import fetch_project_imagery
+
+            if aoi is None:
+                raise runs.JobError("the project has no area of interest")
+            result = fetch_project_imagery(pfolder, imagery, aoi, start, end, log=ctx.log,
+                                           progress=ctx.progress)
         else:
             raise runs.JobError(f"unknown job kind {kind!r}")
         status = "succeeded"

@@ -15,17 +15,21 @@ def sqlite_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def postgresql_server(tmp_path_factory):
+def postgres():
+    """One throwaway PostgreSQL cluster for the session (``create_database`` for more)."""
     if pg_bin() is None:
         pytest.skip("PostgreSQL binaries not found: apt-get install -y postgresql (make test "
                     "installs it)")
     pg = start_postgres()
-    try:
-        server = start_server(tmp_path_factory.mktemp("app-pg-project") / "project", pg.url)
-        yield server
-        server.stop()
-    finally:
-        pg.stop()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def postgresql_server(postgres, tmp_path_factory):
+    server = start_server(tmp_path_factory.mktemp("app-pg-project") / "project", postgres.url)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

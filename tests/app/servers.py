@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from data.stac_servers import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = ("admin", "admin-password-123")
@@ -34,21 +35,18 @@ class Server:
     log: Path
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process, 10)
 
 
 def start_server(project: Path, database: str = "", max_upload_mb: float = 2,
-                 extra_args: tuple[str, ...] = ()) -> Server:
-    """``geolatent serve`` on a free loopback port; waits until /api/health answers."""
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Server:
+    """``geolatent serve`` on a free loopback port (with ``env`` added to the environment);
+    waits until /api/health answers."""
     port = free_port()
     log = project.parent / f"{project.name}-server.log"
     env = dict(os.environ, GEOLATENT_ADMIN_USER=ADMIN[0], GEOLATENT_ADMIN_PASSWORD=ADMIN[1],
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               **(env or {}))
     cmd = [sys.executable, "-m", "geolatent.cli", "serve", "--project", str(project),
            "--host", "127.0.0.1", "--port", str(port), "--max-upload-mb", str(max_upload_mb)]
     if database:
@@ -85,6 +83,16 @@ class Postgres:
     bindir: Path
     as_user: list[str]
     workdir: Path
+
+    def create_database(self, name: str) -> str:
+        """A new empty database on this cluster; returns its URL."""
+        port = self.url.rsplit(":", 1)[1].split("/")[0]
+        done = subprocess.run([*self.as_user, str(self.bindir / "createdb"), "-h", "127.0.0.1",
+                               "-p", port, "-U", "geolatent", name], capture_output=True,
+                              text=True, timeout=60)
+        if done.returncode:
+            raise RuntimeError(f"createdb {name} failed: {done.stderr}")
+        return self.url.rsplit("/", 1)[0] + "/" + name
 
     def stop(self) -> None:
         subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data),

@@ -232,6 +232,17 @@ class AssetServer(_LoopbackHTTPServer):
             self.state.log.clear()
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 5) -> None:
+    """Stop a server process started by a test: SIGTERM, then SIGKILL after ``timeout`` s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -279,13 +290,7 @@ class StacApi:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self._log.close()
 
 

@@ -17,6 +17,10 @@ from geolatent.app.security import (
     get_db,
     new_api_token,
     new_session,
+    record_failure,
+    reset_failures,
+    throttle_keys,
+    throttled_for,
     verify_password,
 )
 
@@ -25,11 +29,25 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 @router.post("/login", response_model=UserOut)
 def login(body: Login, request: Request, response: Response, db: Session = Depends(get_db)):
-    """Check the password; set the session (HttpOnly) and CSRF cookies."""
+    """Check the password; set the session (HttpOnly) and CSRF cookies.
+
+    Failed logins are counted per username and per client address (in the database); past
+    the limit the caller gets 429 with ``Retry-After`` (seconds) even with the right password,
+    until the wait is over. A successful login resets the username's count."""
+    settings = request.app.state.settings
+    keys = throttle_keys(body.username, request.client.host if request.client else "unknown")
+    wait = throttled_for(db, keys)
+    if wait:
+        raise HTTPException(429, f"too many failed logins for this username or from this "
+                                 f"address: try again in {wait} s",
+                            headers={"Retry-After": str(wait)})
     user = db.scalar(select(User).where(User.username == body.username))
     if user is None or not verify_password(user.password_hash, body.password):
+        record_failure(db, keys, (settings.login_max_failures,
+                                  settings.login_max_failures_per_address),
+                       settings.login_window_s)
         raise HTTPException(401, "wrong username or password")
-    settings = request.app.state.settings
+    reset_failures(db, keys[0])
     secret, csrf = new_session(db, user, settings.session_hours)
     age = int(settings.session_hours * 3600)
     response.set_cookie(SESSION_COOKIE, secret, httponly=True, samesite="strict",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tempfile
 import uuid
 import zipfile
@@ -40,24 +41,37 @@ def feature_out(f: Feature) -> FeatureOut:
                       updated_by=f.updated_by)
 
 
-def check_label(project: Project, label: str | None) -> str | None:
-    """The label if the project's schema allows it (None = not labelled yet); else 422."""
+def check_label(project: Project, label: str | float | None) -> str | None:
+    """The label as stored (text) if the project's schema allows it (None = not labelled
+    yet); else 422 naming the classes or the target range."""
     if label is None:
         return None
+    if isinstance(label, float):
+        label = repr(label)
+    if len(label) > 128:
+        raise HTTPException(422, "label: at most 128 characters")
     schema = project.label_schema or {}
     if schema.get("kind", "class") == "value":
         try:
             x = float(label)
         except ValueError as exc:
             raise HTTPException(422, f"label {label!r} is not a number") from exc
+        if not math.isfinite(x):
+            raise HTTPException(422, f"label {label!r} is not a finite number")
         lo, hi = schema.get("min"), schema.get("max")
         if (lo is not None and x < lo) or (hi is not None and x > hi):
-            raise HTTPException(422, f"label {x} is outside the target range [{lo}, {hi}]")
+            raise HTTPException(422, f"label {x:g} is outside the target range "
+                                     f"[{_bound(lo, '-inf')}, {_bound(hi, 'inf')}] of the "
+                                     "project's label schema (min, max)")
         return repr(x)
     values = [c["value"] for c in schema.get("classes", [])]
     if values and label not in values:
         raise HTTPException(422, f"label {label!r} is not a class of this project: {values}")
     return label
+
+
+def _bound(v: float | None, unbounded: str) -> str:
+    return unbounded if v is None else f"{v:g}"
 
 
 def _geom_fields(geojson: dict) -> dict:
@@ -215,7 +229,11 @@ async def import_labels(request: Request, file: UploadFile = File(...),
     except LabelError as exc:
         raise HTTPException(422, f"{exc} (set the form field 'field' to the label column)") \
             from exc
-    values = [None if v is None else str(v) for v in labels.values]
+    if kind == "value":  # the same range check as a drawn feature; 422 names the range
+        values = [check_label(access.project, None if v is None else str(v))
+                  for v in labels.values]
+    else:
+        values = [None if v is None else str(v) for v in labels.values]
     known = [c["value"] for c in schema.get("classes", [])]
     if kind == "class" and known:
         names = {str(k): v for k, v in labels.class_names.items()}
@@ -253,16 +271,18 @@ def export_labels(fmt: str, access: ProjectAccess = Depends(require_role("viewer
     which :func:`geolatent.platform.read_labels` reads back)."""
     feats = _features(db, access.project)
     slug = access.project.slug
+    value = _label_value(access.project)
     if fmt == "geojson":
         fc = {"type": "FeatureCollection", "features": [
             {"type": "Feature", "id": f.id, "geometry": json.loads(f.geometry),
-             "properties": {"label": f.label, "start_time": f.start_date,
+             "properties": {"label": value(f.label), "start_time": f.start_date,
                             "end_time": f.end_date, "task_id": f.task_id,
                             "version": f.version}} for f in feats]}
         return Response(json.dumps(fc), media_type="application/geo+json", headers={
             "Content-Disposition": f'attachment; filename="{slug}-labels.geojson"'})
     if fmt == "gpkg":
-        return Response(_gpkg_bytes(feats), media_type="application/geopackage+sqlite3",
+        return Response(_gpkg_bytes(feats, _numeric(access.project)),
+                        media_type="application/geopackage+sqlite3",
                         headers={"Content-Disposition":
                                  f'attachment; filename="{slug}-labels.gpkg"'})
     if fmt == "studio":
@@ -272,7 +292,18 @@ def export_labels(fmt: str, access: ProjectAccess = Depends(require_role("viewer
     raise HTTPException(404, f"unknown export format {fmt!r}: geojson, gpkg or studio")
 
 
-def _gpkg_bytes(feats: list[Feature]) -> bytes:
+def _numeric(project: Project) -> bool:
+    return (project.label_schema or {}).get("kind") == "value"
+
+
+def _label_value(project: Project):  # noqa: ANN202 - returns a converter
+    """Labels as exported: numbers for a numeric target (stored as text), else the class."""
+    if _numeric(project):
+        return lambda v: None if v is None else float(v)
+    return lambda v: v
+
+
+def _gpkg_bytes(feats: list[Feature], numeric: bool) -> bytes:
     import pyogrio.raw
 
     if not feats:
@@ -281,7 +312,8 @@ def _gpkg_bytes(feats: list[Feature]) -> bytes:
                                     dtype=object))
     cols = {
         "fid_uuid": np.array([f.id for f in feats], dtype=object),
-        "label": np.array([f.label or "" for f in feats], dtype=object),
+        "label": (np.array([np.nan if f.label is None else float(f.label) for f in feats])
+                  if numeric else np.array([f.label or "" for f in feats], dtype=object)),
         "start_time": np.array([f.start_date or "" for f in feats], dtype=object),
         "end_time": np.array([f.end_date or "" for f in feats], dtype=object),
         "version": np.array([f.version for f in feats], dtype=np.int64),
@@ -294,6 +326,7 @@ def _gpkg_bytes(feats: list[Feature]) -> bytes:
 
 
 def _studio_zip(db: Session, project: Project, feats: list[Feature]) -> bytes:
+    value = _label_value(project)
     tasks = db.scalars(select(Task).where(Task.project_id == project.id)).all()
     stamp = datetime.now(UTC).isoformat()
 
@@ -302,7 +335,7 @@ def _studio_zip(db: Session, project: Project, feats: list[Feature]) -> bytes:
 
     annotations = {"type": "FeatureCollection", "features": [
         {"type": "Feature", "geometry": json.loads(f.geometry), "properties": {
-            "oe_labels": {"label": f.label}, "oe_annotations_task_id":
+            "oe_labels": {"label": value(f.label)}, "oe_annotations_task_id":
                 str(f.task_id) if f.task_id else None,
             "oe_start_time": when(f.start_date), "oe_end_time": when(f.end_date),
             "oe_id": f.id, "oe_updated_at": stamp}} for f in feats]}
