@@ -23,10 +23,9 @@ from pathlib import Path
 import yaml
 
 from geolatent.data.run import write_atomic
-from geolatent.modalities import MODALITIES
 
 S2 = "sentinel2_l2a"
-FINETUNE_DEFAULTS = {"task": "segmentation", "epochs": 4, "batch_size": 8, "patch_size": 8,
+FINETUNE_DEFAULTS = {"epochs": 4, "batch_size": 8, "patch_size": 8,
                      "lr": 2e-3, "head_hidden": 16, "window_px": 16}
 Log = Callable[[str], None]
 Progress = Callable[[float], None]
@@ -43,8 +42,9 @@ def imagery_source(imagery_dir: Path) -> dict:
                        f"{S2}_YYYY-MM-DD.tif, or fetch them (an 'imagery' job)")
     # uploads are named by day, fetched composites by month; the data layer composites by
     # month (day-1 timestamps), so the month is all that matters
+    # no ``bands=``: every image in the folder carries band descriptions (uploads are rewritten
+    # with them, fetched composites are written with them), so any band order works
     return dict(name="s2", type="files", modality=S2, paths=[str(imagery_dir / f"{S2}_*.tif")],
-                bands=list(MODALITIES[S2].bands),
                 date_pattern=r"_(\d{4}-\d{2})(?:-\d{2})?\.tif", date_format="%Y-%m")
 
 
@@ -54,7 +54,9 @@ def run_finetune(folder: Path, *, features: list[dict], label_schema: dict, imag
     """Fine-tune on the project's labels; returns the result for the job row."""
     from geolatent.platform import finetune, load_finetune_config
 
-    p = {**FINETUNE_DEFAULTS, **params}
+    # a numeric-target project trains a regression unless the job asks otherwise
+    default_task = "pixel_regression" if label_schema.get("kind") == "value" else "segmentation"
+    p = {**FINETUNE_DEFAULTS, "task": default_task, **params}
     config = folder / "finetune.yaml"
     epochs = max(1, int(p["epochs"]))
 
