@@ -49,3 +49,19 @@ def small_disk(tmp_path: Path):
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path):
+    """A real read-only file system (an empty tmpfs mounted ``-o ro``): writing fails with
+    EROFS even as root, where ``chmod`` would not bite. Needs permission to mount."""
+    mnt = tmp_path / "read_only"
+    mnt.mkdir()
+    if shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root or CAP_SYS_ADMIN)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

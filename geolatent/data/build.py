@@ -31,7 +31,13 @@ from geolatent.data.config import DataConfig
 from geolatent.data.executor import ExecutorKind, WindowExecutor, make_executor
 from geolatent.data.h5samples import write_sample
 from geolatent.data.materialize import MaterializedWindow, WindowError, materialize_window
-from geolatent.data.run import OutputLock, clean_temporaries, write_atomic, write_json_atomic
+from geolatent.data.run import (
+    OutputLock,
+    check_writable,
+    clean_temporaries,
+    write_atomic,
+    write_json_atomic,
+)
 from geolatent.data.sources import Scene, SceneProblem, Source, open_sources
 from geolatent.data.window import Window, windows_from_bbox, windows_from_geojson
 from geolatent.modalities import MAX_TIMESTEPS, MISSING_VALUE
@@ -344,8 +350,9 @@ def build_dataset(
     plan = plan or plan_build(config)
     check_bad_scenes(plan)
     out = Path(config.output_dir)
+    check_writable(out, "output_dir")  # one line before the folder is made, not EROFS
     out.mkdir(parents=True, exist_ok=True)
-    with OutputLock(out, "data build"):
+    with OutputLock(out, "data build", option="output_dir"):
         _cleanup_temporaries(out)
         return _build_locked(plan, out, t0, executor, workers, dask_address, dask_processes,
                              overwrite, show_progress)

@@ -56,6 +56,10 @@ class DiskFullError(RuntimeError):
     """The disk filled up; the message names the path and the free space."""
 
 
+class OutputNotWritableError(ValueError):
+    """An output sits on a read-only file system or in a folder this user cannot write."""
+
+
 # -- paths --------------------------------------------------------------------------------------
 def work_dir_for(output: str | os.PathLike) -> Path:
     """The ``.work`` area of an output: ``<out>.work`` beside a file output, ``<dir>/.work``
@@ -84,10 +88,10 @@ def write_atomic(final: str | os.PathLike, write: Callable[[Path], Any]) -> Path
         os.replace(tmp, final)
     except OSError as e:
         _remove(tmp)
-        full = disk_error(e, final)
-        if full is e:
+        clear = not_writable_error(e, final) or disk_error(e, final)
+        if clear is e:
             raise
-        raise full from e
+        raise clear from e
     except BaseException:
         _remove(tmp)
         raise
@@ -149,6 +153,62 @@ def check_free_space(path: str | os.PathLike, needed_bytes: int, what: str = "th
         )
 
 
+# -- outputs must be writable -------------------------------------------------------------------
+def _nearest_folder(path: Path) -> Path:
+    """The folder a write to ``path`` lands in: ``path`` itself when it is a folder, else its
+    nearest existing parent (an output file is replaced through a temp file beside it)."""
+    p = path.absolute()
+    if p.is_dir():
+        return p
+    p = p.parent
+    while not p.exists():
+        p = p.parent
+    return p
+
+
+def _why_not_writable(folder: Path) -> str:
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only file system"
+    except OSError:
+        pass
+    return f"{folder} is not writable by this user"
+
+
+def check_writable(path: str | os.PathLike, option: str = "output") -> None:
+    """Refuse an output that cannot be written, before any work (one line, no traceback).
+
+    Checks the folder the output's files land in (``path`` if it is a folder, else its nearest
+    existing parent) for a read-only file system (a read-only mount refuses even root) and
+    for write permission.
+
+    Args:
+        path: the output file or folder (it need not exist yet).
+        option: how the user named the output (``--out`` in the CLI, ``out_path`` in Python,
+            ``output_dir`` in a config).
+
+    Raises:
+        OutputNotWritableError: naming ``path``, the folder that blocks it and what to change.
+    """
+    folder = _nearest_folder(Path(path))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputNotWritableError(
+            f"{option} {path} cannot be written: {_why_not_writable(folder)}; give {option} a "
+            "path on a writable disk"
+        )
+
+
+def not_writable_error(e: OSError, path: str | os.PathLike) -> OutputNotWritableError | None:
+    """A read-only-file-system or permission ``OSError`` met while writing ``path`` as the same
+    one-line error :func:`check_writable` gives; ``None`` for other errors."""
+    if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return None
+    folder = _nearest_folder(Path(path))
+    return OutputNotWritableError(
+        f"cannot write {path}: {_why_not_writable(folder)}; choose an output on a writable disk"
+    )
+
+
 # -- outputs never destroy inputs ---------------------------------------------------------------
 def _same_file(a: Path, b: Path) -> bool:
     try:
@@ -189,9 +249,11 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, option: str = "output
 
     A new folder, an empty folder or a folder that already holds a ``kind`` artefact (its
     marker file) is accepted; a file, or a folder holding anything else (the user's data), is
-    an error naming the path: nothing of the user's is ever replaced or deleted.
+    an error naming the path: nothing of the user's is ever replaced or deleted. An output that
+    cannot be written (read-only file system, no permission) is an error before anything else.
     """
     p = Path(path)
+    check_writable(p, option)
     marker = p / marker_name(kind)
     if p.exists() and not p.is_dir():
         raise OutputConflictError(
@@ -216,20 +278,27 @@ class OutputLock:
     """An exclusive lock on an output for the life of a run (``fcntl.flock``, released by the OS
     when the process dies, so a kill -9 never leaves a stale lock).
 
+    Entering it first checks that the output can be written (:func:`check_writable`), so every
+    run that locks its output refuses a read-only one with one line before any work.
+
     Args:
         output: the output file or folder; the lock file lives in its ``.work`` area.
         what: how the error names the run (``predict``, ``data build``, ...).
+        option: how the user named the output, for the not-writable error.
     """
 
     def __init__(
-        self, output: str | os.PathLike, what: str = "a run", name: str = LOCK_FILE
-    ) -> None:
+        self, output: str | os.PathLike, what: str = "a run", name: str = LOCK_FILE,
+        option: str = "output",
+    ) -> None:  # fmt: skip
         self.output = Path(output)
         self.what = what
+        self.option = option
         self.path = work_dir_for(output) / name
         self._fd: int | None = None
 
     def __enter__(self) -> OutputLock:
+        check_writable(self.output, self.option)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
