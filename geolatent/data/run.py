@@ -88,7 +88,7 @@ def write_atomic(final: str | os.PathLike, write: Callable[[Path], Any]) -> Path
         os.replace(tmp, final)
     except OSError as e:
         _remove(tmp)
-        clear = not_writable_error(e, final) or disk_error(e, final)
+        clear = output_error(e, final)
         if clear is e:
             raise
         raise clear from e
@@ -104,10 +104,12 @@ def write_json_atomic(final: str | os.PathLike, payload: Any) -> Path:
 
 
 def _remove(path: Path) -> None:
+    """Best-effort removal of a temporary (on a read-only file system it never existed)."""
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def clean_temporaries(folder: str | os.PathLike) -> int:
@@ -209,6 +211,13 @@ def not_writable_error(e: OSError, path: str | os.PathLike) -> OutputNotWritable
     )
 
 
+def output_error(e: OSError, path: str | os.PathLike) -> Exception:
+    """An ``OSError`` met while writing ``path`` as one line saying what to change: a read-only
+    file system or no permission (:class:`OutputNotWritableError`), a full disk
+    (:class:`DiskFullError`, naming the free space); any other error as it is."""
+    return not_writable_error(e, path) or disk_error(e, path)
+
+
 # -- outputs never destroy inputs ---------------------------------------------------------------
 def _same_file(a: Path, b: Path) -> bool:
     try:
@@ -299,8 +308,11 @@ class OutputLock:
 
     def __enter__(self) -> OutputLock:
         check_writable(self.output, self.option)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a full disk cannot even hold the lock file
+            raise output_error(e, self.path) from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -312,8 +324,12 @@ class OutputLock:
                 f"{self.what} on {self.output} is already running (pid {pid}); wait for it to "
                 "finish or stop it, or choose another output"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError as e:
+            os.close(fd)
+            raise output_error(e, self.path) from e
         self._fd = fd
         return self
 

@@ -61,7 +61,9 @@ class Probe:
         keeps: files (relative to ``tmp``) that must be unchanged afterwards.
         then: checks the result afterwards (an output that must be finite, temporaries that
             must be gone); an ``AssertionError`` makes the outcome a silent wrong result.
-        read_only: ``tmp / "read_only"`` is a real read-only file system during the probe.
+        disk: ``"read_only"``: ``tmp / "read_only"`` is a real read-only file system during the
+            probe; ``"full"``: ``tmp / "small_disk"`` is a real 16 MiB file system (filled by
+            the probe's ``make``).
         slow: takes 5 s or more (a real training step): marked ``slow``.
     """
 
@@ -72,7 +74,7 @@ class Probe:
     says: tuple[str, ...]
     keeps: tuple[str, ...] = field(default=())
     then: Callable[[Path], None] | None = None
-    read_only: bool = False
+    disk: str = ""
     slow: bool = False
 
 
@@ -283,6 +285,11 @@ def _hold_lock(output: Path, what: str) -> Path:
     return output
 
 
+def _hold(argv: list[str], output: Path, what: str) -> list[str]:
+    _hold_lock(output, what)
+    return argv
+
+
 def _killed_build_leftovers(tmp: Path) -> list[str]:
     """A sample folder holding the temporaries of a build killed mid-write."""
     argv = _data_build(tmp)
@@ -349,6 +356,20 @@ def _old_samples(tmp: Path, change: Callable[[np.ndarray], np.ndarray]) -> Path:
         with h5py.File(path, "r+") as f:
             f[S2][...] = change(f[S2][...])
     return root
+
+
+def _full_disk(tmp: Path) -> Path:
+    """Fill the 16 MiB file system at ``tmp / "small_disk"`` (another program's file) and
+    return a folder path on it."""
+    disk = tmp / "small_disk"
+    with open(disk / "filler.bin", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 2**20)
+                f.flush()
+        except OSError:
+            pass
+    return disk / "out"
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -475,26 +496,26 @@ PROBES: list[Probe] = [
     # read-only outputs, devices (#12 item 8): one line naming the path and what to change
     Probe("embed -o on a read-only file system", (8,), lambda t: _embed(
         t, out=str(t / "read_only" / "emb.tif")), 2, ("read-only file system", "--out"),
-        read_only=True),
+        disk="read_only"),
     Probe("data build output_dir on a read-only file system", (8,), lambda t: _data_build(
         t, output_dir=str(t / "read_only")), 2, ("read-only file system", "output_dir"),
-        read_only=True),
+        disk="read_only"),
     Probe("pretrain --run-dir on a read-only file system", (8,), lambda t: _pretrain(
         t, run_dir=t / "read_only" / "run"), 1, ("read-only file system", "--run-dir"),
-        read_only=True),
+        disk="read_only"),
     Probe("finetune output: on a read-only file system", (8,), lambda t: _finetune(
         t, output=str(t / "read_only" / "model")), 1, ("read-only file system", "output:"),
-        read_only=True),
+        disk="read_only"),
     Probe("predict -o on a read-only file system", (8,), lambda t: _predict(
         t, **{"-o": str(t / "read_only" / "map.tif")}), 2, ("read-only file system", "--out"),
-        read_only=True),
+        disk="read_only"),
     Probe("archive build --out on a read-only file system", (8,), _archive_read_only, 2,
-          ("read-only file system", "--out"), read_only=True),
+          ("read-only file system", "--out"), disk="read_only"),
     Probe("imagery fetch --out on a read-only file system", (8,), lambda t: [
         "imagery", "fetch", "--aoi", str(_aoi(t)), "--start", "2024-01-01", "--end",
         "2024-03-01", "--source", "http://127.0.0.1:9/stac", "--collection", "sentinel-2-l2a",
         "--modality", S2, "--out", str(t / "read_only" / "imagery")], 1,
-        ("read-only file system", "--out"), read_only=True),
+        ("read-only file system", "--out"), disk="read_only"),
     Probe("embed --device cuda without CUDA", (8,), lambda t: _no_cuda(_embed(
         t, opts=("--device", "cuda"))), 2, ("--device",)),
     # area size (#12 item 9)
@@ -518,6 +539,28 @@ PROBES: list[Probe] = [
     Probe("pretrain on a sample holding inf (missing data, counted)", (3,), lambda t: _pretrain(
         t, root=_old_samples(t, _one_inf_hwtc)), 0,
         ("infinite values", "treated as missing data"), slow=True),
+    # a full disk (#12 item 8): one line naming the path and the free space, no traceback
+    Probe("embed -o on a full disk", (8,), lambda t: _embed(
+        t, out=str(_full_disk(t) / "emb.tif")), 2, ("MiB free", "small_disk"), disk="full"),
+    Probe("data build output_dir on a full disk", (8,), lambda t: _data_build(
+        t, output_dir=str(_full_disk(t))), 2, ("MiB free", "small_disk"), disk="full"),
+    Probe("pretrain --run-dir on a full disk", (8,), lambda t: _pretrain(
+        t, run_dir=_full_disk(t)), 1, ("MiB free", "small_disk"), disk="full"),
+    Probe("finetune --prepare-only with output: on a full disk", (8,), lambda t: _finetune(
+        t, output=str(_full_disk(t) / "model"), prepare_only=True), 1,
+        ("MiB free", "small_disk"), disk="full"),
+    # --device cuda without CUDA (#12 item 8)
+    Probe("pretrain train.device=cuda without CUDA", (8,), lambda t: _no_cuda(
+        [*_pretrain(t), "train.device=cuda"]), 2, ("train.device",)),
+    Probe("finetune --device cuda without CUDA", (8,), lambda t: _no_cuda(
+        [*_finetune(t), "--device", "cuda"]), 2, ("--device",)),
+    Probe("predict --device cuda without CUDA", (8,), lambda t: _no_cuda(
+        _predict(t, **{"--device": "cuda"})), 2, ("--device",)),
+    # one run per output (#12 item 12)
+    Probe("predict while another predict writes the same map", (12,), lambda t: _hold(
+        _predict_with_model(t), t / "map.tif", "predict"), 1, ("already running (pid",)),
+    Probe("embed while another embed writes the same output", (12,), lambda t: _hold(
+        _embed(t), t / "emb.tif", "embed"), 2, ("already running (pid",)),
 ]
 
 
@@ -587,8 +630,7 @@ class _Records(logging.Handler):
 
 def run_probe(probe: Probe, tmp: Path) -> Outcome:
     """Build the probe's inputs under ``tmp``, run it (at most :data:`HANG_S` seconds) and
-    classify what it did. ``tmp / "read_only"`` must already be a read-only mount when
-    ``probe.read_only``."""
+    classify what it did. The probe's ``disk`` must already be mounted under ``tmp``."""
     before = None
     old = signal.signal(signal.SIGALRM, _on_alarm)
     signal.alarm(HANG_S)
@@ -627,8 +669,8 @@ def run_probe(probe: Probe, tmp: Path) -> Outcome:
 @pytest.mark.parametrize("probe", [
     pytest.param(p, id=p.name, marks=[pytest.mark.slow] if p.slow else []) for p in PROBES])
 def test_probe(probe: Probe, tmp_path: Path, request: pytest.FixtureRequest, record_property):
-    if probe.read_only:
-        request.getfixturevalue("read_only_dir")  # tmp_path / "read_only", mounted read-only
+    if probe.disk:  # tmp_path / "read_only" mounted read-only, tmp_path / "small_disk" (16 MiB)
+        request.getfixturevalue({"read_only": "read_only_dir", "full": "small_disk"}[probe.disk])
     outcome = run_probe(probe, tmp_path)
     record_property("outcome", outcome.kind)  # counted by benchmarks/reliability_campaign.py
     record_property("items", list(probe.items))
