@@ -288,7 +288,9 @@ class OutputLock:
     when the process dies, so a kill -9 never leaves a stale lock).
 
     Entering it first checks that the output can be written (:func:`check_writable`), so every
-    run that locks its output refuses a read-only one with one line before any work.
+    run that locks its output refuses a read-only one with one line before any work; once
+    locked, the output's own temporaries left by a killed run (``.<name>.tmp-*`` beside it) are
+    removed.
 
     Args:
         output: the output file or folder; the lock file lives in its ``.work`` area.
@@ -331,7 +333,15 @@ class OutputLock:
             os.close(fd)
             raise output_error(e, self.path) from e
         self._fd = fd
+        if self.path.name == LOCK_FILE:  # the run that publishes the output (not a rank > 0)
+            self._clean_output_temporaries()
         return self
+
+    def _clean_output_temporaries(self) -> None:
+        """Remove what a killed run left while publishing this output (its ``temp_path``
+        siblings): only runs holding this lock write them, so none is being written now."""
+        for p in self.output.parent.glob(f".{self.output.name}{TMP_TAG}*"):
+            _remove(p)
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:

@@ -45,23 +45,12 @@ def test_every_entry_of_the_run_driver_refuses_a_read_only_output(read_only_dir:
     assert os.listdir(read_only_dir) == []
 
 
-def _fill(disk: Path) -> None:
-    with open(disk / "filler.bin", "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 2**20)
-                f.flush()
-        except OSError:
-            pass
-
-
-def test_lock_on_a_full_disk_names_the_path_and_free_space(small_disk: Path):
-    _fill(small_disk)
+def test_lock_on_a_full_disk_names_the_path_and_free_space(full_disk: Path):
     fds = len(os.listdir("/proc/self/fd"))
     with pytest.raises(DiskFullError) as info:
-        with OutputLock(small_disk / "out", "data build"):
+        with OutputLock(full_disk / "out", "data build"):
             pass
     msg = str(info.value)
-    assert "\n" not in msg and f"disk full while writing {small_disk}" in msg
+    assert "\n" not in msg and f"disk full while writing {full_disk}" in msg
     assert "MiB free" in msg and "rerun the same command to resume" in msg
     assert len(os.listdir("/proc/self/fd")) == fds  # the lock file's fd was closed

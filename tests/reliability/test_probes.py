@@ -62,8 +62,7 @@ class Probe:
         then: checks the result afterwards (an output that must be finite, temporaries that
             must be gone); an ``AssertionError`` makes the outcome a silent wrong result.
         disk: ``"read_only"``: ``tmp / "read_only"`` is a real read-only file system during the
-            probe; ``"full"``: ``tmp / "small_disk"`` is a real 16 MiB file system (filled by
-            the probe's ``make``).
+            probe; ``"full"``: ``tmp / "small_disk"`` is a real 16 MiB file system, full.
         slow: takes 5 s or more (a real training step): marked ``slow``.
     """
 
@@ -290,6 +289,24 @@ def _hold(argv: list[str], output: Path, what: str) -> list[str]:
     return argv
 
 
+def _weights_are_finite(tmp: Path) -> None:
+    from safetensors.numpy import load_file
+
+    weights = load_file(tmp / "model" / "weights.safetensors")
+    bad = [k for k, v in weights.items() if not np.isfinite(v).all()]
+    assert not bad, f"non-finite weights: {bad[:3]}"
+
+
+def _leftover(argv: list[str], temp: Path) -> list[str]:
+    """``temp``: what a run killed while writing its output left beside it."""
+    _write(temp, "half written")
+    return argv
+
+
+def _gone(path: Path) -> None:
+    assert not path.exists(), f"{path.name} left behind"
+
+
 def _killed_build_leftovers(tmp: Path) -> list[str]:
     """A sample folder holding the temporaries of a build killed mid-write."""
     argv = _data_build(tmp)
@@ -359,17 +376,8 @@ def _old_samples(tmp: Path, change: Callable[[np.ndarray], np.ndarray]) -> Path:
 
 
 def _full_disk(tmp: Path) -> Path:
-    """Fill the 16 MiB file system at ``tmp / "small_disk"`` (another program's file) and
-    return a folder path on it."""
-    disk = tmp / "small_disk"
-    with open(disk / "filler.bin", "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 2**20)
-                f.flush()
-        except OSError:
-            pass
-    return disk / "out"
+    """A folder path on the full 16 MiB file system at ``tmp / "small_disk"``."""
+    return tmp / "small_disk" / "out"
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -526,6 +534,8 @@ PROBES: list[Probe] = [
         ["2015-13-45", "2016-01-01"]), 1, ("'2015-13-45' is not a valid date",)),
     Probe("Python: unsorted timestamps", (10,), lambda t: _embed_call(
         ["2024-07-02", "2024-03-15"]), 1, ("unsorted dates",)),
+    Probe("Python: duplicate timestamps", (10,), lambda t: _embed_call(
+        ["2024-03-15", "2024-03-15"]), 1, ("duplicate dates",)),
     # concurrency and leftovers (#12 item 12)
     Probe("data build while another build runs on the output", (12,), lambda t: _data_build(
         t, output_dir=str(_hold_lock(t / "samples", "data build"))), 2,
@@ -561,6 +571,17 @@ PROBES: list[Probe] = [
         _predict_with_model(t), t / "map.tif", "predict"), 1, ("already running (pid",)),
     Probe("embed while another embed writes the same output", (12,), lambda t: _hold(
         _embed(t), t / "emb.tif", "embed"), 2, ("already running (pid",)),
+    Probe("predict over a killed predict's half-written map", (12,), lambda t: _leftover(
+        _predict_with_model(t), t / ".map.tif.tmp-4242-deadbeef"), 0, ("map.tif",),
+        then=lambda t: _gone(t / ".map.tif.tmp-4242-deadbeef")),
+    Probe("embed over a killed embed's half-written output", (12,), lambda t: _leftover(
+        _embed(t), t / ".emb.tif.tmp-4242-deadbeef"), 0, ("embedded",),
+        then=lambda t: _gone(t / ".emb.tif.tmp-4242-deadbeef")),
+    Probe("predict far from the imagery", (6,), lambda t: _predict_with_model(
+        t, box=(-60.0, -10.0, -59.9, -9.9)), 1, ("no scene of the sources", "covers the area")),
+    Probe("finetune on imagery with one inf pixel (trains, finite weights)", (3,),
+          lambda t: _finetune(t, scene=_scene_files(t / "s2", transform_values=_one_inf)), 0,
+          ("infinite values", "model folder:"), then=_weights_are_finite, slow=True),
 ]
 
 
@@ -670,7 +691,7 @@ def run_probe(probe: Probe, tmp: Path) -> Outcome:
     pytest.param(p, id=p.name, marks=[pytest.mark.slow] if p.slow else []) for p in PROBES])
 def test_probe(probe: Probe, tmp_path: Path, request: pytest.FixtureRequest, record_property):
     if probe.disk:  # tmp_path / "read_only" mounted read-only, tmp_path / "small_disk" (16 MiB)
-        request.getfixturevalue({"read_only": "read_only_dir", "full": "small_disk"}[probe.disk])
+        request.getfixturevalue({"read_only": "read_only_dir", "full": "full_disk"}[probe.disk])
     outcome = run_probe(probe, tmp_path)
     record_property("outcome", outcome.kind)  # counted by benchmarks/reliability_campaign.py
     record_property("items", list(probe.items))
