@@ -41,6 +41,15 @@ class SampleUnusable(ValueError):
     """A sample that cannot serve a request (too small, no imagery in the crop, values in other
     units); names the file. Also raised when every replacement failed too."""
 
+    def __init__(self, message: str) -> None:
+        # Re-raised from a DataLoader worker, torch builds it from "Caught SampleUnusable in
+        # DataLoader worker ... Original Traceback ... <class>: <message>": keep the message,
+        # so the user reads one error saying what to do, not a worker's traceback.
+        marker = f"{__name__}.SampleUnusable: "
+        if message.startswith("Caught SampleUnusable") and marker in message:
+            message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message)
+
 
 @dataclass
 class LoadedSample:

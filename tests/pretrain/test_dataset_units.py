@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import logging
 
+import h5py
 import numpy as np
 import pytest
 
 from geolatent.data.h5samples import write_sample
 from geolatent.modalities import MISSING_VALUE
-from geolatent.pretrain.dataset import PretrainDataset, SampleUnusable
-from geolatent.pretrain.sampler import SampleRequest
-from geolatent.pretrain.samples import build_manifest
+from geolatent.pretrain.dataset import PretrainDataset, SampleUnusable, make_loader
+from geolatent.pretrain.sampler import PretrainBatchSampler, SampleRequest
+from geolatent.pretrain.samples import build_manifest, write_builtin_samples
 
 from .conftest import raw_sample
 
@@ -87,3 +88,19 @@ def test_timesteps_marked_missing_are_not_checked(sample_dir):
     index = [r.path for r in manifest.records].index("masked.h5")
     arrays, _ = _load(ds, index)
     assert (arrays["sentinel1"] != MISSING_VALUE).any()
+
+
+def test_all_samples_refused_in_a_worker_is_one_clear_error(tmp_path):
+    """Raised in a DataLoader worker, the error still reads as the message (no traceback)."""
+    root = tmp_path / "old"
+    for path in write_builtin_samples(root, 2, 16, 2):
+        with h5py.File(path, "r+") as f:
+            f["sentinel2_l2a"][...] = f["sentinel2_l2a"][...] / 10000
+    manifest, _ = build_manifest(root)
+    sampler = PretrainBatchSampler(2, 2, 2, seed=0, end_step=1, min_sample_px=16)
+    loader = make_loader(PretrainDataset(manifest, max_retries=1), sampler, num_workers=1)
+    with pytest.raises(SampleUnusable) as info:
+        next(iter(loader))
+    msg = str(info.value)
+    assert msg.startswith("2 samples in a row could not be used; check data.root. The last: ")
+    assert "builtin_0000" in msg and "reflectance in 0-1" in msg and "Traceback" not in msg
