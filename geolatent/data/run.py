@@ -158,7 +158,8 @@ def check_free_space(path: str | os.PathLike, needed_bytes: int, what: str = "th
 # -- outputs must be writable -------------------------------------------------------------------
 def _nearest_folder(path: Path) -> Path:
     """The folder a write to ``path`` lands in: ``path`` itself when it is a folder, else its
-    nearest existing parent (an output file is replaced through a temp file beside it)."""
+    nearest existing parent (an output file is replaced through a temp file beside it; that
+    parent may turn out to be a file)."""
     p = path.absolute()
     if p.is_dir():
         return p
@@ -193,6 +194,11 @@ def check_writable(path: str | os.PathLike, option: str = "output") -> None:
         OutputNotWritableError: naming ``path``, the folder that blocks it and what to change.
     """
     folder = _nearest_folder(Path(path))
+    if not folder.is_dir():  # e.g. notes.txt/out/map.tif
+        raise OutputNotWritableError(
+            f"{option} {path} cannot be written: {folder} is a file, not a folder; give "
+            f"{option} a path in a folder"
+        )
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputNotWritableError(
             f"{option} {path} cannot be written: {_why_not_writable(folder)}; give {option} a "

@@ -21,6 +21,9 @@ from geolatent.data.run import (
 def test_a_writable_output_passes(tmp_path: Path):
     check_writable(tmp_path / "new" / "deeper" / "map.tif", "--out")  # parents made later
     check_writable(tmp_path, "output_dir")
+    (tmp_path / "notes.txt").write_text("my notes")
+    with pytest.raises(OutputNotWritableError, match="notes.txt is a file, not a folder"):
+        check_writable(tmp_path / "notes.txt" / "out" / "map.tif", "--out")
 
 
 @pytest.mark.parametrize("relative", [".", "map.tif", "new/deeper/samples"])
