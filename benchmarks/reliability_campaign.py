@@ -8,6 +8,7 @@ unclear error, data loss, hang. Probes that are not the wanted outcome are liste
 
     python benchmarks/reliability_campaign.py            # the whole table
     python benchmarks/reliability_campaign.py -k predict # a part of it (pytest -k)
+    python benchmarks/reliability_campaign.py --against ../main   # probe another source tree
 """
 
 from __future__ import annotations
@@ -48,7 +49,11 @@ class Collect:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-k", default=None, help="only probes matching this pytest -k expression")
+    ap.add_argument("--against", type=Path, default=ROOT,
+                    help="the geolatent source tree to probe (default: this one), e.g. the "
+                         "base branch for a before / after comparison")
     args = ap.parse_args()
+    sys.path.insert(0, str(args.against.resolve()))
     collect = Collect()
     t0 = time.perf_counter()
     argv = [str(TABLE), "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-m", "",
@@ -56,7 +61,10 @@ def main() -> int:
     pytest.main(argv, plugins=[collect])
     seconds = time.perf_counter() - t0
     counts = collections.Counter(kind for _, kind, _ in collect.rows)
-    print(f"\nreliability campaign: {len(collect.rows)} probes run in {seconds:.0f} s "
+    import geolatent
+
+    print(f"\nreliability campaign against {Path(geolatent.__file__).parent.parent}: "
+          f"{len(collect.rows)} probes run in {seconds:.0f} s "
           f"({len(collect.skipped)} skipped)")
     for kind in OUTCOMES:
         print(f"  {kind:<34} {counts.get(kind, 0):>4}")
@@ -73,5 +81,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     sys.exit(main())

@@ -41,7 +41,7 @@ CLEAR_ERROR, CLEAR_WARNING = "clear error", "clear warning (the run goes on)"
 SILENT, TRACEBACK, UNCLEAR = "silent wrong result", "raw traceback", "unclear error"
 DATA_LOSS, HANG = "data loss", "hang"
 OUTCOMES = (CLEAR_ERROR, CLEAR_WARNING, SILENT, TRACEBACK, UNCLEAR, DATA_LOSS, HANG)
-HANG_S = 300  # a probe still running after this long counts as a hang
+HANG_S = 120  # a probe still running after this long counts as a hang (a user gives up)
 
 
 @dataclass
