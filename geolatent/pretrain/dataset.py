@@ -257,14 +257,16 @@ def check_sample_units(path, arrays: dict[str, np.ndarray],
     """
     notes: list[str] = []
     for m, arr in arrays.items():
-        present = arr[:, :, ~np.asarray(missing[m], dtype=bool)]
+        keep = ~np.asarray(missing[m], dtype=bool)
         what = f"{path} ({m})"
-        # +-inf counted over the whole file; the units judged on a strided subsample of about
-        # _UNIT_VALUES values per band (medians and ranges; the whole file cost ~40x more).
-        if note := infinite_note(present, MODALITIES[m].bands, what):
+        # +-inf counted over the whole file (one pass; the timesteps copied only when there is
+        # one); the units judged on a strided subsample of about _UNIT_VALUES values per band
+        # (medians and ranges; the whole file cost ~40x more).
+        if np.isinf(arr).any() and (note := infinite_note(arr[:, :, keep], MODALITIES[m].bands,
+                                                          what)):
             notes.append(note)
-        step = max(1, math.ceil(math.sqrt(present[..., 0].size / _UNIT_VALUES)))
-        sub = present[::step, ::step]
+        step = max(1, math.ceil(math.sqrt(arr[..., 0].size / _UNIT_VALUES)))
+        sub = arr[::step, ::step][:, :, keep]
         sub = np.where(np.isinf(sub), np.nan, sub)  # missing; already counted above
         try:
             notes += check_values(m, sub, what=what, fix=_SAMPLE_FIX)
