@@ -128,15 +128,7 @@ def check_values(
         raise ValueError(f"{_where(what, modality)}: {arr.shape[-1]} channels but "
                          f"{len(names)} band names")
     where = _where(what, modality)
-    warnings: list[str] = []
-    inf = np.isinf(arr)
-    if inf.any():
-        # One missing-data rule (geolatent.model.missing): +-inf is missing data like -99999 /
-        # NaN (10*log10(0) at SAR scene borders gives -inf), so it is counted, never an error.
-        per_band = inf.reshape(-1, arr.shape[-1]).sum(0)
-        bad = ", ".join(f"{b}: {int(n)}" for b, n in zip(names, per_band, strict=True) if n)
-        warnings.append(f"{where}: {int(inf.sum())} infinite values ({bad}) are treated as "
-                        "missing data")
+    warnings = [note] if (note := infinite_note(arr, names, where)) else []
     warnings += _missing_bandsets(mod, names, arr, where)
     if spec is None:
         return warnings
@@ -164,6 +156,20 @@ def check_values(
     for band, col in present:
         _check_median(mod, band, col, where, fix)
     return warnings
+
+
+def infinite_note(x: np.ndarray, bands: Sequence[str], what: str) -> str | None:
+    """The warning counting +-inf values of ``x`` ``[..., C]`` per band, or ``None``.
+
+    One missing-data rule (:mod:`geolatent.model.missing`): +-inf is missing data like -99999 /
+    NaN (10*log10(0) at SAR scene borders gives -inf), so it is counted, never an error.
+    """
+    inf = np.isinf(x)
+    if not inf.any():
+        return None
+    per_band = inf.reshape(-1, x.shape[-1]).sum(0)
+    bad = ", ".join(f"{b}: {int(n)}" for b, n in zip(bands, per_band, strict=True) if n)
+    return f"{what}: {int(inf.sum())} infinite values ({bad}) are treated as missing data"
 
 
 def _reflectance_fix(mod: Modality, fix: Fix) -> str:

@@ -42,6 +42,7 @@ from geolatent.data.run import (
     STORE_FILE,
     OutputLock,
     WorkStore,
+    check_writable,
     clean_temporaries,
     write_atomic,
     write_json_atomic,
@@ -394,8 +395,9 @@ def build_dataset(
     plan = plan or plan_build(config)
     check_bad_scenes(plan)
     out = Path(config.output_dir)
+    check_writable(out, "output_dir")  # one line before the folder is made, not EROFS
     out.mkdir(parents=True, exist_ok=True)
-    with OutputLock(out, "data build"):
+    with OutputLock(out, "data build", option="output_dir"):
         _cleanup_temporaries(out)
         store, migrated = open_build_store(out)
         return _build_locked(plan, store, migrated, out, t0, executor, workers, dask_address,

@@ -56,6 +56,10 @@ class DiskFullError(RuntimeError):
     """The disk filled up; the message names the path and the free space."""
 
 
+class OutputNotWritableError(ValueError):
+    """An output sits on a read-only file system or in a folder this user cannot write."""
+
+
 # -- paths --------------------------------------------------------------------------------------
 def work_dir_for(output: str | os.PathLike) -> Path:
     """The ``.work`` area of an output: ``<out>.work`` beside a file output, ``<dir>/.work``
@@ -84,10 +88,10 @@ def write_atomic(final: str | os.PathLike, write: Callable[[Path], Any]) -> Path
         os.replace(tmp, final)
     except OSError as e:
         _remove(tmp)
-        full = disk_error(e, final)
-        if full is e:
+        clear = output_error(e, final)
+        if clear is e:
             raise
-        raise full from e
+        raise clear from e
     except BaseException:
         _remove(tmp)
         raise
@@ -100,10 +104,12 @@ def write_json_atomic(final: str | os.PathLike, payload: Any) -> Path:
 
 
 def _remove(path: Path) -> None:
+    """Best-effort removal of a temporary (on a read-only file system it never existed)."""
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def clean_temporaries(folder: str | os.PathLike) -> int:
@@ -149,6 +155,75 @@ def check_free_space(path: str | os.PathLike, needed_bytes: int, what: str = "th
         )
 
 
+# -- outputs must be writable -------------------------------------------------------------------
+def _nearest_folder(path: Path) -> Path:
+    """The folder a write to ``path`` lands in: ``path`` itself when it is a folder, else its
+    nearest existing parent (an output file is replaced through a temp file beside it; that
+    parent may turn out to be a file)."""
+    p = path.absolute()
+    if p.is_dir():
+        return p
+    p = p.parent
+    while not p.exists():
+        p = p.parent
+    return p
+
+
+def _why_not_writable(folder: Path) -> str:
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only file system"
+    except OSError:
+        pass
+    return f"{folder} is not writable by this user"
+
+
+def check_writable(path: str | os.PathLike, option: str = "output") -> None:
+    """Refuse an output that cannot be written, before any work (one line, no traceback).
+
+    Checks the folder the output's files land in (``path`` if it is a folder, else its nearest
+    existing parent) for a read-only file system (a read-only mount refuses even root) and
+    for write permission.
+
+    Args:
+        path: the output file or folder (it need not exist yet).
+        option: how the user named the output (``--out`` in the CLI, ``out_path`` in Python,
+            ``output_dir`` in a config).
+
+    Raises:
+        OutputNotWritableError: naming ``path``, the folder that blocks it and what to change.
+    """
+    folder = _nearest_folder(Path(path))
+    if not folder.is_dir():  # e.g. notes.txt/out/map.tif
+        raise OutputNotWritableError(
+            f"{option} {path} cannot be written: {folder} is a file, not a folder; give "
+            f"{option} a path in a folder"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputNotWritableError(
+            f"{option} {path} cannot be written: {_why_not_writable(folder)}; give {option} a "
+            "path on a writable disk"
+        )
+
+
+def not_writable_error(e: OSError, path: str | os.PathLike) -> OutputNotWritableError | None:
+    """A read-only-file-system or permission ``OSError`` met while writing ``path`` as the same
+    one-line error :func:`check_writable` gives; ``None`` for other errors."""
+    if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return None
+    folder = _nearest_folder(Path(path))
+    return OutputNotWritableError(
+        f"cannot write {path}: {_why_not_writable(folder)}; choose an output on a writable disk"
+    )
+
+
+def output_error(e: OSError, path: str | os.PathLike) -> Exception:
+    """An ``OSError`` met while writing ``path`` as one line saying what to change: a read-only
+    file system or no permission (:class:`OutputNotWritableError`), a full disk
+    (:class:`DiskFullError`, naming the free space); any other error as it is."""
+    return not_writable_error(e, path) or disk_error(e, path)
+
+
 # -- outputs never destroy inputs ---------------------------------------------------------------
 def _same_file(a: Path, b: Path) -> bool:
     try:
@@ -189,9 +264,11 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, option: str = "output
 
     A new folder, an empty folder or a folder that already holds a ``kind`` artefact (its
     marker file) is accepted; a file, or a folder holding anything else (the user's data), is
-    an error naming the path: nothing of the user's is ever replaced or deleted.
+    an error naming the path: nothing of the user's is ever replaced or deleted. An output that
+    cannot be written (read-only file system, no permission) is an error before anything else.
     """
     p = Path(path)
+    check_writable(p, option)
     marker = p / marker_name(kind)
     if p.exists() and not p.is_dir():
         raise OutputConflictError(
@@ -216,22 +293,34 @@ class OutputLock:
     """An exclusive lock on an output for the life of a run (``fcntl.flock``, released by the OS
     when the process dies, so a kill -9 never leaves a stale lock).
 
+    Entering it first checks that the output can be written (:func:`check_writable`), so every
+    run that locks its output refuses a read-only one with one line before any work; once
+    locked, the output's own temporaries left by a killed run (``.<name>.tmp-*`` beside it) are
+    removed.
+
     Args:
         output: the output file or folder; the lock file lives in its ``.work`` area.
         what: how the error names the run (``predict``, ``data build``, ...).
+        option: how the user named the output, for the not-writable error.
     """
 
     def __init__(
-        self, output: str | os.PathLike, what: str = "a run", name: str = LOCK_FILE
-    ) -> None:
+        self, output: str | os.PathLike, what: str = "a run", name: str = LOCK_FILE,
+        option: str = "output",
+    ) -> None:  # fmt: skip
         self.output = Path(output)
         self.what = what
+        self.option = option
         self.path = work_dir_for(output) / name
         self._fd: int | None = None
 
     def __enter__(self) -> OutputLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        check_writable(self.output, self.option)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a full disk cannot even hold the lock file
+            raise output_error(e, self.path) from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -243,10 +332,22 @@ class OutputLock:
                 f"{self.what} on {self.output} is already running (pid {pid}); wait for it to "
                 "finish or stop it, or choose another output"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError as e:
+            os.close(fd)
+            raise output_error(e, self.path) from e
         self._fd = fd
+        if self.path.name == LOCK_FILE:  # the run that publishes the output (not a rank > 0)
+            self._clean_output_temporaries()
         return self
+
+    def _clean_output_temporaries(self) -> None:
+        """Remove what a killed run left while publishing this output (its ``temp_path``
+        siblings): only runs holding this lock write them, so none is being written now."""
+        for p in self.output.parent.glob(f".{self.output.name}{TMP_TAG}*"):
+            _remove(p)
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:

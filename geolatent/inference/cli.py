@@ -296,10 +296,12 @@ def register(app: typer.Typer) -> None:
         modality_files: dict[str, tuple] | None = None,
     ) -> None:
         from geolatent.data.io.grid import OutputGrid
+        from geolatent.data.run import check_writable
         from geolatent.inference.embed_rasters import embed_geotiffs
 
         _check_device_precision(device, precision)
         try:
+            check_writable(out, "--out")  # before any model or input is read
             inputs = {
                 name: files
                 for name, (flag, paths, dates_, bands) in (modality_files or {}).items()

@@ -230,6 +230,9 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     if not meta_path.exists():
         hint = " (a pretrained checkpoint? fine-tune it first)" if (p / "config.json").exists() \
             else ""
+        if unfinished_model_dir(p).exists():  # what a killed (or running) fine-tuning leaves
+            hint = (f": a fine-tuning into it did not finish (its best model so far is in "
+                    f"{unfinished_model_dir(p)}); rerun the same finetune to finish it")
         raise FileNotFoundError(f"{meta_path} not found: not a fine-tuned model folder{hint}")
     try:
         meta = json.loads(meta_path.read_text())

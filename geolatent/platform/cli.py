@@ -117,7 +117,8 @@ def finetune_command(
         if not prepare_only:  # before hours of work: never over the user's files
             check_model_output(cfg.output, "output:")
         # one fine-tuning per model folder (the window preparation locks its own work folder)
-        lock = OutputLock(cfg.output, "finetune") if not prepare_only else nullcontext()
+        lock = (OutputLock(cfg.output, "finetune", option="output:") if not prepare_only
+                else nullcontext())
         with lock:
             with progress_bar() as bar:
                 task = bar.add_task("materializing windows", total=None)
@@ -246,6 +247,7 @@ def _fail(message: str) -> None:
 def _check_predict_options(*, start: str, end: str, batch_size: int, out: Path,
                            tile: int) -> None:
     """Refuse option values that would fail later with an unclear message or a traceback."""
+    from geolatent.data.run import OutputNotWritableError, check_writable
     from geolatent.data.window import to_utc_naive
 
     for flag, value in (("--start", start), ("--end", end)):
@@ -261,6 +263,10 @@ def _check_predict_options(*, start: str, end: str, batch_size: int, out: Path,
         _fail(f"--tile must be at least 1 pixel (got {tile})")
     if out.is_dir():
         _fail(f"--out {out} is a folder; give the path of the .tif file to write")
+    try:
+        check_writable(out, "--out")  # before the model is read: one line, not EROFS later
+    except OutputNotWritableError as e:
+        _fail(str(e))
 
 
 def register(app: typer.Typer) -> None:

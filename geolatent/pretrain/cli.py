@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
             list[str] | None, typer.Argument(help="key=value config overrides.")
         ] = None,
     ) -> None:
+        from geolatent.data.run import output_error
         from geolatent.pretrain.config import CONFIG_NAME, ConfigError, load_config
         from geolatent.pretrain.trainer import Trainer
         from geolatent.runtime import DeviceError
@@ -66,6 +67,12 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         except (ValueError, FloatingPointError) as e:  # bad data (no usable sample, NaN loss)
             console.print(f"[red]error:[/] {e}")
+            raise typer.Exit(1) from None
+        except OSError as e:  # a full disk or an unwritable run dir, at any write of the run
+            clear = output_error(e, e.filename or run_dir)
+            if clear is e:
+                raise
+            console.print(f"[red]error:[/] {clear}")
             raise typer.Exit(1) from None
         if os.environ.get("RANK", "0") != "0":
             return  # under torchrun only the main rank reports

@@ -7,11 +7,18 @@ from the request's seed, normalizes with the v1 statistics (missing stays -99999
 numpy arrays. A file that cannot be used is reported with its name and replaced by another
 sample drawn from the same seed, so a long run never stops on one bad file; the failures travel
 with the batch and are counted by the trainer.
+
+Each file's values are checked once (the first time a worker reads it) against the registry's
+unit plausibility (:func:`geolatent.units.check_values`, the check ``embed`` and ``data build``
+use): a sample written by an older build or by hand in other units (reflectance 0-1, linear
+backscatter, DN x 100) is refused naming the file, modality and bands; +-inf is missing data
+(the one missing-data rule), counted in a warning.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,12 +32,23 @@ from geolatent.model.config import model_modalities
 from geolatent.normalize import normalize
 from geolatent.pretrain.sampler import PretrainBatchSampler, SampleRequest
 from geolatent.pretrain.samples import Manifest
+from geolatent.units import Fix, UnitError, check_values, infinite_note
 
 log = logging.getLogger(__name__)
 
 
 class SampleUnusable(ValueError):
-    """A sample that cannot serve a request (too small, no imagery in the crop); names the file."""
+    """A sample that cannot serve a request (too small, no imagery in the crop, values in other
+    units); names the file. Also raised when every replacement failed too."""
+
+    def __init__(self, message: str) -> None:
+        # Re-raised from a DataLoader worker, torch builds it from "Caught SampleUnusable in
+        # DataLoader worker ... Original Traceback ... <class>: <message>": keep the message,
+        # so the user reads one error saying what to do, not a worker's traceback.
+        marker = f"{__name__}.SampleUnusable: "
+        if message.startswith("Caught SampleUnusable") and marker in message:
+            message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message)
 
 
 @dataclass
@@ -104,6 +122,8 @@ class PretrainDataset(Dataset):
         model_config: the model trained (its version decides how a band missing inside a present
             bandset is filled, :mod:`geolatent.model.missing`; default: v1 with the registry's
             bandsets).
+        check_units: check each file's raw values once against the registry's unit
+            plausibility (``False``: trust the files, e.g. for data in units of your own).
     """
 
     def __init__(
@@ -112,6 +132,7 @@ class PretrainDataset(Dataset):
         modalities: list[str] | None = None,
         max_retries: int = 8,
         model_config=None,
+        check_units: bool = True,
     ):
         if len(manifest) == 0:
             raise ValueError(f"manifest of {manifest.root} holds no usable samples")
@@ -125,6 +146,8 @@ class PretrainDataset(Dataset):
         self.model_modalities = (
             {m.name: m for m in model_modalities(model_config)} if model_config is not None else {}
         )
+        self.check_units = check_units
+        self._units_checked: set[int] = set()  # per process: each DataLoader worker has its own
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -143,8 +166,10 @@ class PretrainDataset(Dataset):
                 errors.append(f"{self.manifest.path(index)}: {type(e).__name__}: {e}")
             log.warning("bad sample: %s", errors[-1])
             index = int((index + 1 + rng.integers(max(1, len(self) - 1))) % len(self))
-        raise RuntimeError(
-            f"{self.max_retries + 1} samples in a row failed to load; last errors: {errors[-3:]}"
+        last = list(dict.fromkeys(errors))[-3:]  # distinct, in order
+        raise SampleUnusable(
+            f"{self.max_retries + 1} samples in a row could not be used; check data.root. The "
+            f"last: {' | '.join(last)}"
         )
 
     def fill(self, modality: str, raw: np.ndarray) -> np.ndarray:
@@ -166,6 +191,10 @@ class PretrainDataset(Dataset):
         arrays, missing, ts = s["arrays"], s["missing_timesteps"], s["timestamps"]
         if not arrays:
             raise SampleUnusable(f"{path}: none of the modalities {self.modalities} is present")
+        if self.check_units and index not in self._units_checked:
+            for note in check_sample_units(path, arrays, missing):
+                log.warning("%s", note)
+            self._units_checked.add(index)
         h, w = next(iter(arrays.values())).shape[:2]
         c = request.crop_px
         if h < c or w < c:
@@ -201,6 +230,62 @@ class PretrainDataset(Dataset):
         ):
             raise SampleUnusable(f"{path}: the crop holds no encoder-input data")
         return out, np.asarray(ts[t0 : t0 + t_len], dtype=np.int64)
+
+
+_UNIT_VALUES = 8192  # values per band the unit check of a sample file looks at
+_SAMPLE_FIX = Fix("config")  # samples come from a data build config: its sources' options
+_REBUILD = ("; rebuild the sample with `geolatent data build` (it checks units on the way) or "
+            "remove it from data.root, or set check_units=False if these units are intended")
+
+
+def check_sample_units(path, arrays: dict[str, np.ndarray],
+                       missing: dict[str, np.ndarray]) -> list[str]:
+    """Unit plausibility of one sample file's raw values (vectorized, on the whole file).
+
+    Args:
+        path: the file (named in messages).
+        arrays: modality -> raw ``[H, W, T, C]`` (registry band order), as read.
+        missing: modality -> bool ``[T]``: timesteps the file marks missing (their fill values
+            are not data, so they are left out).
+
+    Returns:
+        Warnings (infinite values counted as missing data; a bandset with no valid value).
+
+    Raises:
+        SampleUnusable: naming the file, modality and bands whose values are in other units,
+            and what to do.
+    """
+    notes: list[str] = []
+    for m, arr in arrays.items():
+        keep = ~np.asarray(missing[m], dtype=bool)
+        what = f"{path} ({m})"
+        # +-inf counted over the whole file (one pass; the timesteps copied only when there is
+        # one); the units judged on a strided subsample of about _UNIT_VALUES values per band
+        # (medians and ranges; the whole file cost ~40x more).
+        if np.isinf(arr).any() and (note := infinite_note(arr[:, :, keep], MODALITIES[m].bands,
+                                                          what)):
+            notes.append(note)
+        step = max(1, math.ceil(math.sqrt(arr[..., 0].size / _UNIT_VALUES)))
+        sub = arr[::step, ::step][:, :, keep]
+        sub = np.where(np.isinf(sub), np.nan, sub)  # missing; already counted above
+        try:
+            notes += check_values(m, sub, what=what, fix=_SAMPLE_FIX)
+        except UnitError as e:
+            bands = _implausible_bands(m, sub)
+            named = f" (bands {', '.join(bands)})" if bands else ""
+            raise SampleUnusable(f"{e}{named}{_REBUILD}") from None
+    return notes
+
+
+def _implausible_bands(modality: str, x: np.ndarray) -> list[str]:
+    """The bands of ``x`` ``[..., C]`` that fail the unit check on their own."""
+    bad = []
+    for i, band in enumerate(MODALITIES[modality].bands):
+        try:
+            check_values(modality, x[..., i : i + 1], bands=[band])
+        except UnitError:
+            bad.append(band)
+    return bad
 
 
 def _pad_timestamps(ts: np.ndarray, t: int) -> np.ndarray:

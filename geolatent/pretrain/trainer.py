@@ -25,6 +25,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from geolatent.augment import dihedral
+from geolatent.data.run import check_writable
 from geolatent.model.checkpoint import load_model
 from geolatent.model.config import ModelConfig, model_modalities
 from geolatent.model.latent_mim import LatentMIM, build_model
@@ -211,6 +212,7 @@ class Trainer:
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
         if info.is_main:
+            check_writable(self.run_dir, "--run-dir")  # one line, not EROFS from mkdir
             self.run_dir.mkdir(parents=True, exist_ok=True)
         D.barrier(info)
         ckpt = self._check_run_dir(info)

@@ -10,7 +10,12 @@ import torch
 from geolatent.data.h5samples import read_sample, write_sample
 from geolatent.modalities import MISSING_VALUE
 from geolatent.normalize import normalize
-from geolatent.pretrain.dataset import PretrainDataset, collate_samples, make_loader
+from geolatent.pretrain.dataset import (
+    PretrainDataset,
+    SampleUnusable,
+    collate_samples,
+    make_loader,
+)
 from geolatent.pretrain.sampler import PretrainBatchSampler, SampleRequest
 from geolatent.pretrain.samples import Manifest, build_manifest, write_builtin_samples
 
@@ -87,7 +92,8 @@ def test_bad_sample_is_replaced_and_reported(sample_dir):
 def test_all_bad_raises_clear_error(sample_dir):
     manifest, _ = build_manifest(sample_dir)
     ds = PretrainDataset(manifest, max_retries=2)
-    with pytest.raises(RuntimeError, match="failed to load"):
+    with pytest.raises(SampleUnusable, match=r"3 samples in a row could not be used; check "
+                                             r"data.root.*s\d.h5: 16x16 px is smaller"):
         ds[_request(crop=32, p=4)]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import shapely
 import torch
 from affine import Affine
 from pydantic import TypeAdapter
@@ -24,8 +25,9 @@ from geolatent.data.config import SourceConfig
 from geolatent.data.io.grid import OutputGrid
 from geolatent.data.run import check_free_space
 from geolatent.data.sources import Source, open_sources
+from geolatent.data.window import WGS84, reproject_geometry, utm_crs_for
 from geolatent.modalities import MAX_TIMESTEPS, get_modality
-from geolatent.platform.area import PredictionPlan
+from geolatent.platform.area import PredictionPlan, read_area
 from geolatent.platform.bundle import BUNDLE_FILE, FinetunedModel, InputSpec, bundle_modalities
 from geolatent.platform.windows import CLASS_TASKS
 
@@ -347,14 +349,37 @@ def estimate_run(plan: PredictionPlan, bands: int, itemsize: int) -> RunEstimate
                        area / ROUGH_KM2_PER_S if not math.isnan(area) else float("nan"))
 
 
-def check_run_size(est: RunEstimate, out_path: str | os.PathLike, *, max_area_km2: float,
-                   confirm: bool) -> None:
-    """Refuse a run above ``max_area_km2`` unless confirmed, or one whose output cannot fit on
-    the disk (checked against the estimate before any work)."""
+def rough_estimate(area, resolution: float, tile: int, out_scale: int, bands: int,
+                   itemsize: int) -> RunEstimate:
+    """The sizes of a run over ``area`` from its outline in its UTM zone, without planning its
+    tiles (planning 20° x 20° takes minutes): what a huge area is refused with at once."""
+    geom = read_area(area)
+    c = geom.centroid
+    x0, y0, x1, y1 = geom.bounds
+    outline = shapely.segmentize(geom, max(x1 - x0, y1 - y0, 1e-9) / 64)
+    projected = reproject_geometry(outline, WGS84, utm_crs_for(c.x, c.y))
+    px0, py0, px1, py1 = projected.bounds
+    w, h = ((px1 - px0) / resolution, (py1 - py0) / resolution)
+    tiles = math.ceil(w / tile) * math.ceil(h / tile)
+    width, height = math.ceil(w / out_scale), math.ceil(h / out_scale)
+    raw = width * height * bands * itemsize
+    km2 = projected.area / 1e6
+    return RunEstimate(km2, tiles, width, height, bands, raw, raw, km2 / ROUGH_KM2_PER_S)
+
+
+def check_area_size(est: RunEstimate, *, max_area_km2: float, confirm: bool) -> None:
+    """Refuse a run above ``max_area_km2`` unless confirmed."""
     if not confirm and not math.isnan(est.area_km2) and est.area_km2 > max_area_km2:
         raise ValueError(
             f"the area is {_km2(est.area_km2)} km² (limit {_km2(max_area_km2)} km²): "
             f"{est.describe()}. Confirm the size (CLI --yes, Python confirm=True) or raise the "
             "limit (CLI --max-area-km2, Python max_area_km2)"
         )
+
+
+def check_run_size(est: RunEstimate, out_path: str | os.PathLike, *, max_area_km2: float,
+                   confirm: bool) -> None:
+    """Refuse a run above ``max_area_km2`` unless confirmed, or one whose output cannot fit on
+    the disk (checked against the estimate before any work)."""
+    check_area_size(est, max_area_km2=max_area_km2, confirm=confirm)
     check_free_space(out_path, est.output_bytes + est.work_bytes, "this prediction")

@@ -37,6 +37,7 @@ from geolatent.platform.predict.plan import (
     DEFAULT_MAX_AREA_KM2,
     PredictionModel,
     Timeline,
+    check_area_size,
     check_run_size,
     end_exclusive,
     estimate_run,
@@ -45,6 +46,7 @@ from geolatent.platform.predict.plan import (
     open_prediction_sources,
     output_bands,
     output_kind,
+    rough_estimate,
     single_grid,
     sources_key,
 )
@@ -210,6 +212,14 @@ def predict_area(
     else:
         grid = None if crs is not None else single_grid(srcs, fm.inputs.resolution_m)
     # An explicit --align-to grid bounds the map; the imagery's own grid only sets its pixels.
+    itemsize = 1 if kind == "class" else 4
+    rough = rough_estimate(area, fm.inputs.resolution_m, tile, q, output_bands(fm, kind), itemsize)
+    try:  # a huge area is refused from its outline, before its tiles are planned (minutes)
+        check_area_size(rough, max_area_km2=max_area_km2, confirm=confirm)
+    except ValueError:
+        if report is not None and rank == 0:
+            report(rough.describe())
+        raise
     plan = plan_prediction(area, (start, end), crop=crop, stride=stride, tile=tile,
                            out_scale=q, crs=crs, resolution=fm.inputs.resolution_m, grid=grid,
                            clip_to_grid=align_to is not None, blend=blend)
