@@ -551,7 +551,7 @@ PROBES: list[Probe] = [
         ("infinite values", "treated as missing data"), slow=True),
     # a full disk (#12 item 8): one line naming the path and the free space, no traceback
     Probe("embed -o on a full disk", (8,), lambda t: _embed(
-        t, out=str(_full_disk(t) / "emb.tif")), 2, ("MiB free", "small_disk"), disk="full"),
+        t, out=str(_full_disk(t) / "emb.tif")), 2, ("MiB are free", "small_disk"), disk="full"),
     Probe("data build output_dir on a full disk", (8,), lambda t: _data_build(
         t, output_dir=str(_full_disk(t))), 2, ("MiB free", "small_disk"), disk="full"),
     Probe("pretrain --run-dir on a full disk", (8,), lambda t: _pretrain(

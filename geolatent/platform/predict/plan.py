@@ -28,7 +28,13 @@ from geolatent.data.sources import Source, open_sources
 from geolatent.data.window import WGS84, reproject_geometry, utm_crs_for
 from geolatent.modalities import MAX_TIMESTEPS, get_modality
 from geolatent.platform.area import PredictionPlan, read_area
-from geolatent.platform.bundle import BUNDLE_FILE, FinetunedModel, InputSpec, bundle_modalities
+from geolatent.platform.bundle import (
+    BUNDLE_FILE,
+    FinetunedModel,
+    InputSpec,
+    bundle_modalities,
+    unfinished_model_dir,
+)
 from geolatent.platform.windows import CLASS_TASKS
 
 #: Above this area (km²) a run needs ``confirm=True`` (CLI ``--yes``); settable per call.
@@ -91,10 +97,11 @@ def load_prediction_model(model, device, patch_size: int | None = None) -> Predi
     embedding map at patch size ``patch_size`` (default 4)."""
     if isinstance(model, FinetunedModel | EncoderModel):
         return model
-    if isinstance(model, str | os.PathLike) and (Path(model) / BUNDLE_FILE).exists():
+    if isinstance(model, str | os.PathLike) and (
+            (Path(model) / BUNDLE_FILE).exists() or unfinished_model_dir(Path(model)).exists()):
         from geolatent.platform.bundle import load_bundle
 
-        return load_bundle(model, device)
+        return load_bundle(model, device)  # says so when a fine-tuning into it did not finish
     if isinstance(model, str | os.PathLike):
         from geolatent.model.checkpoint import load_model
 
