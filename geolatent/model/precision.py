@@ -179,17 +179,52 @@ def _convert_bf16(encoder: nn.Module) -> None:
 # ---------------------------------------------------------------- int8
 
 
-def _quantize_linear(linear: nn.Linear) -> nn.Module:
-    """A dynamic-int8 copy of ``linear`` (int8 weights with per-output-channel scales)."""
-    with warnings.catch_warnings():
-        # torch.ao.quantization warns that it is deprecated in favour of torchao; torchao's
-        # CPU int8 path needs torch.compile and ran at 0.8x fbgemm's speed here (docs/precision.md).
-        warnings.simplefilter("ignore")
-        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-        from torch.ao.quantization import per_channel_dynamic_qconfig
+def _full_range_activations() -> bool:
+    """Whether int8 linears may quantize activations to all 8 bits (else 7, ``reduce_range``).
 
-        linear.qconfig = per_channel_dynamic_qconfig
-        return DynamicLinear.from_float(linear)
+    fbgemm's AVX2 / AVX-512 kernels multiply u8 x s8 pairs with ``vpmaddubsw``, whose int16 sum
+    saturates at full range, so PyTorch's dynamic linear uses 7-bit activations everywhere. CPUs
+    with VNNI (``vpdpbusd``: 32-bit sums) or AMX-INT8 do not saturate, and the 8th bit halves the
+    activation rounding error (measured: benchmarks/precision_probe.py, docs/precision.md).
+    """
+    return _int8_engine() in ("x86", "fbgemm", "onednn") and any(
+        cpu_has(f) for f in ("avx512_vnni", "avx_vnni", "amx_int8")
+    )
+
+
+class Int8Linear(nn.Module):
+    """``y = x W^T + b`` with int8 weights (per-output-channel scales) and ``x`` quantized per
+    call (dynamic, per tensor): PyTorch's ``quantized::linear_dynamic`` on packed weights.
+
+    ``full_range``: 8-bit activations (VNNI / AMX CPUs) instead of PyTorch's default 7 bits.
+    """
+
+    def __init__(self, linear: nn.Linear, full_range: bool):
+        super().__init__()
+        with warnings.catch_warnings():
+            # torch.ao.quantization warns that it is deprecated in favour of torchao; torchao's
+            # CPU int8 path needs torch.compile and ran at 0.8x fbgemm's speed here
+            # (docs/precision.md).
+            warnings.simplefilter("ignore")
+            from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+            from torch.ao.quantization import per_channel_dynamic_qconfig
+
+            linear.qconfig = per_channel_dynamic_qconfig
+            self.packed = DynamicLinear.from_float(linear)
+        self.full_range = full_range
+
+    def weight(self) -> torch.Tensor:
+        """The int8 weight ``[out, in]`` (a quantized tensor)."""
+        return self.packed.weight()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        params = self.packed._packed_params._packed_params
+        return torch.ops.quantized.linear_dynamic(x, params, reduce_range=not self.full_range)
+
+
+def _quantize_linear(linear: nn.Linear) -> nn.Module:
+    """A dynamic-int8 copy of ``linear`` (see :class:`Int8Linear`)."""
+    return Int8Linear(linear, _full_range_activations())
 
 
 class Int8Block(nn.Module):
