@@ -154,11 +154,11 @@ def _attend_cpu_kernel(self: Attention, q, k, v, key_valid=None) -> torch.Tensor
     The bf16 kernel (AVX512_BF16 dot products, fp32 softmax) where the kernel variant in use is
     ``avx512_bf16``; else the exact fp32 kernel on upcast q, k, v; else PyTorch's SDPA in bf16.
     Why: at 12,288 tokens the bf16 kernel ran 1.5x (Nano, head width 16) to 2.0x (Base, 64) the
-    upcast fp32 kernel and 2.8-3.1x PyTorch's bf16 SDPA (benchmarks/attention_bf16.py), and
+    upcast fp32 kernel and 2.8-3.1x PyTorch's bf16 SDPA (benchmarks/attention_kernel.py --bf16), and
     PyTorch's bf16 SDPA was slower than the upcast fp32 kernel.
     """
-    if attention_kernel.can_use_bf16(q):
-        return attention_kernel.attention_bf16(q, k, v, key_valid)
+    if attention_kernel.can_use(q):  # bf16 q: only where the variant has the bf16 kernel
+        return attention_kernel.attention(q, k, v, key_valid)
     q32 = q.float()
     if not attention_kernel.can_use(q32):
         return Attention.attend(self, q, k, v, key_valid)  # SDPA in bf16 (flash, blocked)

@@ -1,8 +1,10 @@
-/* Exact fp32 multi-head attention for x86-64 CPUs with AVX2 + FMA or AVX-512 (inference only).
+/* Multi-head attention for x86-64 CPUs (inference only): exact fp32 with AVX2 + FMA or AVX-512,
+ * and bf16 with AVX512_BF16 (the GL_BF16 section at the end). One entry point, gl_attention.
  *
- * One source, two builds: by default 8-lane AVX2 + FMA vectors; with -DGL_AVX512 (and
+ * One source, three builds: by default 8-lane AVX2 + FMA vectors; with -DGL_AVX512 (and
  * -mavx512f) 16-lane AVX-512 vectors, the same algorithm with twice the keys per register
- * tile. The V* macros below are the only place the vector width shows.
+ * tile; with -DGL_AVX512 -DGL_BF16 (and -mavx512bw -mavx512bf16) also the bf16 kernel. The V*
+ * macros below are the only place the vector width of the fp32 kernel shows.
  *
  * Why: with head widths of 16 (OlmoEarth Nano) the generic fused CPU kernel spends much of its
  * time moving score blocks through memory. Here a tile of 6 queries x 512 keys stays in L1:
@@ -123,6 +125,12 @@ static inline vf exp2_nonpos(vf x) {
     a##r##0 = VFMA(b, k0v, a##r##0);                                                 \
     a##r##1 = VFMA(b, k1v, a##r##1);
 
+/* The 6 x 2 register tile's accumulators, zeroed (T: the vector type). */
+#define TILE_ZERO(T)                                                                 \
+    T a00 = VZERO(), a01 = VZERO(), a10 = VZERO(), a11 = VZERO(), a20 = VZERO();     \
+    T a21 = VZERO(), a30 = VZERO(), a31 = VZERO(), a40 = VZERO(), a41 = VZERO();     \
+    T a50 = VZERO(), a51 = VZERO();
+
 #define TILE_STORE(r)                                                                \
     VSTORE(sp + (r) * KB, a##r##0);                                                  \
     VSTORE(sp + (r) * KB + W, a##r##1);
@@ -134,12 +142,7 @@ static inline void tile_scores(const float *qt, const float *kt, float *s, int64
     for (int64_t kv = 0; kv < kl / W; kv += 2) {
         const float *kb0 = kt + (k0 / W + kv) * d * W;
         const float *kb1 = kb0 + d * W;
-        vf a00 = VZERO(), a01 = VZERO();
-        vf a10 = VZERO(), a11 = VZERO();
-        vf a20 = VZERO(), a21 = VZERO();
-        vf a30 = VZERO(), a31 = VZERO();
-        vf a40 = VZERO(), a41 = VZERO();
-        vf a50 = VZERO(), a51 = VZERO();
+        TILE_ZERO(vf)
         for (int64_t c = 0; c < d; c++) {
             vf k0v = VLOAD(kb0 + c * W);
             vf k1v = VLOAD(kb1 + c * W);
@@ -286,22 +289,38 @@ static void query_chunk(const float *q, int64_t q_sn, float *out, int64_t o_sn, 
 }
 
 typedef struct {
-    const float *q, *k, *v;
-    float *out;
+    const void *q, *k, *v; /* float or bf16 (raw uint16) elements */
+    void *out;
     const uint8_t *key_valid;
     int64_t q_sb, q_sn, q_sh, k_sb, k_sn, k_sh, v_sb, v_sn, v_sh, o_sb, o_sn, o_sh, kv_sb;
     int64_t B, H, nq, nk, d, chunks;
-    float qscale;
+    float scale; /* fp32: 1 / sqrt(d); bf16: log2(e) / sqrt(d) */
     atomic_long next;
 } Job;
 
-/* Packs the valid keys of one (batch, head): K^T into [nkp / W, d, W] and V into [nkp, d],
+/* Takes the next (batch, head, query chunk) task from the shared counter: 0 when none is left,
+   else 1 with bh = batch * H + head, the chunk's first query q0 and its number of rows. */
+static int next_task(Job *job, int64_t *bh, int64_t *q0, int64_t *rows) {
+    const int64_t task = atomic_fetch_add(&job->next, 1);
+    if (task >= job->B * job->H * job->chunks) return 0;
+    *bh = task / job->chunks;
+    *q0 = task % job->chunks * QCHUNK;
+    *rows = job->nq - *q0 < QCHUNK ? job->nq - *q0 : QCHUNK;
+    return 1;
+}
+
+/* Element offsets of (batch, head) bh (and row n) in q, k, v, out and key_valid. */
+#define BH_AT(job, bh, sb, sh) ((bh) / (job)->H * (job)->sb + (bh) % (job)->H * (job)->sh)
+#define Q_AT(job, bh, n) (BH_AT(job, bh, q_sb, q_sh) + (n) * (job)->q_sn)
+#define O_AT(job, bh, n) (BH_AT(job, bh, o_sb, o_sh) + (n) * (job)->o_sn)
+#define VALID_AT(job, bh) ((job)->key_valid ? (job)->key_valid + (bh) / (job)->H * (job)->kv_sb : NULL)
+
+/* Packs the valid keys of (batch, head) bh: K^T into [nkp / W, d, W] and V into [nkp, d],
    zero-padded. Returns the number of valid keys; *kmax gets the largest key norm. */
-static int64_t pack_keys(const Job *job, int64_t bi, int64_t hi, float *kt, float *vp,
-                         float *kmax) {
-    const float *kh = job->k + bi * job->k_sb + hi * job->k_sh;
-    const float *vh = job->v + bi * job->v_sb + hi * job->v_sh;
-    const uint8_t *valid = job->key_valid ? job->key_valid + bi * job->kv_sb : NULL;
+static int64_t pack_keys(const Job *job, int64_t bh, float *kt, float *vp, float *kmax) {
+    const float *kh = (const float *)job->k + BH_AT(job, bh, k_sb, k_sh);
+    const float *vh = (const float *)job->v + BH_AT(job, bh, v_sb, v_sh);
+    const uint8_t *valid = VALID_AT(job, bh);
     const int64_t d = job->d;
     int64_t n = 0;
     float max2 = 0.0f;
@@ -331,69 +350,28 @@ static int64_t pack_keys(const Job *job, int64_t bi, int64_t hi, float *kt, floa
     return n;
 }
 
-static void *worker(void *arg) {
-    Job *job = (Job *)arg;
+static void worker(Job *job) {
     const int64_t nkp_max = (job->nk + KSTEP - 1) / KSTEP * KSTEP;
     const size_t bytes = (size_t)(nkp_max > 0 ? nkp_max : KSTEP) * job->d * sizeof(float);
     float *kt = aligned_alloc(ALIGN, bytes);
     float *vp = aligned_alloc(ALIGN, bytes);
-    if (!kt || !vp) { /* the other threads take the tasks; the caller checks all were done */
-        free(kt);
-        free(vp);
-        return NULL;
-    }
     ChunkState st = {aligned_alloc(ALIGN, QCHUNK * MAXD * sizeof(float)),
                       aligned_alloc(ALIGN, QCHUNK * MAXD * sizeof(float)),
                       aligned_alloc(ALIGN, QCHUNK * sizeof(float)),
                       aligned_alloc(ALIGN, QCHUNK * W * sizeof(float))};
-    if (!st.qt || !st.acc || !st.m || !st.l) {
-        free(st.qt); free(st.acc); free(st.m); free(st.l); free(kt); free(vp);
-        return NULL;
-    }
-    int64_t packed = -1, nvalid = 0;
-    float kmax = 0.0f;
-    const int64_t total = job->B * job->H * job->chunks;
-    for (;;) {
-        const int64_t task = atomic_fetch_add(&job->next, 1);
-        if (task >= total) break;
-        const int64_t bh = task / job->chunks, chunk = task % job->chunks;
-        const int64_t bi = bh / job->H, hi = bh % job->H;
-        if (bh != packed) {
-            nvalid = pack_keys(job, bi, hi, kt, vp, &kmax);
-            packed = bh;
+    if (kt && vp && st.qt && st.acc && st.m && st.l) {
+        int64_t packed = -1, nvalid = 0, bh, q0, rows;
+        float kmax = 0.0f;
+        while (next_task(job, &bh, &q0, &rows)) {
+            if (bh != packed) nvalid = pack_keys(job, packed = bh, kt, vp, &kmax);
+            query_chunk((const float *)job->q + Q_AT(job, bh, q0), job->q_sn,
+                        (float *)job->out + O_AT(job, bh, q0), job->o_sn, rows, kt, vp, nvalid,
+                        kmax, job->d, job->scale, &st);
         }
-        const int64_t q0 = chunk * QCHUNK;
-        const int64_t rows = job->nq - q0 < QCHUNK ? job->nq - q0 : QCHUNK;
-        query_chunk(job->q + bi * job->q_sb + hi * job->q_sh + q0 * job->q_sn, job->q_sn,
-                    job->out + bi * job->o_sb + hi * job->o_sh + q0 * job->o_sn, job->o_sn, rows,
-                    kt, vp, nvalid, kmax, job->d, job->qscale, &st);
-    }
+    } /* else: the other threads take the tasks; the caller checks all were done */
     free(st.qt); free(st.acc); free(st.m); free(st.l);
     free(kt);
     free(vp);
-    return NULL;
-}
-
-/* Returns 0 on success, 1 for an unsupported head width, 2 when no thread could get memory. */
-int gl_attention_f32(const float *q, int64_t q_sb, int64_t q_sn, int64_t q_sh,
-                     const float *k, int64_t k_sb, int64_t k_sn, int64_t k_sh,
-                     const float *v, int64_t v_sb, int64_t v_sn, int64_t v_sh,
-                     float *out, int64_t o_sb, int64_t o_sn, int64_t o_sh,
-                     const uint8_t *key_valid, int64_t kv_sb,
-                     int64_t B, int64_t H, int64_t nq, int64_t nk, int64_t d, float scale,
-                     int nthreads) {
-    if (d <= 0 || d > MAXD || d % 16) return 1;
-    Job job = {q, k, v, out, key_valid,
-               q_sb, q_sn, q_sh, k_sb, k_sn, k_sh, v_sb, v_sn, v_sh, o_sb, o_sn, o_sh, kv_sb,
-               B, H, nq, nk, d, (nq + QCHUNK - 1) / QCHUNK,
-               scale};
-    atomic_init(&job.next, 0);
-    const int64_t tasks = B * H * job.chunks;
-    if (nthreads > tasks) nthreads = (int)tasks;
-    if (nthreads < 1) nthreads = 1;
-#pragma omp parallel num_threads(nthreads)
-    worker(&job);
-    return atomic_load(&job.next) >= tasks ? 0 : 2;
 }
 
 #ifdef GL_BF16
@@ -445,12 +423,7 @@ static inline void tile_scores_bf(const uint32_t *qt, const uint32_t *kt, float 
     for (int64_t kv = 0; kv < kl / 16; kv += 2) {
         const uint32_t *kb0 = kt + (k0 / 16 + kv) * dp * 16;
         const uint32_t *kb1 = kb0 + dp * 16;
-        __m512 a00 = VZERO(), a01 = VZERO();
-        __m512 a10 = VZERO(), a11 = VZERO();
-        __m512 a20 = VZERO(), a21 = VZERO();
-        __m512 a30 = VZERO(), a31 = VZERO();
-        __m512 a40 = VZERO(), a41 = VZERO();
-        __m512 a50 = VZERO(), a51 = VZERO();
+        TILE_ZERO(__m512)
         for (int64_t c = 0; c < dp; c++) {
             const __m512bh k0v = as_bh(_mm512_load_si512(kb0 + c * 16));
             const __m512bh k1v = as_bh(_mm512_load_si512(kb1 + c * 16));
@@ -568,23 +541,12 @@ static void query_chunk_bf(const bf16_t *q, int64_t q_sn, bf16_t *out, int64_t o
     }
 }
 
-typedef struct {
-    const bf16_t *q, *k, *v;
-    bf16_t *out;
-    const uint8_t *key_valid;
-    int64_t q_sb, q_sn, q_sh, k_sb, k_sn, k_sh, v_sb, v_sn, v_sh, o_sb, o_sn, o_sh, kv_sb;
-    int64_t B, H, nq, nk, d, chunks;
-    float c;
-    atomic_long next;
-} JobBf;
-
-/* Packs the valid keys of one (batch, head) into the K and V layouts above, zero-padded to a
+/* Packs the valid keys of (batch, head) bh into the K and V layouts above, zero-padded to a
    multiple of 32 keys. Returns the number of valid keys. */
-static int64_t pack_keys_bf(const JobBf *job, int64_t bi, int64_t hi, uint32_t *kt,
-                            uint32_t *vp) {
-    const bf16_t *kh = job->k + bi * job->k_sb + hi * job->k_sh;
-    const bf16_t *vh = job->v + bi * job->v_sb + hi * job->v_sh;
-    const uint8_t *valid = job->key_valid ? job->key_valid + bi * job->kv_sb : NULL;
+static int64_t pack_keys_bf(const Job *job, int64_t bh, uint32_t *kt, uint32_t *vp) {
+    const bf16_t *kh = (const bf16_t *)job->k + BH_AT(job, bh, k_sb, k_sh);
+    const bf16_t *vh = (const bf16_t *)job->v + BH_AT(job, bh, v_sb, v_sh);
+    const uint8_t *valid = VALID_AT(job, bh);
     const int64_t d = job->d, dp = d / 2;
     bf16_t *vb = (bf16_t *)vp;
     int64_t n = 0;
@@ -609,7 +571,7 @@ static int64_t pack_keys_bf(const JobBf *job, int64_t bi, int64_t hi, uint32_t *
     return n;
 }
 
-static void worker_bf(JobBf *job) {
+static void worker_bf(Job *job) {
     const int64_t nkp_max = (job->nk + 31) / 32 * 32;
     const size_t bytes = (size_t)(nkp_max > 0 ? nkp_max : 32) * job->d * sizeof(bf16_t);
     uint32_t *kt = aligned_alloc(64, bytes);
@@ -619,49 +581,51 @@ static void worker_bf(JobBf *job) {
                        aligned_alloc(64, QCHUNK * sizeof(float)),
                        aligned_alloc(64, QCHUNK * sizeof(float))};
     if (kt && vp && st.qt && st.acc && st.m && st.l) {
-        int64_t packed = -1, nvalid = 0;
-        const int64_t total = job->B * job->H * job->chunks;
-        for (;;) {
-            const int64_t task = atomic_fetch_add(&job->next, 1);
-            if (task >= total) break;
-            const int64_t bh = task / job->chunks, chunk = task % job->chunks;
-            const int64_t bi = bh / job->H, hi = bh % job->H;
-            if (bh != packed) {
-                nvalid = pack_keys_bf(job, bi, hi, kt, vp);
-                packed = bh;
-            }
-            const int64_t q0 = chunk * QCHUNK;
-            const int64_t rows = job->nq - q0 < QCHUNK ? job->nq - q0 : QCHUNK;
-            query_chunk_bf(job->q + bi * job->q_sb + hi * job->q_sh + q0 * job->q_sn, job->q_sn,
-                           job->out + bi * job->o_sb + hi * job->o_sh + q0 * job->o_sn,
-                           job->o_sn, rows, kt, vp, nvalid, job->d, job->c, &st);
+        int64_t packed = -1, nvalid = 0, bh, q0, rows;
+        while (next_task(job, &bh, &q0, &rows)) {
+            if (bh != packed) nvalid = pack_keys_bf(job, packed = bh, kt, vp);
+            query_chunk_bf((const bf16_t *)job->q + Q_AT(job, bh, q0), job->q_sn,
+                           (bf16_t *)job->out + O_AT(job, bh, q0), job->o_sn, rows, kt, vp,
+                           nvalid, job->d, job->scale, &st);
         }
-    } /* else: the other threads take the tasks; the caller checks all were done */
+    } /* else as in worker */
     free(st.qt); free(st.acc); free(st.m); free(st.l);
     free(kt);
     free(vp);
 }
+#endif /* GL_BF16 */
 
-/* As gl_attention_f32 with bf16 (raw uint16) q, k, v and out. Returns 0 on success, 1 for an
-   unsupported head width, 2 when no thread could get memory. */
-int gl_attention_bf16(const bf16_t *q, int64_t q_sb, int64_t q_sn, int64_t q_sh,
-                      const bf16_t *k, int64_t k_sb, int64_t k_sn, int64_t k_sh,
-                      const bf16_t *v, int64_t v_sb, int64_t v_sn, int64_t v_sh,
-                      bf16_t *out, int64_t o_sb, int64_t o_sn, int64_t o_sh,
-                      const uint8_t *key_valid, int64_t kv_sb,
-                      int64_t B, int64_t H, int64_t nq, int64_t nk, int64_t d, float scale,
-                      int nthreads) {
+/* softmax(q k^T / sqrt(d)) v. dtype 0: float q, k, v and out (every build); dtype 1: bf16 (raw
+   uint16; builds with GL_BF16 only). Strides are in elements. Returns 0 on success, 1 for an
+   unsupported head width, 2 when no thread could get memory, 3 for a dtype this build lacks. */
+int gl_attention(int dtype, const void *q, int64_t q_sb, int64_t q_sn, int64_t q_sh,
+                 const void *k, int64_t k_sb, int64_t k_sn, int64_t k_sh,
+                 const void *v, int64_t v_sb, int64_t v_sn, int64_t v_sh,
+                 void *out, int64_t o_sb, int64_t o_sn, int64_t o_sh,
+                 const uint8_t *key_valid, int64_t kv_sb,
+                 int64_t B, int64_t H, int64_t nq, int64_t nk, int64_t d, float scale,
+                 int nthreads) {
     if (d <= 0 || d > MAXD || d % 16) return 1;
-    JobBf job = {q, k, v, out, key_valid,
-                 q_sb, q_sn, q_sh, k_sb, k_sn, k_sh, v_sb, v_sn, v_sh, o_sb, o_sn, o_sh, kv_sb,
-                 B, H, nq, nk, d, (nq + QCHUNK - 1) / QCHUNK,
-                 scale * LOG2E};
+    void (*work)(Job *) = worker;
+    if (dtype == 1) {
+#ifdef GL_BF16
+        work = worker_bf;
+        scale *= LOG2E; /* the bf16 kernel's scores are in log2 units */
+#else
+        return 3;
+#endif
+    } else if (dtype != 0) {
+        return 3;
+    }
+    Job job = {q, k, v, out, key_valid,
+               q_sb, q_sn, q_sh, k_sb, k_sn, k_sh, v_sb, v_sn, v_sh, o_sb, o_sn, o_sh, kv_sb,
+               B, H, nq, nk, d, (nq + QCHUNK - 1) / QCHUNK,
+               scale};
     atomic_init(&job.next, 0);
     const int64_t tasks = B * H * job.chunks;
     if (nthreads > tasks) nthreads = (int)tasks;
     if (nthreads < 1) nthreads = 1;
 #pragma omp parallel num_threads(nthreads)
-    worker_bf(&job);
+    work(&job);
     return atomic_load(&job.next) >= tasks ? 0 : 2;
 }
-#endif /* GL_BF16 */
