@@ -153,9 +153,9 @@ def _attend_cpu_kernel(self: Attention, q, k, v, key_valid=None) -> torch.Tensor
 
     The bf16 kernel (AVX512_BF16 dot products, fp32 softmax) where the kernel variant in use is
     ``avx512_bf16``; else the exact fp32 kernel on upcast q, k, v; else PyTorch's SDPA in bf16.
-    Why: at 12,288 tokens the bf16 kernel ran 1.5x (Nano, head width 16) to 2.0x (Base, 64) the
-    upcast fp32 kernel and 2.8-3.1x PyTorch's bf16 SDPA (benchmarks/attention_kernel.py --bf16), and
-    PyTorch's bf16 SDPA was slower than the upcast fp32 kernel.
+    Why: at 12,288 tokens the bf16 kernel ran 1.4x (Nano, head width 16) to 2.0x (Base, 64) the
+    upcast fp32 kernel and 2.4-3.0x PyTorch's bf16 SDPA (``benchmarks/attention_kernel.py
+    --bf16``), and PyTorch's bf16 SDPA was slower than the upcast fp32 kernel.
     """
     if attention_kernel.can_use(q):  # bf16 q: only where the variant has the bf16 kernel
         return attention_kernel.attention(q, k, v, key_valid)
