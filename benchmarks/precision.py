@@ -13,6 +13,10 @@ with geolatent on ``PYTHONPATH`` (see ``benchmarks/compare_reference.py`` for th
     PYTHONPATH=. /work/refvenv-v1/bin/python benchmarks/precision.py --sizes nano,tiny,base
 
 Without olmoearth-pretrain importable the reference column is left out (said in the output).
+
+``--int8-activations`` times instead one Base-width int8 linear (12,288 tokens x 768 -> 3,072)
+with PyTorch's 7-bit activations against the 8-bit ones geolatent uses on VNNI CPUs, and
+prints their errors against fp32: the speed side of that accuracy change.
 """
 
 from __future__ import annotations
@@ -104,13 +108,37 @@ def bench_size(size: str, args, folder: Path) -> None:
               f"{med['fp32'] / s:5.2f}x geolatent fp32{ratio}")  # fmt: skip
 
 
+def int8_activations(repeats: int) -> None:
+    from geolatent.model.precision import Int8Linear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(768, 3072)
+    x = torch.randn(12288, 768)
+    ref = lin(x).detach()
+    runs = {f"{8 if full else 7}-bit": Int8Linear(lin, full) for full in (False, True)}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    with torch.inference_mode():
+        for _ in range(repeats):
+            for k, mod in runs.items():
+                start = time.perf_counter()
+                mod(x)
+                times[k].append(time.perf_counter() - start)
+        for k, mod in runs.items():
+            err = ((mod(x) - ref).norm() / ref.norm()).item()
+            med = sorted(times[k])[len(times[k]) // 2]
+            print(f"  int8 linear, {k} activations: {med * 1e3:7.1f} ms, relative error {err:.4f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", default="nano,tiny,base")
+    ap.add_argument("--int8-activations", action="store_true")
     args = parse_encoder_timing_args(ap, batch=1)
     from geolatent.model.attention_kernel import attention_backend
 
     print(lscpu_summary())
+    if args.int8_activations:
+        return int8_activations(max(args.repeats, 5))
     print(f"fp32 attention: {attention_backend()}; batch {args.batch}, T={args.timesteps}, "
           f"p=4, median of {args.repeats} interleaved repeats (shared machine)")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,9 +3,10 @@
 - ``fp32``: the model as trained; CPU attention through the exact AVX2 / AVX-512 kernel.
 - ``bf16``: the transformer blocks and the final norm hold bf16 weights and run on bf16
   activations (oneDNN matmuls on CPUs with AVX512_BF16 or AMX, tensor cores on GPUs);
-  attention is PyTorch's fused flash kernel (blocked online softmax, never an ``N x N`` score
-  matrix). Patch embedding, encodings, pooling and the contrastive head stay fp32 (under 1 % of
-  the work) so that outputs are fp32 and missing-token zeros stay exact.
+  attention on CPU is geolatent's bf16 kernel (AVX512_BF16, fp32 softmax), on GPUs PyTorch's
+  fused flash kernel (both blocked online softmax, never an ``N x N`` score matrix). Patch
+  embedding, encodings, pooling and the contrastive head stay fp32 (under 1 % of the work)
+  so that outputs are fp32 and missing-token zeros stay exact.
 - ``int8``: every linear of the blocks holds int8 weights (per-channel scales) and quantizes
   its input per call (dynamic activation quantization, PyTorch's fbgemm / x86 / qnnpack
   engines); layer norms, GELU, softmax and attention stay fp32 (attention through the fp32
@@ -147,12 +148,17 @@ def _to_fp32_post(module: nn.Module, args: tuple, output: torch.Tensor) -> torch
     return output.float()
 
 
-def _attend_fp32_kernel(self: Attention, q, k, v, key_valid=None) -> torch.Tensor:
-    """bf16 q, k, v through the exact fp32 CPU kernel; result in bf16.
+def _attend_cpu_kernel(self: Attention, q, k, v, key_valid=None) -> torch.Tensor:
+    """bf16 q, k, v through geolatent's CPU attention kernel; result in bf16.
 
-    Why: PyTorch's CPU flash attention in bf16 ran at 0.55x the fp32 kernel for Nano at 12,288
-    tokens (head width 16) here (benchmarks/precision.py); the upcast costs a copy of q, k, v.
+    The bf16 kernel (AVX512_BF16 dot products, fp32 softmax) where the kernel variant in use is
+    ``avx512_bf16``; else the exact fp32 kernel on upcast q, k, v; else PyTorch's SDPA in bf16.
+    Why: at 12,288 tokens the bf16 kernel ran 1.4x (Nano, head width 16) to 2.0x (Base, 64) the
+    upcast fp32 kernel and 2.4-3.0x PyTorch's bf16 SDPA (``benchmarks/attention_kernel.py
+    --bf16``), and PyTorch's bf16 SDPA was slower than the upcast fp32 kernel.
     """
+    if attention_kernel.can_use(q):  # bf16 q: only where the variant has the bf16 kernel
+        return attention_kernel.attention(q, k, v, key_valid)
     q32 = q.float()
     if not attention_kernel.can_use(q32):
         return Attention.attend(self, q, k, v, key_valid)  # SDPA in bf16 (flash, blocked)
@@ -165,7 +171,7 @@ def _convert_bf16(encoder: nn.Module) -> None:
     encoder.norm.to(torch.bfloat16)
     if next(encoder.parameters()).device.type == "cpu":
         for blk in encoder.blocks:
-            blk.attn.attend = types.MethodType(_attend_fp32_kernel, blk.attn)
+            blk.attn.attend = types.MethodType(_attend_cpu_kernel, blk.attn)
     encoder.blocks[0].register_forward_pre_hook(_to_bf16_pre, with_kwargs=True)
     encoder.norm.register_forward_hook(_to_fp32_post)
 
@@ -173,17 +179,52 @@ def _convert_bf16(encoder: nn.Module) -> None:
 # ---------------------------------------------------------------- int8
 
 
-def _quantize_linear(linear: nn.Linear) -> nn.Module:
-    """A dynamic-int8 copy of ``linear`` (int8 weights with per-output-channel scales)."""
-    with warnings.catch_warnings():
-        # torch.ao.quantization warns that it is deprecated in favour of torchao; torchao's
-        # CPU int8 path needs torch.compile and ran at 0.8x fbgemm's speed here (docs/precision.md).
-        warnings.simplefilter("ignore")
-        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-        from torch.ao.quantization import per_channel_dynamic_qconfig
+def _full_range_activations() -> bool:
+    """Whether int8 linears may quantize activations to all 8 bits (else 7, ``reduce_range``).
 
-        linear.qconfig = per_channel_dynamic_qconfig
-        return DynamicLinear.from_float(linear)
+    fbgemm's AVX2 / AVX-512 kernels multiply u8 x s8 pairs with ``vpmaddubsw``, whose int16 sum
+    saturates at full range, so PyTorch's dynamic linear uses 7-bit activations everywhere. CPUs
+    with VNNI (``vpdpbusd``: 32-bit sums) or AMX-INT8 do not saturate, and the 8th bit halves the
+    activation rounding error (measured: benchmarks/precision_probe.py, docs/precision.md).
+    """
+    return _int8_engine() in ("x86", "fbgemm", "onednn") and any(
+        cpu_has(f) for f in ("avx512_vnni", "avx_vnni", "amx_int8")
+    )
+
+
+class Int8Linear(nn.Module):
+    """``y = x W^T + b`` with int8 weights (per-output-channel scales) and ``x`` quantized per
+    call (dynamic, per tensor): PyTorch's ``quantized::linear_dynamic`` on packed weights.
+
+    ``full_range``: 8-bit activations (VNNI / AMX CPUs) instead of PyTorch's default 7 bits.
+    """
+
+    def __init__(self, linear: nn.Linear, full_range: bool):
+        super().__init__()
+        with warnings.catch_warnings():
+            # torch.ao.quantization warns that it is deprecated in favour of torchao; torchao's
+            # CPU int8 path needs torch.compile and ran at 0.8x fbgemm's speed here
+            # (docs/precision.md).
+            warnings.simplefilter("ignore")
+            from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+            from torch.ao.quantization import per_channel_dynamic_qconfig
+
+            linear.qconfig = per_channel_dynamic_qconfig
+            self.packed = DynamicLinear.from_float(linear)
+        self.full_range = full_range
+
+    def weight(self) -> torch.Tensor:
+        """The int8 weight ``[out, in]`` (a quantized tensor)."""
+        return self.packed.weight()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        params = self.packed._packed_params._packed_params
+        return torch.ops.quantized.linear_dynamic(x, params, reduce_range=not self.full_range)
+
+
+def _quantize_linear(linear: nn.Linear) -> nn.Module:
+    """A dynamic-int8 copy of ``linear`` (see :class:`Int8Linear`)."""
+    return Int8Linear(linear, _full_range_activations())
 
 
 class Int8Block(nn.Module):

@@ -1,5 +1,6 @@
-"""The attention kernel (AVX2 and AVX-512 variants): exact against float64 attention, masks,
-strides, backend and variant choice. Every kernel test runs once per variant this CPU has."""
+"""The attention kernel's fp32 entry point (AVX2, AVX-512 and AVX-512 + BF16 variants): exact
+against float64 attention, masks, strides, backend and variant choice. Every kernel test runs
+once per variant this CPU has."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from geolatent.model import attention as attention_mod
 from geolatent.model import attention_kernel as ak
 
 
-@pytest.fixture(scope="module", params=["avx2", "avx512"])
+@pytest.fixture(scope="module", params=["avx2", "avx512", "avx512_bf16"])
 def kernel(request):
     if ak.requested_backend() == "sdpa":
         pytest.skip("GEOLATENT_ATTENTION=sdpa: the kernel is switched off")
@@ -127,13 +128,17 @@ def test_key_padding_mask_and_rows_without_keys(kernel):
 
 @pytest.mark.parametrize("where", ["q", "k", "v"])
 def test_nan_propagates_like_pytorch(kernel, where):
-    """A NaN is never silently dropped: the rows it reaches are NaN, exactly as with SDPA."""
+    """A NaN is never silently dropped: the rows it reaches are NaN, exactly as with SDPA (bf16
+    inputs too, on the variant with the bf16 kernel)."""
     t = {"q": rand(1, 20, 2, 16, seed=20), "k": rand(1, 40, 2, 16, seed=21),
          "v": rand(1, 40, 2, 16, seed=22)}  # fmt: skip
     t[where][0, 5, 0, 3] = float("nan")
     with torch.no_grad():
-        out = kernel.attention(t["q"], t["k"], t["v"])
         sdpa = F.scaled_dot_product_attention(*(t[n].transpose(1, 2) for n in "qkv"))
+        if kernel.kernel_isa() == "avx512_bf16":
+            bf = kernel.attention(*(t[n].bfloat16() for n in "qkv"))
+            assert torch.equal(torch.isnan(bf), torch.isnan(sdpa.transpose(1, 2)))
+        out = kernel.attention(t["q"], t["k"], t["v"])
     assert torch.isnan(out).any()
     assert torch.equal(torch.isnan(out), torch.isnan(sdpa.transpose(1, 2)))
 
@@ -184,7 +189,7 @@ def test_rejects_what_it_cannot_compute(kernel):
         kernel.attention(torch.zeros(1, 4, 2, 8), torch.zeros(1, 4, 2, 8), torch.zeros(1, 4, 2, 8))
     with pytest.raises(ValueError, match="disagree"):
         kernel.attention(q, torch.zeros(1, 4, 3, 16), torch.zeros(1, 4, 3, 16))
-    with pytest.raises(ValueError, match="float32 CPU"):
+    with pytest.raises(ValueError, match="float32 .or bfloat16. CPU"):
         kernel.attention(q.double(), q.double(), q.double())
     with pytest.raises(ValueError, match="key_valid"):
         kernel.attention(q, q, q, torch.ones(1, 5, dtype=torch.bool))
@@ -274,8 +279,7 @@ def test_auto_picks_the_widest_variant_and_a_missing_one_is_named(monkeypatch):
         pytest.skip("no kernel variant runs on this CPU")
     monkeypatch.setenv("GEOLATENT_ATTENTION_ISA", "auto")
     assert ak._choose_isa() == have[0]
-    if "avx512" in have:
-        assert have[0] == "avx512"
+    assert have == [isa for isa in ak.ISAS[1:] if isa in have]  # widest first
     monkeypatch.setattr(ak, "cpu_has", lambda *f: "avx512f" not in f)  # a CPU without AVX-512
     monkeypatch.setenv("GEOLATENT_ATTENTION_ISA", "avx512")
     with pytest.raises(ak.KernelUnavailable, match="lacks AVX512F"):
