@@ -12,8 +12,12 @@ On-disk format (numpy arrays, as exported by the Presto evaluation code)::
 
 Band contract: ``sentinel1`` [vv, vh] dB and ``sentinel2_l2a`` B02-B12 DN (no B01, B10: the
 [B01, B09] bandset is masked); 1 x 1 px samples, use patch size 1. Weather / terrain columns
-and the (wrong upstream) NDVI are not model inputs. Timestamps: day 15 of each step's month;
-the year only orders the steps (the model does not encode years).
+and the (wrong upstream) NDVI are not model inputs. Timestamps: day 15 of consecutive months
+from the first step's month. The export's month labels of later steps repeat or skip a month
+in 1 of 5 samples (its composites are not calendar months), which would give two steps the
+same date; the model takes strictly increasing dates, and the steps are consecutive composites,
+so each step is one month after the previous. The year only orders the steps (the model does
+not encode years).
 Targets: ``target="regression"`` -> severity as a float (RMSE / R^2), ``"classification"`` ->
 severity 1-5 as classes 0-4. Splits: the export's own ``is_test`` (test) and the rest (train);
 selection holds out part of train.
@@ -67,10 +71,10 @@ class AlgaeBlooms(EvalDataset):
         sel = test if name == "test" else ~test
         inputs, bands = presto_arrays_to_inputs(x[sel])
         m = month[sel]
-        # Steps are consecutive months: the year advances where the month wraps around.
-        wraps = np.cumsum(np.diff(m, axis=1) < 0, axis=1)
-        year = 2020 + np.concatenate([np.zeros((len(m), 1), np.int64), wraps], axis=1)
-        ts = np.stack([np.full_like(m, 15), m, year], axis=-1)
+        # Steps are consecutive composites: month k is k months after the first step's (the
+        # export's own labels repeat or skip a month in some samples; see the module doc).
+        k = m[:, :1] + np.arange(m.shape[1])[None, :]
+        ts = np.stack([np.full_like(k, 15), k % 12, 2020 + k // 12], axis=-1)
         labels = y[sel].astype(np.float32) if self.target == "regression" else y[sel] - 1
         uid_path = self.base / "uid.npy"
         ids = [str(u) for u in np.load(uid_path)[sel]] if uid_path.exists() else None
