@@ -45,6 +45,9 @@ def test_members_listed_changed_and_removed_last_admin_kept(server, admin):
     # the last admin cannot be removed; with a second admin it can
     r = admin.delete(f"{base}/{ADMIN[0]}")
     assert r.status_code == 409 and "last admin" in r.json()["detail"]
+    r = admin.put(base, json={"username": ADMIN[0], "role": "viewer"})  # nor demoted
+    assert r.status_code == 409 and "last admin" in r.json()["detail"]
+    assert {m["username"]: m["role"] for m in admin.get(base).json()}[ADMIN[0]] == "admin"
     assert admin.put(base, json={"username": ann.username, "role": "admin"}).status_code == 204
     assert admin.delete(f"{base}/{ADMIN[0]}").status_code == 204
     assert {m["username"]: m["role"] for m in ann.get(base).json()} == {ann.username: "admin"}

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from geolatent.app.models import Membership, Project, User
+from geolatent.app.routers.users import check_not_last_admin
 from geolatent.app.sample import sample_dates, sample_label_schema, write_sample_imagery
 from geolatent.app.schemas import MemberSet, ProjectCreate, ProjectOut, ProjectUpdate
 from geolatent.app.security import (
@@ -145,6 +146,8 @@ def set_member(body: MemberSet, access: ProjectAccess = Depends(require_role("ad
     if row is None:
         db.add(Membership(project_id=access.project.id, user_id=user.id, role=body.role))
     else:
+        if body.role != "admin":
+            check_not_last_admin(db, row, body.username)  # a demotion keeps one admin
         row.role = body.role
     db.commit()
 

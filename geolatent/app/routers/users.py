@@ -83,11 +83,18 @@ def remove_member(username: str, access: ProjectAccess = Depends(require_role("a
         Membership.project_id == access.project.id, User.username == username))
     if row is None:
         raise HTTPException(404, f"{username!r} is not a member of this project")
-    if row.role == "admin":
-        admins = db.scalar(select(func.count()).select_from(Membership).where(
-            Membership.project_id == access.project.id, Membership.role == "admin"))
-        if admins <= 1:
-            raise HTTPException(409, f"{username!r} is the project's last admin: make another "
-                                     "member admin first")
+    check_not_last_admin(db, row, username)
     db.delete(row)
     db.commit()
+
+
+def check_not_last_admin(db: Session, row: Membership, username: str) -> None:
+    """409 when ``row`` is the project's last admin (removing or demoting it would leave the
+    project with nobody to manage it)."""
+    if row.role != "admin":
+        return
+    admins = db.scalar(select(func.count()).select_from(Membership).where(
+        Membership.project_id == row.project_id, Membership.role == "admin"))
+    if admins <= 1:
+        raise HTTPException(409, f"{username!r} is the project's last admin: make another "
+                                 "member admin first")
